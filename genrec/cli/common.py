@@ -1,0 +1,49 @@
+"""What every CLI command shares: settings, JSON output, and one way to report errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from genrec.errors import GenrecError
+from genrec.settings import Settings
+
+ConfigOption = typer.Option(None, "--config", help="TOML settings file (else GENREC_CONFIG).")
+
+
+def load_settings(config: Path | None, **overrides: Any) -> Settings:
+    return Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def print_json(doc: Any) -> None:
+    """The one JSON document a --json command writes to stdout."""
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(fn: Callable) -> Callable:
+    """Turn genrec's errors into a one-line message on stderr and a non-zero exit."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        try:
+            return fn(*args, **kwargs)
+        except GenrecError as exc:
+            fail(exc.message, 2 if exc.status_code < 500 else 1)
+        except ValueError as exc:  # pydantic validation of options
+            fail(str(exc), 2)
+
+    return wrapper

@@ -1,0 +1,123 @@
+"""One settings object for all of genrec, read from GENREC_* variables and an optional TOML file.
+
+It is built once at the edge (CLI, server, tests) and passed down explicitly; no module keeps a
+global copy. The file is named by GENREC_CONFIG (or ``Settings.load(path)``); environment variables
+win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Mode = Literal["rank", "generate", "describe"]
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genrec"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GENREC_", extra="forbid")
+
+    # Where genrec keeps its state: the Chroma folder and the converted default model.
+    home: Path = Field(default_factory=_default_home)
+
+    # Catalog index
+    chroma_url: str | None = None  # e.g. http://127.0.0.1:8001 -> HttpClient; else embedded
+    collection: str = "ml-100k"
+    dataset: str = "ml-100k"  # the embedded default catalog
+    embedding_model: str | None = None  # local SentenceTransformer folder; None = packaged MiniLM
+    ingest_batch_size: int = Field(default=1024, ge=1)
+
+    # LM engine
+    model: str | None = None  # local HF folder or name; None = packaged SmolLM2-135M-Instruct
+    engine_url: str | None = None  # OpenAI-compatible vLLM server; None = in-process engine
+    engine_api_key: str | None = None
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(default=2048, ge=128)
+    kv_cache_gib: float = Field(default=1.0, gt=0)
+    max_logprobs: int = Field(default=20, ge=1)
+    engine_timeout_s: float = Field(default=120.0, gt=0)
+
+    # Recommendation defaults
+    mode: Mode = "rank"
+    template: str | None = None  # None = the mode's default template
+    k: int = Field(default=10, ge=1)
+    candidates: int = Field(default=20, ge=1)
+    max_new_tokens: int = Field(default=48, ge=1)
+
+    # Server
+    api_key: str | None = None
+    max_in_flight: int = Field(default=16, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides) -> Settings:
+        """Settings from (in order of precedence) overrides, GENREC_* env, the TOML file."""
+        path = config_file or os.environ.get("GENREC_CONFIG")
+        if path is None:
+            return cls(**overrides)
+        if not Path(path).is_file():
+            from genrec.errors import ConfigError
+
+            raise ConfigError(f"config file {path} does not exist; fix GENREC_CONFIG or the path")
+        return _with_toml(Path(path))(**overrides)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # GENREC_CONFIG is how the file is named, not a field.
+        return (init_settings, _EnvWithoutConfig(settings_cls))
+
+
+class _EnvWithoutConfig(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings]):
+        from pydantic_settings import EnvSettingsSource
+
+        super().__init__(settings_cls)
+        self._env = EnvSettingsSource(settings_cls)
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return self._env.get_field_value(field, field_name)
+
+    def __call__(self) -> dict:
+        return self._env()
+
+
+def _with_toml(path: Path) -> type[Settings]:
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):
+            return (
+                init_settings,
+                _EnvWithoutConfig(settings_cls),
+                TomlConfigSettingsSource(settings_cls, toml_file=path),
+            )
+
+    _FileSettings.__name__ = "Settings"
+    return _FileSettings
