@@ -42,6 +42,7 @@ class Settings(BaseSettings):
 
     # LM engine
     model: str | None = None  # local HF folder or name; None = packaged SmolLM2-135M-Instruct
+    model_cache: Path | None = None  # where the packaged model is converted; None = home/models
     engine_url: str | None = None  # OpenAI-compatible vLLM server; None = in-process engine
     engine_api_key: str | None = None
     dtype: str = "bfloat16"
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.model_cache or self.home / "models"
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides) -> Settings:
