@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     api_key: str | None = None
     max_in_flight: int = Field(default=16, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Extra model profiles for `genrec serve`, by name: {"mode", "template", "k", "candidates",
+    # "filters", "response_template", "description"} (see genrec/server/profiles.py).
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def chroma_path(self) -> Path:
