@@ -1,0 +1,100 @@
+"""Ranking and output-quality metrics for one target per request (leave-one-out).
+
+Ranking metrics are over the *full* ranking: a target that is not in the returned list is a miss
+(it contributes 0), exactly as if every unreturned item were ranked below the list.
+
+Two ways to rank:
+- a ranked list (what the recommender returns): the position decides, ties cannot occur;
+- scores over items (the popularity baseline): ties are resolved by their *expected* value under a
+  uniformly random tie-break, so no arbitrary order (item ID, insertion order) flatters a method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
+RANKING_METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr")
+
+
+def _gain(rank: int) -> float:
+    return 1.0 / math.log2(rank + 1)
+
+
+def rank_of(ranked: Sequence[str], target: str) -> int | None:
+    """1-based position of `target` in `ranked`, None when it is absent."""
+    for i, item in enumerate(ranked, start=1):
+        if item == target:
+            return i
+    return None
+
+
+def at_k_from_rank(rank: int | None, ks: Iterable[int]) -> dict[str, float]:
+    """Recall (= hit rate with one target), NDCG and MRR at each K for a target at `rank`."""
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = rank is not None and rank <= k
+        out[f"recall@{k}"] = 1.0 if hit else 0.0
+        out[f"ndcg@{k}"] = _gain(rank) if hit else 0.0
+        out[f"mrr@{k}"] = 1.0 / rank if hit else 0.0
+    return out
+
+
+def ranking_metrics(ranked: Sequence[str], target: str, ks: Iterable[int]) -> dict[str, float]:
+    """Metrics for a ranked list; a target outside the list is a miss."""
+    return at_k_from_rank(rank_of(ranked, target), ks)
+
+
+def ranking_metrics_from_scores(
+    scores: Mapping[str, float],
+    target: str,
+    ks: Iterable[int],
+    *,
+    mask: Iterable[str] = (),
+) -> dict[str, float]:
+    """Expected metrics when items are ranked by descending score, masked items removed.
+
+    With `g` items scoring strictly higher than the target and `t` items tied with it (the target
+    included), the target's rank is uniform over g+1 .. g+t; each metric is averaged over those
+    positions. A target without a score, or masked, is a miss.
+    """
+    ks = list(ks)
+    masked = set(mask)
+    if target not in scores or target in masked:
+        return at_k_from_rank(None, ks)
+    s = scores[target]
+    greater = tied = 0
+    for item, v in scores.items():
+        if item in masked:
+            continue
+        if v > s:
+            greater += 1
+        elif v == s:
+            tied += 1
+    positions = range(greater + 1, greater + tied + 1)
+    total = {key: 0.0 for key in at_k_from_rank(None, ks)}
+    for r in positions:
+        for key, v in at_k_from_rank(r, ks).items():
+            total[key] += v
+    return {key: v / tied for key, v in total.items()}
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100), numpy's default method; None when empty."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """A rate, None (not 0) when there is nothing to divide by: 'no outputs' is not 'all valid'."""
+    return numerator / denominator if denominator else None
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None

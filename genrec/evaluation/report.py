@@ -1,0 +1,513 @@
+"""Reports of an evaluation run: results.json (every number), report.md and a self-contained
+report.html (tables plus matplotlib plots embedded as base64 PNG), and the comparison with a
+previous results.json.
+
+Everything here reads the results document the runner builds; nothing here runs an engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+STAGES = ("retrieve", "render", "llm", "ground", "total")
+RATE_METRICS = (
+    "candidate_recall",
+    "validity_rate",
+    "hallucination_rate",
+    "duplicate_rate",
+    "in_history_rate",
+    "outside_candidates_rate",
+    "empty_rate",
+    "error_rate",
+)
+# Rates where lower is better, for the sign of a comparison.
+LOWER_IS_BETTER = {
+    "hallucination_rate",
+    "duplicate_rate",
+    "in_history_rate",
+    "empty_rate",
+    "error_rate",
+    "prompt_tokens",
+    "completion_tokens",
+} | {f"latency_{s}_p{q}" for s in STAGES for q in (50, 95)}
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+
+
+def ranking_keys(ks: Sequence[int]) -> list[str]:
+    return [f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks]
+
+
+def all_rows(doc: Mapping) -> list[Mapping]:
+    return list(doc.get("cells", [])) + list(doc.get("baselines", []))
+
+
+# ---- comparison ---------------------------------------------------------------------------------
+
+
+def compare(current: Mapping, previous: Mapping) -> dict:
+    """Per cell and metric: previous, current and the difference. Cells are matched by id."""
+    prev_rows = {r["id"]: r for r in all_rows(previous)}
+    cur_rows = {r["id"]: r for r in all_rows(current)}
+    cells = []
+    for cid, row in cur_rows.items():
+        old = prev_rows.get(cid)
+        if old is None:
+            continue
+        diffs = {}
+        for name, now in row.get("metrics", {}).items():
+            before = old.get("metrics", {}).get(name)
+            if isinstance(now, int | float) and isinstance(before, int | float):
+                diffs[name] = {"previous": before, "current": now, "delta": now - before}
+        cells.append({"id": cid, "metrics": diffs})
+    protocol_changes = {
+        key: {"previous": previous.get("protocol", {}).get(key), "current": value}
+        for key, value in current.get("protocol", {}).items()
+        if previous.get("protocol", {}).get(key) != value
+    }
+    return {
+        "previous_commit": previous.get("environment", {}).get("git_commit"),
+        "previous_started_at": previous.get("started_at"),
+        "protocol_changes": protocol_changes,
+        "cells": cells,
+        "only_current": sorted(set(cur_rows) - set(prev_rows)),
+        "only_previous": sorted(set(prev_rows) - set(cur_rows)),
+    }
+
+
+def _headline(ks: Sequence[int]) -> list[str]:
+    k = 10 if 10 in ks else max(ks)
+    return [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}", "candidate_recall", "validity_rate"]
+
+
+# ---- markdown -----------------------------------------------------------------------------------
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Templates x modes for one metric (one row per profile/template), baselines as extra rows."""
+    cells = doc.get("cells", [])
+    modes = list(dict.fromkeys(c["mode"] for c in cells))
+    rows_by: dict[tuple[str, str], dict[str, str]] = {}
+    for c in cells:
+        key = (c["profile"], c["template_spec"] or "default")
+        val = fmt(c["metrics"].get(metric))
+        if c.get("users_completed") != doc["protocol"].get("users_evaluated"):
+            val += f" (n={c.get('users_completed')})"
+        rows_by.setdefault(key, {})[c["mode"]] = val
+    header = ["profile", "template", *modes]
+    rows = [[p, t, *(v.get(m, "") for m in modes)] for (p, t), v in rows_by.items()]
+    for b in doc.get("baselines", []):
+        rows.append(
+            [
+                "baseline",
+                b["name"],
+                *([fmt(b["metrics"].get(metric))] * 1),
+                *[""] * (len(modes) - 1),
+            ]
+        )
+    return header, rows
+
+
+def render_markdown(doc: Mapping) -> str:
+    p = doc["protocol"]
+    ks = p["ks"]
+    out = [f"# genrec eval: {doc['suite']['name']}", ""]
+    if doc["suite"].get("description"):
+        out += [doc["suite"]["description"], ""]
+    env = doc.get("environment", {})
+    models = ", ".join(sorted({c.get("model") or "?" for c in doc.get("cells", [])})) or "–"
+    out += [
+        f"- dataset: **{p['dataset']}** ({p['source']}); {p['stats'].get('users')} users, "
+        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} interactions "
+        f"after the {p['min_interactions']}-core filter",
+        f"- split: chronological leave-one-out, **{p['split']}** target; full ranking over all "
+        f"{p['stats'].get('items')} items with the history masked; a target outside the returned "
+        "list is a miss; errors count as misses",
+        f"- users evaluated: **{p['users_evaluated']}** of {p['users_available']} "
+        f"(seed {p['seed']}); {p['candidates']} candidates; the LM sees the last "
+        f"{p['history_len']} history items",
+        f"- model: {models}; "
+        f"genrec {env.get('packages', {}).get('genrec', '?')} at {env.get('git_commit') or '?'}; "
+        f"{doc.get('wall_s', 0):.0f} s",
+        "",
+    ]
+    for metric in _headline(ks)[:3]:
+        header, rows = pivot(doc, metric)
+        out += [f"## {metric} (templates × modes)", "", _md_table(header, rows), ""]
+
+    rk = ranking_keys(ks)
+    out += ["## Ranking", ""]
+    out.append(
+        _md_table(
+            ["cell", "n", *rk],
+            [
+                [
+                    r["id"],
+                    str(r.get("users_completed", "")),
+                    *(fmt(r["metrics"].get(m)) for m in rk),
+                ]
+                for r in all_rows(doc)
+            ],
+        )
+    )
+    out += ["", "## Outputs", ""]
+    out.append(
+        _md_table(
+            ["cell", *RATE_METRICS],
+            [
+                [r["id"], *(fmt(r["metrics"].get(m)) for m in RATE_METRICS)]
+                for r in doc.get("cells", [])
+            ],
+        )
+    )
+    out += ["", "## Cost (latency in ms, p50 / p95; tokens per request)", ""]
+    rows = []
+    for c in doc.get("cells", []):
+        lat = c.get("latency_ms", {})
+        rows.append(
+            [
+                c["id"],
+                *(
+                    f"{_ms(lat.get(s, {}).get('p50'))} / {_ms(lat.get(s, {}).get('p95'))}"
+                    for s in STAGES
+                ),
+                fmt(c["metrics"].get("prompt_tokens"), 1),
+                fmt(c["metrics"].get("completion_tokens"), 1),
+                f"{c.get('latency_requests', 0)}",
+                fmt(c.get("cache", {}).get("hit_rate"), 2),
+            ]
+        )
+    out.append(
+        _md_table(["cell", *STAGES, "prompt tok", "completion tok", "timed n", "cache hits"], rows)
+    )
+    out += [
+        "",
+        "Latency counts only requests that reached the engine (cache hits would flatter it); "
+        "`timed n` says how many.",
+    ]
+    if doc.get("thresholds"):
+        out += ["", "## Thresholds", ""]
+        out.append(
+            _md_table(
+                ["metric", "cells", "bound", "value", "result"],
+                [
+                    [
+                        t["metric"],
+                        t["cell"],
+                        t["bound"],
+                        fmt(t["value"]),
+                        "pass" if t["passed"] else "**FAIL**",
+                    ]
+                    for t in doc["thresholds"]
+                ],
+            )
+        )
+    if doc.get("comparison"):
+        out += ["", *_md_comparison(doc["comparison"], ks)]
+    errors = [
+        (c["id"], c.get("error_types", {})) for c in doc.get("cells", []) if c.get("error_types")
+    ]
+    if errors:
+        out += ["", "## Errors", ""]
+        for cid, types in errors:
+            out.append(f"- {cid}: " + ", ".join(f"{k} × {v}" for k, v in types.items()))
+    return "\n".join(out) + "\n"
+
+
+def _md_comparison(cmp: Mapping, ks: Sequence[int]) -> list[str]:
+    keys = _headline(ks)
+    out = [
+        f"## Compared with {cmp.get('previous_commit') or 'the previous run'} "
+        f"({cmp.get('previous_started_at')})",
+        "",
+    ]
+    if cmp.get("protocol_changes"):
+        out.append(
+            "Protocol differs: "
+            + "; ".join(
+                f"{k}: {v['previous']} → {v['current']}" for k, v in cmp["protocol_changes"].items()
+            )
+        )
+        out.append("")
+    rows = []
+    for c in cmp["cells"]:
+        row = [c["id"]]
+        for k in keys:
+            d = c["metrics"].get(k)
+            row.append("–" if d is None else f"{fmt(d['current'])} ({d['delta']:+.4f})")
+        rows.append(row)
+    out.append(_md_table(["cell", *(f"{k} (Δ)" for k in keys)], rows))
+    if cmp.get("only_current"):
+        out += ["", "New cells: " + ", ".join(cmp["only_current"])]
+    if cmp.get("only_previous"):
+        out += ["", "Cells no longer run: " + ", ".join(cmp["only_previous"])]
+    return out
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_metric_curves(doc: Mapping) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = doc["protocol"]["ks"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, name in zip(axes, ("recall", "ndcg", "mrr"), strict=True):
+        for r in all_rows(doc):
+            ys = [r["metrics"].get(f"{name}@{k}") for k in ks]
+            if any(y is None for y in ys):
+                continue
+            base = r["id"].startswith("baseline/")
+            ax.plot(ks, ys, marker="o", linestyle="--" if base else "-", label=r["id"], alpha=0.85)
+        ax.set_title(f"{name}@K")
+        ax.set_xlabel("K")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _png(fig)
+
+
+def plot_latency(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> str | None:
+    """Box plots of total latency per cell, and the median time per stage."""
+    cells = [c for c, s in samples.items() if s.get("total")]
+    if not cells:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(cells) + 2.5))
+    ax1.boxplot([samples[c]["total"] for c in cells], vert=False, showfliers=True)
+    ax1.set_yticks(range(1, len(cells) + 1), cells, fontsize=8)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("total latency per request (ms, log scale)")
+    ax1.grid(alpha=0.3, axis="x")
+    import statistics
+
+    left = [0.0] * len(cells)
+    for stage in ("retrieve", "render", "llm", "ground"):
+        meds = [statistics.median(samples[c].get(stage) or [0.0]) for c in cells]
+        ax2.barh(range(len(cells)), meds, left=left, label=stage)
+        left = [a + b for a, b in zip(left, meds, strict=True)]
+    ax2.set_yticks(range(len(cells)), cells, fontsize=8)
+    ax2.set_xlabel("median ms per stage")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3, axis="x")
+    return _png(fig)
+
+
+# ---- html ---------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+tr.baseline td{color:#555;font-style:italic}
+.fail{color:#b00;font-weight:bold}.pass{color:#070}
+.up{color:#070}.down{color:#b00}
+code{background:#f4f4f4;padding:1px 4px}
+"""
+
+
+def _html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = ()
+) -> str:
+    h = "".join(f"<th>{html.escape(x)}</th>" for x in header)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{x}</td>" for x in r) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def render_html(
+    doc: Mapping, samples: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+) -> str:
+    """A single self-contained HTML file: the markdown report's tables, plus plots."""
+    p = doc["protocol"]
+    ks = p["ks"]
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>genrec eval: {esc(doc['suite']['name'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>genrec eval: {esc(doc['suite']['name'])}</h1>",
+    ]
+    md = render_markdown(doc).splitlines()
+    # The protocol bullets, as written for the markdown report.
+    bullets = [line[2:] for line in md if line.startswith("- ")][:4]
+    parts.append(
+        "<ul>" + "".join(f"<li>{esc(b).replace('**', '')}</li>" for b in bullets) + "</ul>"
+    )
+
+    for metric in _headline(ks)[:3]:
+        header, rows = pivot(doc, metric)
+        classes = ["baseline" if r[0] == "baseline" else "" for r in rows]
+        parts.append(f"<h2>{esc(metric)}: templates × modes</h2>")
+        parts.append(_html_table(header, [[esc(x) for x in r] for r in rows], classes))
+
+    rk = ranking_keys(ks)
+    rows_all = all_rows(doc)
+    parts.append("<h2>Ranking</h2>")
+    parts.append(
+        _html_table(
+            ["cell", "n", *rk],
+            [
+                [
+                    esc(r["id"]),
+                    str(r.get("users_completed", "")),
+                    *(fmt(r["metrics"].get(m)) for m in rk),
+                ]
+                for r in rows_all
+            ],
+            ["baseline" if r["id"].startswith("baseline/") else "" for r in rows_all],
+        )
+    )
+    parts.append(
+        f"<img alt='metric@K curves' src='data:image/png;base64,{plot_metric_curves(doc)}'>"
+    )
+    parts.append("<h2>Outputs</h2>")
+    parts.append(
+        _html_table(
+            ["cell", *RATE_METRICS],
+            [
+                [esc(c["id"]), *(fmt(c["metrics"].get(m)) for m in RATE_METRICS)]
+                for c in doc.get("cells", [])
+            ],
+        )
+    )
+    parts.append("<h2>Cost</h2>")
+    lat_rows = []
+    for c in doc.get("cells", []):
+        lat = c.get("latency_ms", {})
+        lat_rows.append(
+            [
+                esc(c["id"]),
+                *(
+                    f"{_ms(lat.get(s, {}).get('p50'))} / {_ms(lat.get(s, {}).get('p95'))}"
+                    for s in STAGES
+                ),
+                fmt(c["metrics"].get("prompt_tokens"), 1),
+                fmt(c["metrics"].get("completion_tokens"), 1),
+                str(c.get("latency_requests", 0)),
+                fmt(c.get("cache", {}).get("hit_rate"), 2),
+            ]
+        )
+    parts.append(
+        _html_table(
+            [
+                "cell",
+                *(f"{s} p50/p95 ms" for s in STAGES),
+                "prompt tok",
+                "completion tok",
+                "timed n",
+                "cache hits",
+            ],
+            lat_rows,
+        )
+    )
+    if samples and (img := plot_latency(samples)):
+        parts.append(f"<img alt='latency distributions' src='data:image/png;base64,{img}'>")
+    if doc.get("thresholds"):
+        parts.append("<h2>Thresholds</h2>")
+        parts.append(
+            _html_table(
+                ["metric", "cells", "bound", "value", "result"],
+                [
+                    [
+                        esc(t["metric"]),
+                        esc(t["cell"]),
+                        esc(t["bound"]),
+                        fmt(t["value"]),
+                        "<span class='pass'>pass</span>"
+                        if t["passed"]
+                        else "<span class='fail'>FAIL</span>",
+                    ]
+                    for t in doc["thresholds"]
+                ],
+            )
+        )
+    if cmp := doc.get("comparison"):
+        keys = _headline(ks)
+        parts.append(
+            f"<h2>Compared with {esc(str(cmp.get('previous_commit') or 'the previous run'))}</h2>"
+        )
+        if cmp.get("protocol_changes"):
+            parts.append(
+                "<p>Protocol differs: "
+                + esc(
+                    "; ".join(
+                        f"{k}: {v['previous']} → {v['current']}"
+                        for k, v in cmp["protocol_changes"].items()
+                    )
+                )
+                + "</p>"
+            )
+        rows = []
+        for c in cmp["cells"]:
+            row = [esc(c["id"])]
+            for k in keys:
+                d = c["metrics"].get(k)
+                if d is None:
+                    row.append("–")
+                    continue
+                better = d["delta"] < 0 if k in LOWER_IS_BETTER else d["delta"] > 0
+                cls = "" if d["delta"] == 0 else ("up" if better else "down")
+                row.append(f"{fmt(d['current'])} <span class='{cls}'>({d['delta']:+.4f})</span>")
+            rows.append(row)
+        parts.append(_html_table(["cell", *(f"{k} (Δ)" for k in keys)], rows))
+    env = doc.get("environment", {})
+    parts.append("<h2>Environment</h2><pre>" + esc(json.dumps(env, indent=2)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(
+    doc: Mapping, out: Path, samples: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "results": out / "results.json",
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+    }
+    paths["results"].write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(doc), encoding="utf-8")
+    paths["html"].write_text(render_html(doc, samples), encoding="utf-8")
+    return paths

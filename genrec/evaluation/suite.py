@@ -1,0 +1,242 @@
+"""Evaluation suites: YAML files validated by pydantic; a mistake is reported with its YAML line.
+
+A suite names the dataset and split protocol, a matrix of templates x modes x profiles (a profile
+is a named set of Settings overrides, e.g. another model), the candidate count, the K values, the
+user sample and its seed, and thresholds that `--check` enforces. See eval/smoke.yaml.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genrec.errors import ConfigError
+from genrec.settings import Mode
+
+BASELINES = ("popularity", "retrieval", "random")
+_METRIC_RE = re.compile(
+    r"^(recall|ndcg|mrr)@\d+$|^candidate_recall$|^(validity|hallucination|duplicate|in_history|"
+    r"outside_candidates|error|empty)_rate$|^(latency_(retrieve|render|llm|ground|total)_p(50|95))$"
+    r"|^(prompt|completion)_tokens$"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    format: Literal["movielens", "ml-100k", "jsonl"]
+    path: str | None = None  # folder (movielens, ml-100k) or cases file (jsonl); ~ and $VARS expand
+    catalog: str | None = None  # jsonl only: the catalog file (JSONL or CSV)
+    name: str | None = None  # label for the collection; default from the path
+    min_interactions: int = Field(default=5, ge=2)
+
+    @model_validator(mode="after")
+    def _paths(self) -> DatasetSpec:
+        if self.format == "movielens" and not self.path:
+            raise ValueError("a movielens dataset needs `path` (the folder with ratings.csv)")
+        if self.format == "jsonl" and not (self.path and self.catalog):
+            raise ValueError("a jsonl dataset needs `path` (the cases) and `catalog`")
+        return self
+
+
+class ProtocolSpec(_Strict):
+    split: Literal["test", "validation"] = "test"
+    users: int | None = Field(default=None, ge=1)  # sample size; None = every user
+    seed: int = 0
+    history_len: int = Field(default=20, ge=1, le=200)  # most recent items shown to the LM
+
+
+class ProfileSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    settings: dict[str, Any] = Field(default_factory=dict)  # Settings overrides
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from genrec.settings import Settings
+
+        unknown = sorted(set(v) - set(Settings.model_fields))
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}")
+        return v
+
+
+class MatrixSpec(_Strict):
+    templates: list[str | None] = Field(default_factory=lambda: [None], min_length=1)
+    modes: list[Mode] = Field(min_length=1)
+    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec(name="default")])
+    users: int | None = Field(default=None, ge=1)  # a smaller sample for this block (a prefix)
+
+    @field_validator("templates")
+    @classmethod
+    def _default_template(cls, v: list[str | None]) -> list[str | None]:
+        # "default" (or null) = the mode's default template
+        return [None if t in (None, "default") else t for t in v]
+
+
+class ThresholdSpec(_Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    cells: str = "*"  # glob over cell ids: "{profile}/{mode}/{template}", or "baseline/*"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if not _METRIC_RE.match(v):
+            raise ValueError(
+                f"unknown metric {v!r}; e.g. recall@10, ndcg@5, mrr@10, candidate_recall, "
+                "validity_rate, hallucination_rate, latency_total_p95, prompt_tokens"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _bound(self) -> ThresholdSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min or max")
+        return self
+
+
+class Suite(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: DatasetSpec
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    candidates: int = Field(default=20, ge=1, le=200)
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    matrix: list[MatrixSpec] = Field(min_length=1)  # blocks; each a templates x modes x profiles
+    baselines: list[Literal["popularity", "retrieval", "random"]] = Field(
+        default_factory=lambda: list(BASELINES)
+    )
+    concurrency: int = Field(default=4, ge=1, le=256)
+    thresholds: list[ThresholdSpec] = Field(default_factory=list)
+
+    # Where the file lives, for resolving relative paths; not part of the YAML.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("every K must be >= 1")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _ks_fit(self) -> Suite:
+        # The recommender returns `candidates` items; a K beyond that could never be reached.
+        if max(self.ks) > self.candidates:
+            raise ValueError(
+                f"max K ({max(self.ks)}) exceeds candidates ({self.candidates}); "
+                "raise candidates or drop the larger K"
+            )
+        return self
+
+    def cells(self) -> list[CellSpec]:
+        """The expanded matrix, duplicates removed, in file order."""
+        seen: dict[str, CellSpec] = {}
+        for block in self.matrix:
+            for profile in block.profiles:
+                for mode in block.modes:
+                    for template in block.templates:
+                        cell = CellSpec(
+                            profile=profile, mode=mode, template=template, users=block.users
+                        )
+                        seen.setdefault(cell.id, cell)
+        return list(seen.values())
+
+    def resolve_path(self, value: str) -> Path:
+        """~ and $VARS expanded; a relative path is tried against the working directory, then
+        against the suite's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        if p.is_absolute() or p.exists() or self.source is None:
+            return p
+        beside = self.source.parent / p
+        return beside if beside.exists() else p
+
+
+class CellSpec(BaseModel):
+    profile: ProfileSpec
+    mode: Mode
+    template: str | None
+    users: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.profile.name}/{self.mode}/{self.template or 'default'}"
+
+
+def matches(pattern: str, cell_id: str) -> bool:
+    return fnmatch.fnmatchcase(cell_id, pattern)
+
+
+# ---- loading with line numbers -----------------------------------------------------------------
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file; ConfigError says which line is wrong and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}", param="suite")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}", param="suite") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a suite is a YAML mapping", param="suite")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if not _is_union_tag(p)]
+            line = _line_of(node, loc)
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}:{line}: {dotted}: {msg}")
+        raise ConfigError("invalid suite\n  " + "\n  ".join(lines), param="suite") from None
+    suite.source = path.resolve()
+    return suite
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts union member names ("str", "function-after[...]") into locations.
+    return isinstance(part, str) and (part in {"str", "int", "float", "none"} or "[" in part)
+
+
+def _line_of(node: yaml.Node | None, loc: list) -> int:
+    """The 1-based line of the deepest YAML node along `loc` that exists."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if key.value == part:
+                    nxt = value
+                    line = key.start_mark.line + 1
+                    break
+            if nxt is None:
+                break
+            node = nxt
+            if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+                line = node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
