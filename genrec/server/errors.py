@@ -1,0 +1,133 @@
+"""Every error the server sends is OpenAI's `{"error": {message, type, param, code}}`.
+
+Bad input is a 400 naming the field (never FastAPI's 422); unexpected failures are a 500 whose
+body says nothing about the internals (the log has the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from genrec.errors import EngineError, GenrecError, InvalidRequest, RateLimited
+
+log = logging.getLogger("genrec.server")
+
+
+class BodyTooLarge(GenrecError):
+    status_code = 413
+    type = "invalid_request_error"
+
+
+class Unauthorized(GenrecError):
+    status_code = 401
+    type = "invalid_request_error"
+
+
+def error_headers(exc: GenrecError) -> dict[str, str]:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": "1"}
+    if isinstance(exc, EngineError):
+        return {"Retry-After": "5"}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
+def error_response(exc: GenrecError) -> JSONResponse:
+    return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=error_headers(exc))
+
+
+def param_path(loc: Sequence[Any]) -> str | None:
+    """("body", "messages", 0, "content") -> "messages[0].content"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or None
+
+
+def from_validation(errors: Sequence[dict[str, Any]]) -> InvalidRequest:
+    """The first pydantic/FastAPI validation error as a 400 that names its field."""
+    if not errors:
+        return InvalidRequest("the request is invalid")
+    # A union (content: str | list[part]) fails once per branch; the branch whose value was
+    # wrong, not the one of the wrong type, says what to fix.
+    err = min(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))
+    loc = [p for p in err.get("loc", ()) if not _union_branch(p)]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        detail = (err.get("ctx") or {}).get("error", "")
+        pos = f" at character {loc[0]}" if loc else ""
+        return InvalidRequest(
+            f"the body is not valid JSON ({detail}{pos})", param=None, code="invalid_json"
+        )
+    param = param_path(loc)
+    msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        msg = "unknown field; genrec takes OpenAI's chat fields and its own options"
+    elif kind == "missing" and param is None:
+        return InvalidRequest("the request needs a JSON object body", param=None)
+    elif kind == "missing":
+        msg = "is required"
+    elif kind in ("model_type", "model_attributes_type", "dict_type") and param is None:
+        return InvalidRequest("the body must be a JSON object", param=None)
+    if param is None:
+        return InvalidRequest(msg)
+    return InvalidRequest(f"{param}: {msg}", param=param)
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "any"}
+
+
+def _union_branch(part: object) -> bool:
+    """pydantic names union branches in `loc` ("str", "list[TextPart]"): not field names."""
+    if not isinstance(part, str):
+        return False
+    return part in _TYPE_NAMES or "[" in part or part.startswith("function-")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GenrecError)
+    async def _genrec(request: Request, exc: GenrecError) -> JSONResponse:
+        if exc.status_code >= 500 and not exc.retryable:
+            log.error("request failed: %s", exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(from_validation(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see GET /v1/models, "
+            message += "POST /v1/chat/completions, POST /v1/recommendations"
+        else:
+            message = str(exc.detail)
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        body = {
+            "error": {
+                "message": "internal server error; the server log has the details",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        return JSONResponse(body, status_code=500)

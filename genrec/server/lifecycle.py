@@ -1,0 +1,141 @@
+"""Bringing the recommender up behind a server that already answers.
+
+The app starts listening at once; a background task ensures the default catalog is ingested and
+starts the Recommender (vLLM takes tens of seconds), so /health can say 503 while it loads. The
+heavy modules (vLLM, torch) are imported in a worker thread to keep the event loop answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from genrec.errors import EngineError
+from genrec.settings import Settings
+
+if TYPE_CHECKING:
+    from genrec.recommender import Recommender
+
+log = logging.getLogger("genrec.server")
+
+Stage = Literal["starting", "catalog", "engine", "ready", "failed", "stopping"]
+
+
+class Service:
+    """The recommender and how far its start-up has got."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        recommender: Recommender | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ):
+        self.settings = settings
+        self.stage: Stage = "ready" if recommender is not None else "starting"
+        self.error: str | None = None
+        self.recommender = recommender
+        self.owned = recommender is None  # only what it started is shut down here
+        self.started_at = time.time()
+        self.ready_after_s: float | None = None
+        self._on_fatal = on_fatal
+        self._task: asyncio.Task | None = None
+        self._starting: Recommender | None = None  # between Recommender() and ready
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.stage == "ready" and self.recommender is not None and self.recommender.ready
+
+    def require(self) -> Recommender:
+        """The recommender, or a 503 saying why there is none."""
+        if self.ready:
+            assert self.recommender is not None
+            return self.recommender
+        if self.stage == "ready":
+            raise EngineError(
+                "the LM engine is not available (it stopped or died); see the server log",
+                code="engine_unavailable",
+            )
+        if self.stage == "failed":
+            raise EngineError(f"genrec failed to start: {self.error}", code="startup_failed")
+        raise EngineError(
+            f"genrec is still starting ({self.stage}); retry when GET /health says ok",
+            code="not_ready",
+        )
+
+    def health(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "status": "ok" if self.ready else self._not_ok(),
+            "stage": self.stage,
+        }
+        if self.error:
+            doc["error"] = self.error
+        rec = self.recommender
+        if self.ready and rec is not None:
+            doc["model"] = rec.model_name
+            doc["collection"] = rec.index.name
+            doc["ready_after_s"] = self.ready_after_s
+        return doc
+
+    def _not_ok(self) -> str:
+        if self.stage in ("failed", "stopping"):
+            return self.stage
+        if self.stage == "ready":
+            return "unhealthy"
+        return "loading"
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        if self.recommender is None and self._task is None:
+            self._task = asyncio.create_task(self._start(), name="genrec-start")
+
+    async def _start(self) -> None:
+        try:
+            self.stage = "catalog"
+            ingest = await anyio.to_thread.run_sync(importlib.import_module, "genrec.ingest")
+            index = await anyio.to_thread.run_sync(
+                lambda: ingest.ensure_default_catalog(self.settings, progress=False)
+            )
+            self.stage = "engine"
+            module = await anyio.to_thread.run_sync(importlib.import_module, "genrec.recommender")
+            rec = self._starting = module.Recommender(self.settings, index=index)
+            self.recommender = await rec.__aenter__()
+            self._starting = None
+            self.ready_after_s = round(time.time() - self.started_at, 1)
+            self.stage = "ready"
+            log.info("genrec is ready (%.1f s): model %s", self.ready_after_s, rec.model_name)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.stage = "failed"
+            self.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.exception("genrec failed to start")
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+
+    async def stop(self) -> None:
+        self.stage = "stopping" if self.stage != "failed" else self.stage
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._starting is not None:  # cancelled half-way: stop what may have started
+            rec, self._starting = self._starting, None
+            try:
+                await rec.__aexit__(None, None, None)
+            except Exception:
+                log.exception("stopping a half-started recommender failed")
+        if self.owned and self.recommender is not None:
+            rec, self.recommender = self.recommender, None
+            await rec.__aexit__(None, None, None)
