@@ -1,0 +1,253 @@
+"""The embedded engine: vLLM's ``AsyncLLM`` running in this process (its EngineCore in a child).
+
+One engine per process, shared by all concurrent requests so vLLM batches them. vLLM starts its
+EngineCore with ``spawn``: a script that builds this engine needs the ``if __name__ ==
+"__main__":`` guard (we refuse to start from a spawned child, which is what a missing guard looks
+like). vLLM logs to stdout by default; :func:`configure_vllm_env` points it at stderr so ``--json``
+output stays clean, and must run before vLLM is first imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import multiprocessing
+import os
+import time
+import uuid
+from typing import Any
+
+from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
+from genrec.errors import EngineError, InvalidRequest, PromptTooLong
+from genrec.model_files import model_display_name, model_path
+from genrec.settings import Settings
+
+log = logging.getLogger("genrec.engine")
+
+_GIB = 1 << 30
+# A short prompt used to warm the engine: the first allowed_token_ids request and the first
+# structured-output request each pay a few seconds of one-time set-up.
+_WARM_PROMPT = "<|im_start|>user\nPick one letter.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def configure_vllm_env(settings: Settings) -> None:
+    """Environment for vLLM, set before it is imported (its EngineCore child inherits it)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The CPU build reads the KV-cache bound (whole GiB) from here, overriding engine args.
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(settings.kv_cache_gib)))
+
+
+class InProcessEngine:
+    """vLLM ``AsyncLLM`` behind the Engine protocol."""
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        self._settings = settings
+        self._model = model
+        self.model_name = model_display_name(settings)
+        self.max_model_len = settings.max_model_len
+        self.max_logprobs = settings.max_logprobs
+        self._timeout = settings.engine_timeout_s
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._ready = False
+        self._lock = asyncio.Lock()
+        self._vllm: dict[str, Any] = {}
+        self._abandoned = False
+
+    @property
+    def healthy(self) -> bool:
+        return self._ready and self._llm is not None and not self._llm.errored
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._llm is not None:
+                return
+            if multiprocessing.current_process().name != "MainProcess":
+                raise EngineError(
+                    "the in-process vLLM engine cannot start inside a spawned child process: "
+                    'guard your script with `if __name__ == "__main__":`'
+                )
+            started = time.monotonic()
+            model = self._model or await asyncio.to_thread(model_path, self._settings)
+            configure_vllm_env(self._settings)
+            self._abandoned = False
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._build, model), self._startup_timeout)
+            except TimeoutError:
+                # The building thread cannot be interrupted: it shuts the engine down itself.
+                self._abandoned = True
+                raise EngineError(
+                    f"the vLLM engine did not start within {self._startup_timeout:.0f} s "
+                    "(raise GENREC_ENGINE_TIMEOUT_S on a busy machine)"
+                ) from None
+            except Exception as exc:
+                raise EngineError(f"the vLLM engine failed to start for {model}: {exc}") from exc
+            self._tokenizer = self._llm.tokenizer
+            try:
+                await self._warm_up()
+            except BaseException:
+                await self._close()
+                raise
+            self._ready = True
+            log.info("in-process engine ready in %.1f s (%s)", time.monotonic() - started, model)
+
+    @property
+    def _startup_timeout(self) -> float:
+        # Start-up imports vLLM and loads weights: allow more than one request's timeout.
+        return max(self._timeout, 300.0)
+
+    def _build(self, model: str) -> None:
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._vllm = {"SamplingParams": SamplingParams, "Structured": StructuredOutputsParams}
+        args = AsyncEngineArgs(
+            model=model,
+            dtype=self._settings.dtype,
+            max_model_len=self.max_model_len,
+            enforce_eager=True,
+            logprobs_mode="processed_logprobs",
+            max_logprobs=self.max_logprobs,
+            kv_cache_memory_bytes=int(self._settings.kv_cache_gib * _GIB),
+            disable_log_stats=True,
+        )
+        llm = AsyncLLM.from_engine_args(args)
+        if self._abandoned:  # start() gave up waiting
+            llm.shutdown(10.0)
+        else:
+            self._llm = llm
+
+    async def _warm_up(self) -> None:
+        t0 = time.monotonic()
+        ids = [self._tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABC"]
+        await self.rank_labels(_WARM_PROMPT, allowed_token_ids=ids)
+        await self.generate(_WARM_PROMPT, max_tokens=4, choice=["A", "B"])
+        await self.generate(_WARM_PROMPT, max_tokens=8, regex="(A|B)(\n(A|B))?")
+        log.info("engine warm-up took %.1f s", time.monotonic() - t0)
+
+    async def shutdown(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
+        self._ready = False
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        # Stop the output handler first: otherwise it sees the EngineCore go away and logs a
+        # scary "EngineDeadError" traceback for a normal shutdown.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+        await asyncio.to_thread(llm.shutdown, 10.0)
+        # AsyncLLM.__del__ calls shutdown() again, possibly at interpreter exit when vLLM's
+        # module globals are gone (a TypeError on stderr): it has nothing left to do.
+        llm.shutdown = _no_op
+        del llm
+        gc.collect()
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        choice: list[str] | None = None,
+        json_schema: dict | None = None,
+        regex: str | None = None,
+        stop: list[str] | None = None,
+    ) -> Completion:
+        check_one_constraint(choice, json_schema, regex)
+        structured = None
+        if choice is not None or json_schema is not None or regex is not None:
+            structured = self._vllm["Structured"](
+                choice=choice, json=json_schema, regex=regex, disable_any_whitespace=True
+            )
+        params = self._vllm["SamplingParams"](
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            stop=stop,
+            structured_outputs=structured,
+        )
+        out = await self._run(prompt, params)
+        c = out.outputs[0]
+        return Completion(
+            text=c.text,
+            prompt_tokens=len(out.prompt_token_ids or ()),
+            completion_tokens=len(c.token_ids),
+            finish_reason=c.finish_reason,
+        )
+
+    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
+        if not 0 < len(allowed_token_ids) <= self.max_logprobs:
+            raise ValueError(f"rank 1..{self.max_logprobs} labels per call")
+        params = self._vllm["SamplingParams"](
+            max_tokens=1,
+            temperature=0.0,
+            allowed_token_ids=list(allowed_token_ids),
+            logprobs=len(allowed_token_ids),
+        )
+        out = await self._run(prompt, params)
+        allowed = set(allowed_token_ids)
+        top = out.outputs[0].logprobs[0]
+        return LabelLogprobs(
+            logprobs={
+                tid: lp.logprob
+                for tid, lp in top.items()
+                if tid in allowed and math.isfinite(lp.logprob)
+            },
+            prompt_tokens=len(out.prompt_token_ids or ()),
+        )
+
+    async def _run(self, prompt: str, params: Any) -> Any:
+        llm = self._llm
+        if llm is None:
+            raise EngineError("the vLLM engine is not running (start it first)")
+        if llm.errored:
+            raise EngineError("the vLLM engine has died; restart genrec (retry later)")
+        ids = self._tokenizer.encode(prompt, add_special_tokens=False)
+        if len(ids) + (params.max_tokens or 0) > self.max_model_len:
+            raise PromptTooLong(
+                f"the prompt has {len(ids)} tokens; with {params.max_tokens} to generate it "
+                f"exceeds the model's context of {self.max_model_len}",
+                param="messages",
+            )
+        from vllm.exceptions import VLLMClientError, VLLMError
+        from vllm.inputs.engine import tokens_input
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        final = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                stream = llm.generate(
+                    tokens_input(ids, prompt=prompt), params, request_id=uuid.uuid4().hex
+                )
+                async for final in stream:  # noqa: B007 - the last output is complete
+                    pass
+        except TimeoutError:
+            raise EngineError(
+                f"the vLLM engine did not answer within {self._timeout:.0f} s"
+            ) from None
+        except EngineDeadError as exc:
+            raise EngineError("the vLLM engine has died; restart genrec (retry later)") from exc
+        except VLLMClientError as exc:
+            raise InvalidRequest(f"the engine rejected the request: {exc}") from exc
+        except VLLMError as exc:
+            raise EngineError(f"the vLLM engine failed: {exc}") from exc
+        if final is None or not final.outputs:
+            raise EngineError("the vLLM engine returned no output")
+        return final
+
+
+def _no_op(*args: Any, **kwargs: Any) -> None:
+    return None

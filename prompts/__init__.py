@@ -1,0 +1,1 @@
+"""genrec's prompt templates, shipped inside the package as ``genrec.prompt_templates``."""
