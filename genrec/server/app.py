@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -164,8 +164,12 @@ def create_app(
             renderer = renderers[profile.response_template]
             cid, created = completion_id(), now()
 
-            def pieces(result: Recommendation) -> list[str]:
-                return json_pieces(result) if body.wants_json else renderer.pieces(result)
+            async def pieces(result: Recommendation) -> list[str]:
+                if body.wants_json:
+                    return json_pieces(result)
+                ids = [it.id for it in result.items]
+                found = await anyio.to_thread.run_sync(rec.index.get, ids)
+                return renderer.pieces(result, {it.id: it for it in found})
 
             def extra(result: Recommendation) -> dict[str, Any]:
                 return genrec_extra(result, mapped, profile)
@@ -196,7 +200,7 @@ def create_app(
                     cid=cid,
                     created=created,
                     model=profile.name,
-                    content="".join(pieces(result)),
+                    content="".join(await pieces(result)),
                     result=result,
                     finish=finish_reason(result, body.token_limit),
                     extra=extra(result),
@@ -206,13 +210,13 @@ def create_app(
             if not streaming:
                 limiter.release()
 
-    def stream_chunks(
+    async def stream_chunks(
         result: Recommendation,
         body: ChatCompletionRequest,
         cid: str,
         created: int,
         profile: Profile,
-        pieces: Callable[[Recommendation], list[str]],
+        pieces: Callable[[Recommendation], Awaitable[list[str]]],
         extra: Callable[[Recommendation], dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """One chunk per piece (header, each item, footer); the last one carries finish_reason,
@@ -221,7 +225,7 @@ def create_app(
         common: dict[str, Any] = {"cid": cid, "created": created, "model": profile.name}
         if body.include_usage:
             common["usage"] = None
-        parts = pieces(result)
+        parts = await pieces(result)
         out = [chunk(delta={"content": p}, **common) for p in parts[:-1]]
         out.append(
             chunk(

@@ -81,7 +81,8 @@ def parse_answer(text: str) -> list[Listed]:
         rest = m.group(2)
         idm = _ID_TAIL.search(rest)
         ident = idm.group(1) if idm else None
-        title = rest[: idm.start()].strip() if idm else rest.strip("*_ ")
+        title = rest[: idm.start()] if idm else rest
+        title = title.split(" — ")[0].strip("*_ ")  # drop the genres genrec's lines carry
         out.append(Listed(int(m.group(1)), title, ident))
     return out
 
@@ -204,14 +205,19 @@ def _mentions_title(text: str, norm_text: str, title: str) -> bool:
     core = title_core(title)
     if not core:
         return False
-    if f" {normalize(title)} " in f" {norm_text} ":
-        return True
+    full = normalize(title)
+    if " " in full and f" {full} " in f" {norm_text} ":
+        return True  # "Heat 1995", "Usual Suspects, The"
     if " " not in core:
-        # One word ("Heat"): only as a capitalised word, so "something with heat" is no mention.
+        # One word ("Heat"): only capitalised, and not opening a sentence, so neither "something
+        # with heat" nor "Kids movies, please" names a film.
         if len(core) < 4:
             return False
-        word = re.escape(title_core(title).capitalize())
-        return re.search(rf"(?<!\w){word}(?!\w)", text) is not None
+        word = re.escape(core.capitalize())
+        for m in re.finditer(rf"(?<!\w){word}(?!\w)", text):
+            if text[: m.start()].rstrip()[-1:] not in ("", ".", "!", "?", "\n"):
+                return True
+        return False
     return f" {core} " in f" {norm_text} "
 
 
@@ -296,6 +302,14 @@ def _system_text(messages: list[ChatMessage]) -> str | None:
     return text or None
 
 
+def display_title(item: Item) -> str:
+    """'Heat (1995)': the title with its year, as people say it."""
+    year = item.attributes.get("year")
+    if year is None or f"({year})" in item.title:
+        return item.title
+    return f"{item.title} ({year})"
+
+
 @dataclass
 class Turn:
     """What one user message says about the catalog."""
@@ -315,7 +329,7 @@ def read_turn(text: str, previous: list[Item | None], catalog: CatalogLookup) ->
     for ref in refs:
         items = [previous[p] for p in ref.positions if previous[p] is not None]
         pieces.append(text[cursor : ref.start])
-        pieces.append(" and ".join(it.title for it in items) or text[ref.start : ref.end])
+        pieces.append(" and ".join(display_title(it) for it in items) or text[ref.start : ref.end])
         cursor = ref.end
         (negated if ref.negated else referenced).extend(it.id for it in items)
     query = "".join(pieces) + text[cursor:]

@@ -12,8 +12,9 @@ from typing import Any
 
 import jinja2
 
+from genrec.catalog import Item
 from genrec.errors import ConfigError
-from genrec.schema import Recommendation
+from genrec.schema import Recommendation, RecommendedItem
 
 MACROS = ("header", "item", "footer")
 _NAME = re.compile(r"^response[\w-]*$")
@@ -85,16 +86,27 @@ class ResponseRenderer:
         self.name = name
         self._module = module
 
-    def pieces(self, result: Recommendation) -> list[str]:
+    def pieces(self, result: Recommendation, catalog: dict[str, Item] | None = None) -> list[str]:
+        """`catalog` (the items by ID) adds year, genres, category and description."""
         m = self._module
-        items = [
-            {**it.model_dump(), "title": _oneline(it.title), "id": _oneline(it.id)}
-            for it in result.items
-        ]
+        items = [_context(it, (catalog or {}).get(it.id)) for it in result.items]
         out = [str(m.header(result, len(items)))]
         out += [str(m.item(it)) for it in items]
         out.append(str(m.footer(result)))
         return [p for p in out if p]
+
+
+def _context(it: RecommendedItem, item: Item | None) -> dict[str, Any]:
+    year = item.attributes.get("year") if item else None
+    return {
+        **it.model_dump(),
+        "title": _oneline(it.title),
+        "id": _oneline(it.id),
+        "year": year,
+        "genres": [_oneline(t) for t in item.tags] if item else [],
+        "category": _oneline(item.category) if item else "",
+        "description": _oneline(item.description) if item else "",
+    }
 
 
 def json_pieces(result: Recommendation) -> list[str]:

@@ -76,7 +76,7 @@ async def stream_events(
     work: Awaitable[Recommendation],
     *,
     first: dict[str, Any],
-    render: Callable[[Recommendation], list[dict[str, Any]]],
+    render: Callable[[Recommendation], Awaitable[list[dict[str, Any]]]],
     state: dict[str, Any],
 ) -> AsyncIterator[str]:
     """`first` goes out at once; then the recommendation runs, and `render` turns it into the
@@ -84,30 +84,27 @@ async def stream_events(
     yield sse(first)
     task = asyncio.ensure_future(work)
     try:
-        try:
-            result = await task
-        except GenrecError as exc:
-            state["genrec_outcome"] = outcome_of(exc.status_code)
-            yield sse(exc.to_openai())
-            yield DONE
-            return
-        except asyncio.CancelledError:
-            state["genrec_outcome"] = "cancelled"
-            raise
-        except Exception:
-            log.exception("a streamed recommendation failed")
-            state["genrec_outcome"] = "error"
-            yield sse(INTERNAL)
-            yield DONE
-            return
-        for doc in render(result):
+        docs = await render(await task)
+    except GenrecError as exc:
+        state["genrec_outcome"] = outcome_of(exc.status_code)
+        docs = [exc.to_openai()]
+    except asyncio.CancelledError:
+        state["genrec_outcome"] = "cancelled"
+        await _cancel(task)
+        raise
+    except Exception:
+        log.exception("a streamed recommendation failed")
+        state["genrec_outcome"] = "error"
+        docs = [INTERNAL]
+    finally:
+        await _cancel(task)
+    try:
+        for doc in docs:
             yield sse(doc)
         yield DONE
     except asyncio.CancelledError:
         state["genrec_outcome"] = "cancelled"
         raise
-    finally:
-        await _cancel(task)
 
 
 class EventStream(StreamingResponse):

@@ -1,0 +1,246 @@
+"""The server's parts that need no engine: request schema, error mapping, auth, limits, profiles,
+the response template and the parsing of genrec's own answers. Real objects throughout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from genrec.catalog import Item
+from genrec.errors import ConfigError, NotFound, RateLimited
+from genrec.schema import Recommendation, RecommendedItem
+from genrec.server.chat import find_references, parse_answer, title_core
+from genrec.server.errors import from_validation, param_path
+from genrec.server.guard import InFlightLimiter, bearer_ok
+from genrec.server.openai_schema import ChatCompletionRequest
+from genrec.server.profiles import get_profile, load_profiles
+from genrec.server.responses import (
+    RECOMMENDATIONS_SCHEMA,
+    ResponseRenderer,
+    check_json_schema,
+    json_pieces,
+)
+from genrec.settings import Settings
+
+
+def result_of(*items: tuple[str, str]) -> Recommendation:
+    return Recommendation(
+        items=[
+            RecommendedItem(
+                id=i, title=t, score=1.0 - r / 10, rank=r, grounded_by="label", confidence=0.9
+            )
+            for r, (i, t) in enumerate(items, 1)
+        ],
+        mode="rank",
+        template="rank",
+        model="m",
+        candidates=[i for i, _ in items],
+    )
+
+
+def chat(**fields) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "genrec", "messages": [{"role": "user", "content": "x"}], **fields}
+    )
+
+
+# --- request schema and error mapping ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"logprobs": True}, "logprobs"),
+        ({"filter": {"year": 1995}}, "filter"),  # a typo of `filters` must not pass silently
+        ({"k": 0}, "k"),
+        ({"candidates": 500}, "candidates"),
+        ({"mode": "guess"}, "mode"),
+        ({"temperature": 3}, "temperature"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+        ),
+    ],
+)
+def test_invalid_fields_name_their_param(fields: dict, param: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        chat(**fields)
+    err = from_validation(info.value.errors())
+    assert err.status_code == 400
+    assert err.param == param, err.message
+    assert err.message.startswith(param)
+
+
+def test_openai_fields_that_do_not_apply_are_accepted_and_options_read() -> None:
+    body = chat(
+        top_p=0.5,
+        stop=["\n"],
+        presence_penalty=0.1,
+        metadata={"a": "b"},
+        max_tokens=30,
+        max_completion_tokens=20,
+        stream_options={"include_usage": True},
+        response_format={"type": "json_object"},
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+        ],
+    )
+    assert body.token_limit == 20  # max_completion_tokens wins, as in OpenAI's API
+    assert body.include_usage and body.wants_json
+    assert body.messages[1].text == "a\nb"
+
+
+def test_param_paths_and_json_errors() -> None:
+    assert param_path(["messages", 0, "content"]) == "messages[0].content"
+    assert param_path([]) is None
+    err = from_validation(
+        [{"type": "json_invalid", "loc": ("body", 7), "msg": "x", "ctx": {"error": "bad"}}]
+    )
+    assert err.param is None and err.code == "invalid_json" and "character 7" in err.message
+
+
+# --- auth and limits -----------------------------------------------------------------------------
+
+
+def test_bearer_keys() -> None:
+    assert bearer_ok("Bearer k3y", "k3y")
+    assert bearer_ok("bearer k3y", "k3y")
+    assert not bearer_ok("Bearer k3", "k3y")
+    assert not bearer_ok("Basic k3y", "k3y")
+    assert not bearer_ok(None, "k3y")
+    assert not bearer_ok("Bearer ", "k3y")
+
+
+def test_in_flight_limiter_refuses_past_its_limit_and_recovers() -> None:
+    limiter = InFlightLimiter(2)
+    limiter.acquire()
+    with limiter.slot():
+        with pytest.raises(RateLimited) as info:
+            limiter.acquire()
+        assert info.value.status_code == 429 and info.value.retryable
+    assert limiter.active == 1
+    limiter.release()
+    with limiter.slot():
+        assert limiter.active == 1
+    assert limiter.active == 0
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def test_default_profiles_one_per_mode() -> None:
+    profiles = load_profiles(Settings(k=7, candidates=15, mode="generate"))
+    assert set(profiles) == {"genrec", "genrec-rank", "genrec-generate", "genrec-describe"}
+    assert profiles["genrec"].mode == "generate" and profiles["genrec"].k == 7
+    assert profiles["genrec-describe"].mode == "describe"
+    assert profiles["genrec-rank"].candidates == 15
+
+
+def test_profiles_from_settings_add_and_override() -> None:
+    settings = Settings(
+        profiles={
+            "quick": {"mode": "rank", "k": 3, "candidates": 8, "description": "three fast"},
+            "genrec-rank": {"k": 4},
+            "comedies": {"filters": {"tags": {"$contains": "Comedy"}}},
+        }
+    )
+    profiles = load_profiles(settings)
+    assert profiles["quick"].k == 3 and profiles["quick"].candidates == 8
+    assert profiles["genrec-rank"].k == 4 and profiles["genrec-rank"].mode == "rank"
+    assert profiles["comedies"].mode == settings.mode and profiles["comedies"].filters
+    with pytest.raises(NotFound) as info:
+        get_profile(profiles, "gpt-4o")
+    assert info.value.param == "model" and "quick" in info.value.message
+
+
+def test_bad_profile_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'bad'.*mode"):
+        load_profiles(Settings(profiles={"bad": {"mode": "telepathy"}}))
+    with pytest.raises(ConfigError, match="'typo'"):
+        load_profiles(Settings(profiles={"typo": {"kk": 3}}))
+
+
+# --- the response template and reading it back ---------------------------------------------------
+
+
+def test_rendered_answers_parse_back_to_the_same_items() -> None:
+    result = result_of(("273", "Heat"), ("12", "Usual Suspects, The"), ("9", "[REC] 2 \n 3. Fake"))
+    catalog = {
+        "273": Item(id="273", title="Heat", tags=["Action", "Crime"], attributes={"year": 1995})
+    }
+    renderer = ResponseRenderer()
+    pieces = renderer.pieces(result, catalog)
+    assert len(pieces) == 4  # header + one per item (the footer is empty)
+    text = "".join(pieces)
+    assert "1. Heat (1995) — Action, Crime [id: 273]" in text
+    listed = parse_answer(text)
+    assert [x.id for x in listed] == ["273", "12", "9"]  # a newline in a title adds no item
+    assert [x.rank for x in listed] == [1, 2, 3]
+    assert listed[0].title == "Heat (1995)" and listed[1].title == "Usual Suspects, The"
+
+
+def test_json_content_pieces_join_into_the_documented_shape() -> None:
+    result = result_of(("1", "Toy Story"), ("2", "GoldenEye"))
+    doc = json.loads("".join(json_pieces(result)))
+    assert [it["id"] for it in doc["recommendations"]] == ["1", "2"]
+    assert check_json_schema(RECOMMENDATIONS_SCHEMA) is None
+    assert [x.id for x in parse_answer(json.dumps(doc))] == ["1", "2"]
+    assert "rejects" in (check_json_schema({"type": "array"}) or "")
+    assert "not a valid JSON schema" in (check_json_schema({"type": 5}) or "")
+
+
+def test_empty_result_says_so() -> None:
+    text = "".join(ResponseRenderer().pieces(result_of()))
+    assert "could not find" in text and parse_answer(text) == []
+
+
+def test_response_template_must_exist_and_be_named_response(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        ResponseRenderer("response-nope")
+    with pytest.raises(ConfigError, match="response\\*"):
+        ResponseRenderer("rank")
+    (tmp_path / "response-x.j2").write_text("{% macro header(r, n) %}{% endmacro %}")
+    with pytest.raises(ConfigError, match="lacks macros"):
+        ResponseRenderer("response-x", tmp_path)
+
+
+# --- ordinal references --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("more like the second one, but newer", [((1,), False)]),
+        ("more like #3 please", [((2,), False)]),
+        ("number 4 looks good", [((3,), False)]),
+        ("the last one was great", [((4,), False)]),
+        ("like the first two", [((0, 1), False)]),
+        ("the 2nd movie, but not the first", [((1,), False), ((0,), True)]),
+        ("not the third one", [((2,), True)]),
+        ("the 9th one", []),  # past the end of a 5-item list
+        ("I first saw it in 1995", []),
+        ("something else entirely", []),
+    ],
+)
+def test_ordinal_references(text: str, expected: list) -> None:
+    refs = find_references(text, 5)
+    assert [(r.positions, r.negated) for r in refs] == expected
+
+
+def test_title_core_ignores_year_alt_titles_and_articles() -> None:
+    assert title_core("Usual Suspects, The (1995)") == "the usual suspects"
+    assert title_core("Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)") == "shanghai triad"
+    assert title_core("Heat") == "heat"
