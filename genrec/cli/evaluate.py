@@ -33,14 +33,19 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def _prepare(suite_file: Path, config: Path | None, **opts):
+    from genrec.errors import ConfigError, InvalidRequest
     from genrec.evaluation.runner import RunOptions, prepare
     from genrec.evaluation.suite import load_suite
 
-    suite = load_suite(suite_file)
     settings = load_settings(config)
-    out = opts.pop("out") or Path("eval-results") / suite.name
-    options = RunOptions(out=out, **opts)
-    return suite, settings, prepare(suite, settings, options)
+    try:
+        suite = load_suite(suite_file)
+        out = opts.pop("out") or Path("eval-results") / suite.name
+        options = RunOptions(out=out, **opts)
+        return suite, settings, prepare(suite, settings, options)
+    except ConfigError as exc:
+        # A wrong suite, path or option is bad input (exit 2), like any other bad request.
+        raise InvalidRequest(exc.message, param=exc.param) from None
 
 
 @eval_app.command("run")

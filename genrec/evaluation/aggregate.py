@@ -8,7 +8,8 @@ Definitions (the report repeats them):
   item / matching nothing / grounded to an item already returned;
 - in_history_rate / outside_candidates_rate: over the returned items (before masking);
 - empty_rate: successful requests that returned nothing; error_rate: requests that failed;
-- latency: per stage, only over requests that reached the engine (a cache hit would flatter it);
+- latency: per stage, only over requests that reached a running engine (a cache hit would
+  flatter it, waiting for the engine to start would not be serving time);
 - tokens: mean prompt and completion tokens per successful request.
 """
 
@@ -63,7 +64,7 @@ def cell_summary(
         prompt_tokens=mean([r["usage"]["prompt_tokens"] for r in ok]),
         completion_tokens=mean([r["usage"]["completion_tokens"] for r in ok]),
     )
-    timed = [r for r in ok if not r.get("cache", {}).get("hits")]
+    timed = [r for r in ok if _timed(r)]
     latency = {}
     for stage in STAGES:
         xs = [r["timings"][f"{stage}_ms"] for r in timed]
@@ -88,5 +89,10 @@ def cell_summary(
 
 def latency_samples(records: Sequence[Mapping]) -> dict[str, list[float]]:
     """Per-stage latencies of the timed requests, for the distribution plots."""
-    timed = [r for r in records if r.get("ok") and not r.get("cache", {}).get("hits")]
+    timed = [r for r in records if r.get("ok") and _timed(r)]
     return {s: [r["timings"][f"{s}_ms"] for r in timed] for s in STAGES}
+
+
+def _timed(record: Mapping) -> bool:
+    cache = record.get("cache", {})
+    return not cache.get("hits") and not cache.get("engine_start")

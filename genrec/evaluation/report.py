@@ -106,7 +106,8 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Templates x modes for one metric (one row per profile/template), baselines as extra rows."""
+    """Templates x modes for one metric (a row per profile/template); the baselines, which use
+    no LM, are rows with their value in a column of their own."""
     cells = doc.get("cells", [])
     modes = list(dict.fromkeys(c["mode"] for c in cells))
     rows_by: dict[tuple[str, str], dict[str, str]] = {}
@@ -116,17 +117,10 @@ def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
         if c.get("users_completed") != doc["protocol"].get("users_evaluated"):
             val += f" (n={c.get('users_completed')})"
         rows_by.setdefault(key, {})[c["mode"]] = val
-    header = ["profile", "template", *modes]
-    rows = [[p, t, *(v.get(m, "") for m in modes)] for (p, t), v in rows_by.items()]
+    header = ["profile", "template", *modes, "no LM"]
+    rows = [[p, t, *(v.get(m, "") for m in modes), ""] for (p, t), v in rows_by.items()]
     for b in doc.get("baselines", []):
-        rows.append(
-            [
-                "baseline",
-                b["name"],
-                *([fmt(b["metrics"].get(metric))] * 1),
-                *[""] * (len(modes) - 1),
-            ]
-        )
+        rows.append(["baseline", b["name"], *([""] * len(modes)), fmt(b["metrics"].get(metric))])
     return header, rows
 
 
@@ -204,8 +198,8 @@ def render_markdown(doc: Mapping) -> str:
     )
     out += [
         "",
-        "Latency counts only requests that reached the engine (cache hits would flatter it); "
-        "`timed n` says how many.",
+        "Latency counts only requests served by a running engine (not cache hits, not requests "
+        "that waited for the engine to start); `timed n` says how many.",
     ]
     if doc.get("thresholds"):
         out += ["", "## Thresholds", ""]

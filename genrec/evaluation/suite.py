@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +87,7 @@ class ThresholdSpec(_Strict):
     metric: str
     min: float | None = None
     max: float | None = None
-    cells: str = "*"  # glob over cell ids: "{profile}/{mode}/{template}", or "baseline/*"
+    cells: str = "*"  # glob over cell ids "{profile}/{mode}/{template}"; "baseline/*" for those
 
     @field_validator("metric")
     @classmethod
@@ -139,18 +140,37 @@ class Suite(_Strict):
             )
         return self
 
-    def cells(self) -> list[CellSpec]:
-        """The expanded matrix, duplicates removed, in file order."""
+    def cells(self, serves: Callable[[str, str], bool] | None = None) -> list[CellSpec]:
+        """The expanded matrix, duplicates removed, in file order.
+
+        Templates usually serve one mode, so a block's templates x modes keeps only the pairs
+        where `serves(template, mode)` (the prompt registry decides); a template that serves
+        none of its block's modes is an error.
+        """
         seen: dict[str, CellSpec] = {}
-        for block in self.matrix:
-            for profile in block.profiles:
-                for mode in block.modes:
-                    for template in block.templates:
+        for b, block in enumerate(self.matrix):
+            for template in block.templates:
+                modes = block.modes
+                if template is not None and serves is not None:
+                    modes = [m for m in block.modes if serves(template, m)]
+                    if not modes:
+                        raise ConfigError(
+                            f"matrix.{b}.templates: template {template!r} serves none of the "
+                            f"block's modes {block.modes}",
+                            param="matrix",
+                        )
+                for profile in block.profiles:
+                    for mode in modes:
                         cell = CellSpec(
                             profile=profile, mode=mode, template=template, users=block.users
                         )
                         seen.setdefault(cell.id, cell)
-        return list(seen.values())
+        modes = {m: i for i, m in enumerate(("rank", "generate", "describe"))}
+        profiles: dict[str, int] = {}
+        for c in seen.values():
+            profiles.setdefault(c.profile.name, len(profiles))
+        # Grouped by profile (one engine each), then by mode; file order otherwise (stable sort).
+        return sorted(seen.values(), key=lambda c: (profiles[c.profile.name], modes[c.mode]))
 
     def resolve_path(self, value: str) -> Path:
         """~ and $VARS expanded; a relative path is tried against the working directory, then
@@ -174,6 +194,10 @@ class CellSpec(BaseModel):
 
 
 def matches(pattern: str, cell_id: str) -> bool:
+    """Glob match; baselines match only patterns that name them ("baseline/..."), so a
+    threshold over "*" means every LM cell."""
+    if cell_id.startswith("baseline/") and not pattern.startswith("baseline"):
+        return False
     return fnmatch.fnmatchcase(cell_id, pattern)
 
 

@@ -1,0 +1,192 @@
+"""An on-disk cache of engine outputs: `CachingEngine` wraps any Engine, speaking its protocol.
+
+Keys are a hash of (model, rendered prompt, every decoding parameter), so a cached answer is reused
+only for exactly the same question. The inner engine is started lazily, on the first miss: a rerun
+of an unchanged evaluation answers everything from SQLite and never starts vLLM at all.
+
+Sampling with temperature > 0 and no seed is not reproducible, so it is never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from genrec.engines.base import Completion, Engine, LabelLogprobs
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outputs (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+# Per-request hit/miss counters: the runner sets a fresh dict for each request's task, so
+# concurrent requests are attributed correctly.
+request_stats: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "genrec_eval_cache_stats", default=None
+)
+
+
+def _count(event: str) -> None:
+    stats = request_stats.get()
+    if stats is not None:
+        stats[event] = stats.get(event, 0) + 1
+
+
+class CachingEngine:
+    """Engine protocol over an inner Engine plus a SQLite store at `directory/engine-cache.sqlite`.
+
+    Attributes the inner engine has and this class does not (a tokenizer, say) are delegated, so
+    it can stand in wherever the inner engine could.
+    """
+
+    def __init__(self, inner: Engine, directory: str | Path):
+        self.inner = inner
+        self.path = Path(directory) / "engine-cache.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+        self._start_lock = asyncio.Lock()
+        self._we_started = False
+        self.hits = 0
+        self.misses = 0
+        self.inner_calls = 0
+
+    # ---- protocol attributes ----
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def max_model_len(self) -> int:
+        return self.inner.max_model_len
+
+    @property
+    def max_logprobs(self) -> int:
+        return self.inner.max_logprobs
+
+    @property
+    def healthy(self) -> bool:
+        # Ready to answer: from the cache always; a miss starts the inner engine on demand.
+        return True
+
+    @property
+    def inner_started(self) -> bool:
+        return bool(self.inner.healthy)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not defined here; `inner` is always set first in __init__.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def start(self) -> None:
+        """Nothing to do: the inner engine starts on the first cache miss."""
+
+    async def shutdown(self) -> None:
+        # Only stop what we started: an engine handed to us already running belongs to its owner.
+        if self._we_started:
+            await self.inner.shutdown()
+            self._we_started = False
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def _ensure_inner(self) -> None:
+        if self.inner.healthy:
+            return
+        # This request waits for an engine start-up: its latency says nothing about serving.
+        _count("engine_start")
+        async with self._start_lock:
+            if not self.inner.healthy:
+                await self.inner.start()
+                self._we_started = True
+
+    # ---- storage ----
+    def _key(self, kind: str, prompt: str, params: dict) -> str:
+        doc = {"kind": kind, "model": self.inner.model_name, "prompt": prompt, "params": params}
+        blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _get(self, key: str) -> dict | None:
+        row = self._db.execute("SELECT value FROM outputs WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _put(self, key: str, kind: str, value: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO outputs (key, kind, model, value, created) VALUES (?,?,?,?,?)",
+            (key, kind, self.inner.model_name, json.dumps(value), time.time()),
+        )
+        self._db.commit()
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+
+    # ---- protocol calls ----
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        choice: list[str] | None = None,
+        json_schema: dict | None = None,
+        regex: str | None = None,
+        stop: list[str] | None = None,
+    ) -> Completion:
+        params = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "choice": choice,
+            "json_schema": json_schema,
+            "regex": regex,
+            "stop": stop,
+        }
+        cacheable = temperature == 0.0 or seed is not None
+        key = self._key("generate", prompt, params)
+        if cacheable and (hit := self._get(key)) is not None:
+            self.hits += 1
+            _count("hits")
+            return Completion(**hit)
+        self.misses += 1
+        _count("misses")
+        await self._ensure_inner()
+        self.inner_calls += 1
+        out = await self.inner.generate(prompt, **params)
+        if cacheable:
+            self._put(key, "generate", asdict(out))
+        return out
+
+    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
+        key = self._key("rank_labels", prompt, {"allowed_token_ids": list(allowed_token_ids)})
+        if (hit := self._get(key)) is not None:
+            self.hits += 1
+            _count("hits")
+            # JSON object keys are strings; token ids are ints.
+            return LabelLogprobs(
+                logprobs={int(t): lp for t, lp in hit["logprobs"].items()},
+                prompt_tokens=hit["prompt_tokens"],
+            )
+        self.misses += 1
+        _count("misses")
+        await self._ensure_inner()
+        self.inner_calls += 1
+        out = await self.inner.rank_labels(prompt, allowed_token_ids=allowed_token_ids)
+        self._put(key, "rank_labels", asdict(out))
+        return out
