@@ -306,7 +306,7 @@ def plot_latency(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> str | 
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(cells) + 2.5))
-    ax1.boxplot([samples[c]["total"] for c in cells], vert=False, showfliers=True)
+    ax1.boxplot([samples[c]["total"] for c in cells], orientation="horizontal", showfliers=True)
     ax1.set_yticks(range(1, len(cells) + 1), cells, fontsize=8)
     ax1.set_xscale("log")
     ax1.set_xlabel("total latency per request (ms, log scale)")

@@ -328,6 +328,11 @@ async def run_cell(
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.stat().st_size == 0:
         path.write_text(json.dumps({"fingerprint": cell.fingerprint}) + "\n", encoding="utf-8")
+    else:
+        with path.open("rb+") as f:  # an interrupted write may have left half a line
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     sem = asyncio.Semaphore(concurrency)
 
     async def one(case: EvalCase) -> dict:

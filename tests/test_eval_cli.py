@@ -1,0 +1,126 @@
+"""`genrec eval` on bad input: a clear error and exit code 2 before any engine work.
+
+These runs never get as far as an engine (nothing here starts vLLM), so they are fast; each one
+asserts the message names what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from genrec.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+ML_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
+needs_ml_small = pytest.mark.skipif(
+    not (ML_SMALL / "ratings.csv").is_file(), reason=f"{ML_SMALL} is not available"
+)
+
+SUITE = """\
+name: bad
+dataset:
+  format: movielens
+  path: {path}
+protocol:
+  users: 5
+matrix:
+  - templates: [rank_default]
+    modes: [rank]
+"""
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENREC_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["eval", *args])
+
+    return invoke
+
+
+def suite_file(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_malformed_suite_names_the_line(cli, tmp_path):
+    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("users: 5", "users: many"))
+    res = cli("run", str(p), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 2
+    assert "suite.yaml:6: protocol.users" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_dataset_format_names_the_line(cli, tmp_path):
+    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("movielens", "netflix"))
+    res = cli("run", str(p))
+    assert res.exit_code == 2 and "suite.yaml:3: dataset.format" in res.stderr
+
+
+@needs_ml_small
+def test_unknown_template(cli, tmp_path):
+    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("rank_default", "rank_fancy"))
+    res = cli("run", str(p), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 2
+    assert "unknown template 'rank_fancy'" in res.stderr and "rank_default" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@needs_ml_small
+def test_template_that_serves_no_mode_of_its_block(cli, tmp_path):
+    p = suite_file(
+        tmp_path, SUITE.format(path=ML_SMALL).replace("rank_default", "describe_default")
+    )
+    res = cli("validate", str(p))
+    assert res.exit_code == 2 and "'describe_default' serves none" in res.stderr
+
+
+def test_missing_dataset_path(cli, tmp_path):
+    p = suite_file(tmp_path, SUITE.format(path=tmp_path / "no-such-folder"))
+    res = cli("run", str(p))
+    assert res.exit_code == 2 and "no-such-folder does not exist" in res.stderr
+
+
+def test_missing_suite_file(cli, tmp_path):
+    res = cli("run", str(tmp_path / "nope.yaml"))
+    assert res.exit_code == 2 and "suite file not found" in res.stderr
+
+
+def test_too_few_interactions_after_filtering(cli, tmp_path):
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n"
+        + "".join(f"{u},{i},4.0,{u * 10 + i}\n" for u in range(1, 4) for i in range(1, 4))
+    )
+    (data / "movies.csv").write_text(
+        "movieId,title,genres\n" + "".join(f"{i},Film {i} (1990),Drama\n" for i in range(1, 4))
+    )
+    res = cli("validate", str(suite_file(tmp_path, SUITE.format(path=data))))
+    assert res.exit_code == 2
+    assert "no user is left" in res.stderr and "5-core" in res.stderr
+
+
+@needs_ml_small
+def test_sample_larger_than_the_dataset(cli, tmp_path):
+    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("users: 5", "users: 5000"))
+    res = cli("validate", str(p))
+    assert res.exit_code == 2 and "only 610 users" in res.stderr
+
+
+@needs_ml_small
+def test_validate_describes_the_run(cli, tmp_path):
+    res = cli("validate", str(ROOT / "eval" / "smoke.yaml"), "--data", str(ML_SMALL), "--json")
+    assert res.exit_code == 0, res.stderr
+    import json
+
+    doc = json.loads(res.stdout)
+    assert doc["stats"]["users"] == 610 and doc["stats"]["items"] == 3650
+    assert doc["collection"] == "eval-ml-latest-small-5core"
+    assert {c["id"] for c in doc["cells"]} >= {"default/rank/rank_default"}
