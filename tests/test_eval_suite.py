@@ -41,17 +41,17 @@ def test_shipped_suites_parse(name):
     assert suite.dataset.format == "movielens" and suite.dataset.min_interactions == 5
 
 
-def test_matrix_expands_in_file_order(tmp_path):
+def test_matrix_expands_grouped_by_mode(tmp_path):
     suite = load_suite(write(tmp_path, GOOD))
     ids = [c.id for c in suite.cells()]
-    assert ids == [
+    assert ids == [  # grouped by mode, fastest first; file order within
         "default/rank/default",
         "default/rank/other",
+        "default/describe/default",
         "default/generate/default",
         "default/generate/other",
-        "default/describe/default",
     ]
-    assert suite.cells()[-1].users == 5
+    assert suite.cells()[2].users == 5
     assert suite.ks == [1, 5, 10, 20] and suite.candidates == 20
 
 

@@ -72,6 +72,12 @@ def run_cmd(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Ignore per-request results in --out.")
     ] = False,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only", help="Run no requests: report what --out holds (e.g. a partial run)."
+        ),
+    ] = False,
     config: Path | None = ConfigOption,
 ) -> None:
     """Run a suite: every template x mode x profile cell, baselines, reports, thresholds."""
@@ -87,6 +93,7 @@ def run_cmd(
         data=data,
         compare_to=compare_to,
         fresh=fresh,
+        report_only=report_only,
         cache_dir=None if no_cache else (cache_dir or settings_home(config) / "eval-cache"),
     )
     try:

@@ -198,8 +198,9 @@ def render_markdown(doc: Mapping) -> str:
     )
     out += [
         "",
-        "Latency counts only requests served by a running engine (not cache hits, not requests "
-        "that waited for the engine to start); `timed n` says how many.",
+        f"Requests ran {p.get('concurrency', '?')} at a time, so latency includes queueing in "
+        "the engine. It counts only requests served by a running engine (not cache hits, not "
+        "requests that waited for the engine to start); `timed n` says how many.",
     ]
     if doc.get("thresholds"):
         out += ["", "## Thresholds", ""]

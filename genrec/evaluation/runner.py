@@ -66,6 +66,7 @@ class RunOptions:
     data: Path | None = None  # overrides dataset.path
     compare_to: Path | None = None  # a previous results.json
     fresh: bool = False  # discard this out dir's per-request records first
+    report_only: bool = False  # no requests: report what the out dir holds
     progress: bool = True
 
 
@@ -494,8 +495,8 @@ async def run(
                 records[c.id] = read_records(cells_dir / f"{c.slug}.jsonl", c.fingerprint)
                 if any(u.user_id not in records[c.id] for u in c.cases):
                     pending.append(c)
-            if not pending:
-                continue  # all done earlier: no engine, no Recommender
+            if not pending or opts.report_only:
+                continue  # nothing to do (or not asked to): no engine, no Recommender
             s = cells[0].settings
             inner, created = _engine_for(s, engine, settings)
             eng = CachingEngine(inner, opts.cache_dir) if opts.cache_dir is not None else inner
@@ -577,6 +578,7 @@ def results_document(
             "history_len": suite.protocol.history_len,
             "candidates": suite.candidates,
             "k_requested": suite.candidates,
+            "concurrency": prepared.options.concurrency or suite.concurrency,
             "ks": suite.ks,
             "seed": suite.protocol.seed,
             "users_available": prepared.users_available,
