@@ -170,11 +170,11 @@ def load_movielens_folder(path: str | Path) -> list[Item]:
         raise CatalogError(f"MovieLens folder {path} does not exist or is not a folder")
     if (path / "movies.csv").is_file():
         return _load_latest(path)
+    if (path / "u.item").is_file():  # before *.item: the original zip's u.item is not RecBole
+        return _load_ml100k_original(path)
     recbole_items = sorted(path.glob("*.item"))
     if recbole_items:
         return _load_recbole(path, recbole_items[0].stem)
-    if (path / "u.item").is_file():
-        return _load_ml100k_original(path)
     raise CatalogError(
         f"{path} is not a MovieLens folder: expected movies.csv, <name>.item or u.item in it"
     )
@@ -289,7 +289,7 @@ def _coerce_scalar(value: Any) -> Any:
     v = value.strip()
     if re.fullmatch(r"-?(0|[1-9]\d{0,17})", v):
         return int(v)
-    if re.fullmatch(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", v):
+    if re.fullmatch(r"-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?", v):
         return float(v)
     return value
 

@@ -1,9 +1,308 @@
-"""(placeholder during development: commands are added by the owner of this area)"""
+"""`genrec ingest`, `genrec search` and `genrec bench index`: the catalog from the command line."""
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
 import typer
+
+from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
+from genrec.errors import CatalogError, InvalidRequest
+from genrec.index import IngestReport, SearchHit
+from genrec.settings import Settings
+
+MAX_SHOWN_ERRORS = 20
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    pass
+    app.command("ingest")(ingest_command)
+    app.command("search")(search_command)
+    bench.command("index")(bench_index_command)
+
+
+@handles_errors
+def ingest_command(
+    source: str | None = typer.Argument(
+        None, help="Catalog file (.jsonl, .csv, .tsv) or MovieLens folder."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="A packaged dataset instead of SOURCE: ml-100k."
+    ),
+    collection: str | None = typer.Option(
+        None, "--collection", help="Chroma collection (default: settings.collection)."
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="jsonl | csv | movielens (default: from the name)."
+    ),
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename source fields: id=movieId,title=name (repeatable)."),
+    ] = None,
+    strict: bool = typer.Option(False, "--strict", help="Any bad row is fatal; nothing written."),
+    prune: bool = typer.Option(
+        False, "--prune", help="Also delete items that are no longer in the source."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Load a catalog and embed it into a Chroma collection (idempotent: unchanged items are
+    skipped, changed ones updated). Bad rows are reported with line numbers and skipped."""
+    from genrec.catalog import parse_mapping
+    from genrec.index import CatalogIndex
+    from genrec.ingest import ingest
+
+    if (source is None) == (dataset is None):
+        raise CatalogError("give a catalog SOURCE (file or folder) or --dataset ml-100k, not both")
+    settings = load_settings(config)
+    index = CatalogIndex(settings, collection)
+    held = index.metadata.get("genrec_source")
+    report = ingest(
+        settings,
+        source,
+        dataset=dataset,
+        fmt=fmt,
+        mapping=parse_mapping(mapping or []),
+        strict=strict,
+        prune=prune,
+        index=index,
+    )
+    if held and held != report.source and not prune:
+        typer.echo(
+            f"warning: collection {index.name!r} also holds items from {held}; use "
+            f"--collection NAME for a separate catalog, or --prune to replace it",
+            err=True,
+        )
+    _report_bad_rows(report)
+    if as_json:
+        print_json(
+            {**report.model_dump(), "written": report.written, "items_per_s": report.items_per_s}
+        )
+        return
+    typer.echo(
+        f"{report.total} items from {report.source} in collection {report.collection!r}: "
+        f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged"
+        + (f", {report.removed} removed" if report.removed else "")
+        + f" ({report.seconds:.1f} s)"
+    )
+
+
+def _report_bad_rows(report: IngestReport) -> None:
+    if not report.errors:
+        return
+    typer.echo(
+        f"warning: {len(report.errors)} bad row(s) in {report.source} skipped "
+        f"(--strict makes them fatal):",
+        err=True,
+    )
+    for line in report.errors[:MAX_SHOWN_ERRORS]:
+        typer.echo(f"  {line}", err=True)
+    if len(report.errors) > MAX_SHOWN_ERRORS:
+        typer.echo(f"  ... and {len(report.errors) - MAX_SHOWN_ERRORS} more", err=True)
+
+
+@handles_errors
+def search_command(
+    text: str | None = typer.Argument(None, help="What to look for, in words."),
+    history: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--history", help="An item ID or exact title the user liked, oldest first (repeat)."
+        ),
+    ] = None,
+    k: int = typer.Option(10, "--k", min=1, help="How many items."),
+    where: str | None = typer.Option(
+        None, "--where", help='Chroma metadata filter as JSON, e.g. \'{"year": {"$lt": 1980}}\'.'
+    ),
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="An item ID never to return (repeat)."),
+    ] = None,
+    collection: str | None = typer.Option(None, "--collection", help="Chroma collection."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Nearest catalog items to a text and/or a history. The default collection is ingested from
+    the default dataset first if it is not there yet."""
+    from genrec.index import CatalogIndex
+    from genrec.ingest import ensure_default_catalog
+
+    settings = load_settings(config)
+    filters = _parse_where(where)
+    if collection in (None, settings.collection):
+        index = ensure_default_catalog(settings)
+    else:
+        index = CatalogIndex(settings, collection)
+    history = history or []
+    hits = index.search(text, history=history, k=k, where=filters, exclude=exclude or [])
+    if as_json:
+        print_json(
+            {
+                "collection": index.name,
+                "query": text,
+                "history": list(history),
+                "k": k,
+                "where": filters,
+                "items": [_hit_json(rank, hit) for rank, hit in enumerate(hits, start=1)],
+            }
+        )
+        return
+    if not hits:
+        typer.echo("no items matched", err=True)
+    for rank, hit in enumerate(hits, start=1):
+        item = hit.item
+        year = item.attributes.get("year")
+        title = f"{item.title} ({year})" if year else item.title
+        typer.echo(f"{rank:3d}  {hit.score:.3f}  {item.id:>8}  {title}  [{', '.join(item.tags)}]")
+
+
+def _parse_where(where: str | None) -> dict | None:
+    if where is None:
+        return None
+    try:
+        parsed = json.loads(where)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"--where is not valid JSON: {exc.msg}", param="where") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("--where must be a JSON object", param="where")
+    return parsed
+
+
+def _hit_json(rank: int, hit: SearchHit) -> dict:
+    return {"rank": rank, "score": round(hit.score, 6), **hit.item.model_dump()}
+
+
+@handles_errors
+def bench_index_command(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="MovieLens latest-small folder (default: ../shared/data/...)."),
+    ] = None,
+    queries: int = typer.Option(200, "--queries", min=10, help="Searches of each kind."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Ingest ml-latest-small into a fresh temporary collection (items/s, end to end: load,
+    model load, embed, write) and time top-20 text and history searches (p50/p99). JSON."""
+    settings = load_settings(config)
+    folder = data or _default_latest_small()
+    typer.echo(f"bench index: {folder}", err=True)
+    print_json(run_index_bench(settings, folder, queries=queries))
+
+
+def _default_latest_small() -> Path:
+    here = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), here):
+        candidate = base.parent / "shared" / "data" / "ml-latest-small"
+        if (candidate / "movies.csv").is_file():
+            return candidate
+    raise CatalogError(
+        "ml-latest-small not found in ../shared/data; pass --data PATH to a folder with movies.csv"
+    )
+
+
+def run_index_bench(settings: Settings, folder: Path, *, queries: int = 200) -> dict:
+    """Ingest ``folder`` into a fresh temporary collection (a temporary Chroma folder, or a
+    temporary collection on the configured server), time searches, clean up, return figures."""
+    from genrec.catalog import load_movielens_folder
+    from genrec.embeddings import Embedder
+    from genrec.index import CatalogIndex
+
+    tmp = Path(tempfile.mkdtemp(prefix="genrec-bench-"))
+    bench_settings = settings.model_copy(update={"home": tmp})
+    name = f"bench-{os.getpid()}-{int(time.time())}"
+    try:
+        started = time.perf_counter()
+        items = load_movielens_folder(folder)
+        loaded = time.perf_counter()
+        embedder = Embedder(bench_settings)
+        embedder.encode(["load the model"])
+        model_ready = time.perf_counter()
+        index = CatalogIndex(bench_settings, name, embedder)
+        report = index.upsert(items, progress=True, source=str(folder))
+        done = time.perf_counter()
+        again = index.upsert(items, progress=False, source=str(folder))
+        rng = random.Random(0)
+        texts = _bench_texts(items, rng, queries)
+        histories = _bench_histories(folder, items, rng, queries)
+        for text in texts[:10]:  # warm up caches and code paths, not timed
+            index.search(text, k=20)
+        text_ms = _timed(lambda q: index.search(q, k=20), texts)
+        history_ms = _timed(lambda h: index.search(history=h, k=20), histories)
+        index.drop()
+        total = done - started
+        return {
+            "data": str(folder),
+            "items": len(items),
+            "chroma": "http" if settings.chroma_url else "embedded",
+            "ingest": {
+                "items_per_s": round(len(items) / total, 1),
+                "seconds": round(total, 2),
+                "load_s": round(loaded - started, 2),
+                "model_load_s": round(model_ready - loaded, 2),
+                "embed_write_s": round(done - model_ready, 2),
+                "written": report.written,
+            },
+            "reingest": {"seconds": round(again.seconds, 3), "written": again.written},
+            "search_text_ms": _percentiles(text_ms),
+            "search_history_ms": _percentiles(history_ms),
+            "k": 20,
+            "cpus": os.cpu_count(),
+            "torch_threads": _torch_threads(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_texts(items: list, rng: random.Random, n: int) -> list[str]:
+    """Distinct, plausible queries (no repeats, so no cache flatters the numbers)."""
+    texts: list[str] = []
+    for item in rng.sample(items, min(n, len(items))):
+        genres = " and ".join(item.tags[:2]).lower() or "good"
+        texts.append(f"{genres} movies like {item.title}")
+    return texts
+
+
+def _bench_histories(folder: Path, items: list, rng: random.Random, n: int) -> list[list[str]]:
+    """Real users' last 10 ratings when ratings.csv is there, else random items."""
+    ratings = folder / "ratings.csv"
+    if ratings.is_file():
+        by_user: dict[str, list[tuple[int, str]]] = {}
+        for line in ratings.read_text(encoding="utf-8").splitlines()[1:]:
+            user, movie, _, ts = line.split(",")
+            by_user.setdefault(user, []).append((int(ts), movie))
+        users = rng.sample(sorted(by_user), min(n, len(by_user)))
+        return [[m for _, m in sorted(by_user[u])[-10:]] for u in users]
+    ids = [item.id for item in items]
+    return [rng.sample(ids, 10) for _ in range(n)]
+
+
+def _timed(fn, inputs: list) -> list[float]:
+    out = []
+    for x in inputs:
+        t = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _percentiles(ms: list[float]) -> dict:
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 2),
+        "p99": round(float(np.percentile(ms, 99)), 2),
+        "mean": round(float(np.mean(ms)), 2),
+        "n": len(ms),
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
