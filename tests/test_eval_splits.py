@@ -110,3 +110,15 @@ def test_jsonl_cases_name_the_bad_line(tmp_path):
     catalog.write_text(catalog.read_text() + '{"id": "c", "title": "C"}\n')
     ds = load_eval_dataset("jsonl", path=p, catalog=catalog)
     assert len(ds.cases) == 1 and set(ds.items) == {"a", "b", "c"}
+
+
+def test_ml100k_from_the_recbole_package():
+    import importlib.util
+
+    if importlib.util.find_spec("recbole") is None:
+        pytest.skip("recbole (which ships ML-100K) is not installed")
+    ds = load_eval_dataset("ml-100k", path=None)
+    # ML-100K is already 20-core per user; the 5-core filter only drops rarely rated films.
+    assert ds.stats["raw_interactions"] == 100_000 and ds.stats["users"] == 943
+    assert ds.stats["items"] == len(ds.items) == 1349 and len(ds.cases) == 943
+    assert all(c.target in ds.items and c.target not in c.history for c in ds.cases)

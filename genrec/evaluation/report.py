@@ -281,13 +281,23 @@ def plot_metric_curves(doc: Mapping) -> str:
 
     ks = doc["protocol"]["ks"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    rows = all_rows(doc)
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: cells and baselines
     for ax, name in zip(axes, ("recall", "ndcg", "mrr"), strict=True):
-        for r in all_rows(doc):
+        for i, r in enumerate(rows):
             ys = [r["metrics"].get(f"{name}@{k}") for k in ks]
             if any(y is None for y in ys):
                 continue
             base = r["id"].startswith("baseline/")
-            ax.plot(ks, ys, marker="o", linestyle="--" if base else "-", label=r["id"], alpha=0.85)
+            ax.plot(
+                ks,
+                ys,
+                marker="o",
+                linestyle="--" if base else "-",
+                color=colors[i % len(colors)],
+                label=r["id"],
+                alpha=0.85,
+            )
         ax.set_title(f"{name}@K")
         ax.set_xlabel("K")
         ax.set_xticks(ks)
@@ -306,9 +316,15 @@ def plot_latency(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> str | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(cells) + 2.5))
-    ax1.boxplot([samples[c]["total"] for c in cells], orientation="horizontal", showfliers=True)
-    ax1.set_yticks(range(1, len(cells) + 1), cells, fontsize=8)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(cells) + 2.5), sharey=True)
+    pos = list(range(len(cells)))
+    ax1.boxplot(
+        [samples[c]["total"] for c in cells],
+        positions=pos,
+        orientation="horizontal",
+        showfliers=True,
+    )
+    ax1.set_yticks(pos, cells, fontsize=8)
     ax1.set_xscale("log")
     ax1.set_xlabel("total latency per request (ms, log scale)")
     ax1.grid(alpha=0.3, axis="x")
@@ -319,7 +335,6 @@ def plot_latency(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> str | 
         meds = [statistics.median(samples[c].get(stage) or [0.0]) for c in cells]
         ax2.barh(range(len(cells)), meds, left=left, label=stage)
         left = [a + b for a, b in zip(left, meds, strict=True)]
-    ax2.set_yticks(range(len(cells)), cells, fontsize=8)
     ax2.set_xlabel("median ms per stage")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3, axis="x")
