@@ -271,6 +271,7 @@ async def test_chat_async_plain_and_streamed(
 
 
 def test_multi_turn_conversation(client: openai.OpenAI, titles: dict[str, str]) -> None:
+    films = {it.id: it for it in load_dataset("ml-100k")}
     messages = [
         {"role": "system", "content": "You recommend films."},
         user("I loved Toy Story. Something similar?"),
@@ -288,8 +289,13 @@ def test_multi_turn_conversation(client: openai.OpenAI, titles: dict[str, str]) 
     assert extra["referenced"] == [picks[1]]
     assert extra["history"] == ["1", picks[1]]
     assert set(extra["exclude"]) == {picks[0], picks[2], picks[3]}
-    again = [r["id"] for r in second.model_extra["recommendations"]]
-    check_items(second.model_extra["recommendations"], titles, 4)
+    year = films[picks[1]].attributes["year"]
+    assert extra["filters"] == {"year": {"$gt": year}}  # "newer" than the second one
+    recs = second.model_extra["recommendations"]
+    if year < 1997:  # ML-100K ends in 1998: something newer exists
+        check_items(recs, titles, 4)
+    assert all(films[r["id"]].attributes["year"] > year for r in recs)
+    again = [r["id"] for r in recs]
     assert not set(again) & set(picks) and "1" not in again
 
 
@@ -577,3 +583,41 @@ def test_metrics_by_route_mode_and_outcome(server: Server) -> None:
     assert metric(text, "genrec_stage_duration_seconds_count", mode="rank", stage="llm") >= 1
     assert metric(text, "genrec_tokens_total", kind="prompt") > 0
     assert metric(text, "genrec_ready") == 1
+
+
+# --- last: it kills the server's engine ----------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out += [child, *_descendants(child)]
+    return out
+
+
+def test_zz_engine_death_is_a_503_not_a_crash(server: Server, client: openai.OpenAI) -> None:
+    """Runs last (file order): the server's engine is dead afterwards."""
+    engines = [
+        pid
+        for pid in _descendants(server.proc.pid)
+        if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
+    if not engines:
+        pytest.skip("no vLLM EngineCore child process found to stop (not on Linux /proc?)")
+    for pid in engines:
+        os.kill(pid, 9)  # a child of the server this test started
+    with pytest.raises(openai.APIStatusError) as info:  # either noticed now, or already dead
+        for _ in range(50):
+            client.chat.completions.create(model="genrec-quick", messages=[user("a comedy")])
+            time.sleep(0.2)
+    assert info.value.status_code == 503, info.value
+    assert "Traceback" not in str(info.value.body)
+    assert wait_for(lambda: httpx.get(server.url + "/health").status_code == 503, 30)
+    assert httpx.get(server.url + "/health").json()["status"] == "unhealthy"
+    assert server.proc.poll() is None  # still serving: 503s, /metrics, /v1/models
+    assert httpx.get(server.v1 + "/models", headers=auth()).status_code == 200

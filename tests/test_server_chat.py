@@ -84,6 +84,7 @@ def test_ordinal_reference_picks_from_the_previous_answer(
     assert set(req.exclude) == {"2", "100"}  # the answer's other items are not wanted again
     assert out.referenced == ["273"]
     assert req.query == "more like Heat (1995), but newer"
+    assert req.filters == {"year": {"$gt": 1995}}  # "newer" than the item picked
     assert req.system == "Answer briefly."
 
 
@@ -111,6 +112,16 @@ def test_negation_and_title_references(settings: Settings, ml100k_index: Catalog
     )
     assert out.request.history == ["100"]
     assert set(out.request.exclude) == {"2", "273"}
+    assert out.request.filters is None  # no "newer"/"older": no year filter
+    older = mapped(
+        settings,
+        ml100k_index,
+        [user("a crime film"), answer(ml100k_index, ["2", "100"]), user("like Fargo but older")],
+        filters={"tags": {"$contains": "Crime"}},
+    )
+    assert older.request.filters == {
+        "$and": [{"tags": {"$contains": "Crime"}}, {"year": {"$lt": 1996}}]
+    }
 
 
 def test_json_answers_and_earlier_picks_are_remembered(

@@ -42,6 +42,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             if server is not None:
                 server.should_exit = True
 
+        if not settings.api_key and host not in ("127.0.0.1", "localhost", "::1"):
+            logging.getLogger("genrec.server").warning(
+                "serving on %s without an API key: anyone who can reach it can use it "
+                "(set GENREC_API_KEY)",
+                host,
+            )
         app = create_app(settings, on_fatal=on_fatal)
         server = uvicorn.Server(
             uvicorn.Config(

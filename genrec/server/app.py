@@ -60,7 +60,8 @@ def create_app(
 ) -> FastAPI:
     profiles = load_profiles(settings)
     renderers = {
-        name: ResponseRenderer(name) for name in {p.response_template for p in profiles.values()}
+        name: ResponseRenderer(name, getattr(settings, "prompts_dir", None))
+        for name in {p.response_template for p in profiles.values()}
     }
     metrics = Metrics()
     limiter = InFlightLimiter(settings.max_in_flight, metrics)
@@ -256,6 +257,7 @@ def genrec_extra(result: Recommendation, mapped: Mapped, profile: Profile) -> di
         "candidates": len(result.candidates),
         "history": req.history,
         "exclude": req.exclude,
+        "filters": req.filters,
         "referenced": mapped.referenced,
         "unmatched": result.unmatched,
         "duplicates": result.duplicates,

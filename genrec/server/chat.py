@@ -3,10 +3,13 @@
 - The last user message is the query.
 - Items named earlier join the history (oldest first): titles or `id:` references in user turns,
   and the numbered lists of genrec's own earlier answers (`N. Title [id: ID]`, or their JSON form).
-- Ordinal references in the last message ("the second one", "#2", "the first two", "the last one")
-  point into the previous answer's list; they are rewritten into titles in the query, and only the
-  items referenced join the history: the rest of that answer is excluded, not repeated.
-  A reference after a negation ("not the first one", "except #3") excludes the item instead.
+- Ordinal references in a user message ("the second one", "#2", "the first two", "the last one")
+  point into the list of the answer before it (so do its items named by title); in the last
+  message they are rewritten into titles in the query. Only the items picked join the history: the
+  rest of that answer is excluded, not repeated. An answer the user did not pick from joins the
+  history whole. A reference after a negation ("not the first one", "except #3") excludes the item.
+- "newer" / "older" in the last message, next to items it points at, narrows to items with a
+  later / earlier `year` attribute than theirs.
 - System and developer messages reach the prompt only through the request's `system` slot; they
   never change what may be recommended (candidates always come from the catalog index).
 
@@ -318,6 +321,24 @@ class Turn:
     referenced: list[str]  # picked from the previous answer (by ordinal or by title)
     negated: list[str]  # pointed at after a negation
     named: list[str]  # other catalog items named in the text
+    recency: dict | None = None  # "newer"/"older" than the items it points at, as a filter
+
+
+_NEWER = re.compile(r"\b(?:newer|more recent)\b", re.I)
+_OLDER = re.compile(r"\b(?:older)\b", re.I)
+
+
+def recency_filter(text: str, items: Iterable[Item]) -> dict | None:
+    """ "more like the second one, but newer" -> {"year": {"$gt": <its year>}}: only for items
+    with an integer `year` attribute, and only relative to items the message points at."""
+    years = [y for it in items if isinstance(y := it.attributes.get("year"), int)]
+    if not years:
+        return None
+    if _NEWER.search(text):
+        return {"year": {"$gt": max(years)}}
+    if _OLDER.search(text):
+        return {"year": {"$lt": min(years)}}
+    return None
 
 
 def read_turn(text: str, previous: list[Item | None], catalog: CatalogLookup) -> Turn:
@@ -333,12 +354,16 @@ def read_turn(text: str, previous: list[Item | None], catalog: CatalogLookup) ->
         cursor = ref.end
         (negated if ref.negated else referenced).extend(it.id for it in items)
     query = "".join(pieces) + text[cursor:]
-    named = [it.id for it in items_named(text, catalog) if it.id not in negated]
+    found = [it for it in items_named(text, catalog) if it.id not in negated]
+    named = [it.id for it in found]
     # Items of the previous answer named by title count as picks from it.
-    listed = {it.id for it in previous if it is not None}
+    listed = {it.id: it for it in previous if it is not None}
     referenced += [i for i in named if i in listed and i not in referenced]
     named = [i for i in named if i not in listed]
-    return Turn(query, referenced, negated, named)
+    pointed = [listed[i] for i in referenced if i in listed] + [
+        it for it in found if it.id in named
+    ]
+    return Turn(query, referenced, negated, named, recency_filter(text, pointed))
 
 
 def map_conversation(
@@ -353,6 +378,7 @@ def map_conversation(
     pending: list[str] = []  # items of answers the user has not picked from (yet)
     query: str | None = None
     referenced: list[str] = []
+    recency: dict | None = None
     for i, msg in enumerate(messages):
         if msg.role == "assistant" and (last_user is None or i < last_user):
             listed = parse_answer(msg.text)
@@ -370,14 +396,15 @@ def map_conversation(
             pending = []
             history += turn.referenced + turn.named
             if i == last_user:
-                query, referenced = turn.query, turn.referenced
+                query, referenced, recency = turn.query, turn.referenced, turn.recency
                 break
     history += pending
     excluded = set(exclude)
     history = [i for i in _dedup_keep_last(history) if i not in excluded][-200:]
     exclude = list(dict.fromkeys(exclude))
     system = _system_text(messages)
-    return Mapped(_build(body, profile, query, history, exclude, system), referenced)
+    request = _build(body, profile, query, history, exclude, system, recency)
+    return Mapped(request, referenced)
 
 
 _PARAM_OF = {"query": "messages", "system": "messages", "temperature": "temperature"}
@@ -390,12 +417,13 @@ def _build(
     history: list[str],
     exclude: list[str],
     system: str | None,
+    recency: dict | None = None,
 ) -> RecommendRequest:
     mode = body.mode or profile.mode
     template = body.template or (profile.template if mode == profile.mode else None)
-    filters = body.filters
-    if profile.filters:
-        filters = {"$and": [profile.filters, filters]} if filters else profile.filters
+    # Every source of filters only narrows: they are ANDed.
+    parts = [f for f in (profile.filters, body.filters, recency) if f]
+    filters = None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
     try:
         return RecommendRequest(
             query=query,

@@ -63,13 +63,15 @@ def _oneline(text: str) -> str:
 class ResponseRenderer:
     """One response template, loaded once and checked for the three macros."""
 
-    def __init__(self, name: str = "response", directory: Path | None = None):
+    def __init__(self, name: str = "response", *directories: Path | None):
+        """`directories` are searched first (e.g. settings.prompts_dir), then genrec's prompts/."""
         if not _NAME.match(name):
             raise ConfigError(
                 f"response template {name!r} must be named response*, found in prompts/{name}.j2"
             )
+        search = [str(d) for d in directories if d is not None] + [str(prompts_dir())]
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(directory or prompts_dir())),
+            loader=jinja2.FileSystemLoader(search),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,
