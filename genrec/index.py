@@ -169,6 +169,7 @@ class CatalogIndex:
         self._col: Any = None
         self._titles: dict[str, list[str]] | None = None  # normalised title -> ids
         self._exact: dict[str, list[str]] | None = None  # lower-cased title -> ids
+        self._text_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ Chroma plumbing
 
@@ -440,6 +441,17 @@ class CatalogIndex:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embedder.embed(texts)
 
+    def text_vector(self, text: str) -> np.ndarray:
+        """One query's vector, remembered for the last few hundred distinct queries."""
+        vector = self._text_cache.get(text)
+        if vector is None:
+            vector = self.embedder.encode([text])[0]
+            with self._lock:
+                if len(self._text_cache) >= 512:
+                    self._text_cache.pop(next(iter(self._text_cache)))
+                self._text_cache[text] = vector
+        return vector
+
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors by ID (unknown IDs left out)."""
         col = self._collection()
@@ -496,7 +508,7 @@ class CatalogIndex:
         if history:
             vector, history_ids = self.history_vector(history)
         if text:
-            text_vec = self.embedder.encode([text])[0]
+            text_vec = self.text_vector(text)
             vector = text_vec if vector is None else _unit(vector + text_vec)
         assert vector is not None
         return self.search_vector(vector, k=k, where=where, exclude=[*exclude, *history_ids])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genrec.catalog import LoadResult, load_catalog, load_dataset
+from genrec.catalog import DATASETS, LoadResult, load_catalog, load_dataset
 from genrec.embeddings import Embedder
 from genrec.index import CatalogIndex, IngestReport
 from genrec.settings import Settings
@@ -27,9 +27,13 @@ def load_source(
     mapping: dict[str, str] | None = None,
     strict: bool = False,
 ) -> LoadResult:
+    """A file/folder ``source``, or a packaged ``dataset`` (a dataset name, or a path, so that
+    ``GENREC_DATASET=/data/ml-latest-small`` makes that folder the default catalog)."""
+    name = dataset or "ml-100k"
+    if source is None and name not in DATASETS and Path(name).expanduser().exists():
+        source = name
     if source is not None:
         return load_catalog(source, fmt=fmt, mapping=mapping, strict=strict)
-    name = dataset or "ml-100k"
     return LoadResult(load_dataset(name), [], name, "dataset")
 
 

@@ -273,11 +273,13 @@ def _bench_texts(items: list, rng: random.Random, n: int) -> list[str]:
 def _bench_histories(folder: Path, items: list, rng: random.Random, n: int) -> list[list[str]]:
     """Real users' last 10 ratings when ratings.csv is there, else random items."""
     ratings = folder / "ratings.csv"
+    known = {item.id for item in items}
     if ratings.is_file():
         by_user: dict[str, list[tuple[int, str]]] = {}
         for line in ratings.read_text(encoding="utf-8").splitlines()[1:]:
             user, movie, _, ts = line.split(",")
-            by_user.setdefault(user, []).append((int(ts), movie))
+            if movie in known:
+                by_user.setdefault(user, []).append((int(ts), movie))
         users = rng.sample(sorted(by_user), min(n, len(by_user)))
         return [[m for _, m in sorted(by_user[u])[-10:]] for u in users]
     ids = [item.id for item in items]
