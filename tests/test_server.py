@@ -585,6 +585,32 @@ def test_metrics_by_route_mode_and_outcome(server: Server) -> None:
     assert metric(text, "genrec_ready") == 1
 
 
+def test_bench_serve_prints_one_json_document(server: Server) -> None:
+    genrec = Path(sys.executable).parent / "genrec"
+    out = subprocess.run(
+        [str(genrec), "bench", "serve", "--url", server.url, "--requests", "4",
+         "--concurrency", "2", "--k", "3", "--model", "genrec-quick"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "GENREC_API_KEY": KEY},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["statuses"] == {"200": 4}
+    assert doc["latency_ms"]["p50"] > 0 and doc["server_total_ms"]["p50"] > 0
+
+
+def test_serve_exits_non_zero_when_start_up_fails(tmp_path: Path) -> None:
+    genrec = Path(sys.executable).parent / "genrec"
+    env = {**os.environ, "GENREC_HOME": str(tmp_path), "GENREC_DATASET": "no-such-dataset"}
+    out = subprocess.run(
+        [str(genrec), "serve", "--port", str(free_port()), "--log-level", "warning"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "genrec failed to start: unknown dataset 'no-such-dataset'" in out.stderr
+    assert "Traceback" not in out.stderr  # a known problem is one clear line, not a stack
+
+
 # --- last: it kills the server's engine ----------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from genrec.cli.common import ConfigOption, handles_errors, load_settings
+from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -64,3 +64,33 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             exc = failed[0]
             typer.echo(f"error: genrec failed to start: {getattr(exc, 'message', exc)}", err=True)
             raise typer.Exit(1)
+
+    @bench.command("serve")
+    @handles_errors
+    def bench_serve(
+        url: str = typer.Option("http://127.0.0.1:8000", help="A running `genrec serve`."),
+        model: str = typer.Option("genrec", help="The profile to ask (GET /v1/models)."),
+        requests: int = typer.Option(32, min=1, help="Requests to time (after one warm-up)."),
+        concurrency: int = typer.Option(1, min=1, help="Requests in flight at once."),
+        k: int = typer.Option(10, min=1, max=100, help="Items per answer."),
+        stream: bool = typer.Option(False, help="Ask for SSE streams."),
+        config: Path | None = ConfigOption,
+    ) -> None:
+        """Chat-completion latency and throughput of a running server, as JSON on stdout."""
+        import asyncio
+
+        from genrec.server.bench import run_bench
+
+        settings = load_settings(config)
+        doc = asyncio.run(
+            run_bench(
+                url,
+                model=model,
+                requests=requests,
+                concurrency=concurrency,
+                k=k,
+                stream=stream,
+                api_key=settings.api_key,
+            )
+        )
+        print_json(doc)

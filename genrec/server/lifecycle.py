@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from genrec.errors import EngineError
+from genrec.errors import EngineError, GenrecError
 from genrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -117,8 +117,12 @@ class Service:
             raise
         except BaseException as exc:
             self.stage = "failed"
-            self.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            log.exception("genrec failed to start")
+            if isinstance(exc, GenrecError):  # a known problem: its message says what to do
+                self.error = exc.message
+                log.error("genrec failed to start: %s", exc.message)
+            else:
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("genrec failed to start")
             if self._on_fatal is not None:
                 self._on_fatal(exc)
 
