@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     k: int = Field(default=10, ge=1)
     candidates: int = Field(default=20, ge=1)
     max_new_tokens: int = Field(default=48, ge=1)
+    prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 
     # Server
     api_key: str | None = None

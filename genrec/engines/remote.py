@@ -1,0 +1,212 @@
+"""A remote engine: an OpenAI-compatible vLLM server
+(``python -m vllm.entrypoints.openai.api_server``).
+
+genrec renders the prompt itself (same tokenizer and chat template as in process) and sends the
+string to ``/v1/completions`` with ``add_special_tokens: false``, so both engines see the same
+tokens. Constraints use vLLM's request extensions: ``structured_outputs`` ({choice|json|regex}),
+``allowed_token_ids``, ``logprobs``, ``return_tokens_as_token_ids``. Never the ``guided_*`` fields
+that vLLM 0.12 removed: a current server ignores them silently and returns unconstrained text.
+Whatever comes back is re-validated by the caller (labels must be allowed ids; titles are
+grounded), so a server that ignores a constraint cannot produce an unknown item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import httpx
+
+from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
+from genrec.errors import ConfigError, EngineError, InvalidRequest, PromptTooLong
+from genrec.settings import Settings
+
+_CONNECT_WAIT_S = 10.0  # how long start() waits for a server that is still coming up
+
+
+class RemoteEngine:
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
+        base = (url or settings.engine_url or "").rstrip("/")
+        if not base:
+            raise ConfigError("RemoteEngine needs GENREC_ENGINE_URL (e.g. http://127.0.0.1:8001)")
+        self.base_url = base.removesuffix("/v1")
+        self._settings = settings
+        self._timeout = settings.engine_timeout_s
+        self._headers = (
+            {"Authorization": f"Bearer {settings.engine_api_key}"}
+            if settings.engine_api_key
+            else {}
+        )
+        self.model_name = settings.model or ""  # replaced by the served model id at start()
+        self._served = ""
+        self.max_model_len = settings.max_model_len
+        self.max_logprobs = settings.max_logprobs  # the server's --max-logprobs (default 20)
+        self._client: httpx.AsyncClient | None = None
+        self._healthy = False
+
+    @property
+    def healthy(self) -> bool:
+        return self._client is not None and self._healthy
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=self._timeout
+        )
+        deadline = time.monotonic() + _CONNECT_WAIT_S
+        while True:
+            try:
+                models = await self._call("GET", "/v1/models")
+                break
+            except EngineError:
+                if time.monotonic() > deadline:
+                    await self.shutdown()
+                    raise
+                await asyncio.sleep(0.5)
+        cards = models.get("data") or []
+        if not cards:
+            await self.shutdown()
+            raise EngineError(f"the engine at {self.base_url} serves no model")
+        card = cards[0]
+        self._served = card["id"]
+        if self._settings.model is None or not self.model_name:
+            self.model_name = _display(self._served)
+        self.max_model_len = int(card.get("max_model_len") or self.max_model_len)
+        self._healthy = True
+
+    async def shutdown(self) -> None:
+        client, self._client = self._client, None
+        self._healthy = False
+        if client is not None:
+            await client.aclose()
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        choice: list[str] | None = None,
+        json_schema: dict | None = None,
+        regex: str | None = None,
+        stop: list[str] | None = None,
+    ) -> Completion:
+        check_one_constraint(choice, json_schema, regex)
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "add_special_tokens": False,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        if stop:
+            body["stop"] = stop
+        structured = {
+            key: value
+            for key, value in (("choice", choice), ("json", json_schema), ("regex", regex))
+            if value is not None
+        }
+        if structured:
+            body["structured_outputs"] = {**structured, "disable_any_whitespace": True}
+        data = await self._complete(body)
+        c = data["choices"][0]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=c.get("text") or "",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=c.get("finish_reason"),
+        )
+
+    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
+        if not 0 < len(allowed_token_ids) <= self.max_logprobs:
+            raise ValueError(f"rank 1..{self.max_logprobs} labels per call")
+        body = {
+            "prompt": prompt,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "add_special_tokens": False,
+            "allowed_token_ids": list(allowed_token_ids),
+            "logprobs": len(allowed_token_ids),
+            "return_tokens_as_token_ids": True,
+        }
+        data = await self._complete(body)
+        top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
+        allowed = set(allowed_token_ids)
+        logprobs: dict[int, float] = {}
+        for token, lp in top.items():
+            tid = _token_id(token)
+            # Re-validate: only the labels we allowed, only real numbers.
+            if tid in allowed and lp is not None and math.isfinite(lp):
+                logprobs[tid] = float(lp)
+        usage = data.get("usage") or {}
+        return LabelLogprobs(logprobs=logprobs, prompt_tokens=int(usage.get("prompt_tokens") or 0))
+
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        data = await self._call("POST", "/v1/completions", json={"model": self._served, **body})
+        if not data.get("choices"):
+            raise EngineError(f"the engine at {self.base_url} returned no choices")
+        return data
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self._client is None:
+            raise EngineError("the remote engine is not started")
+        try:
+            resp = await self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise EngineError(
+                f"the engine at {self.base_url} did not answer within {self._timeout:.0f} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            self._healthy = False
+            raise EngineError(f"cannot reach the engine at {self.base_url}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise EngineError(f"the engine at {self.base_url} failed: {_message(resp)}")
+        if resp.status_code in (401, 403, 404):
+            raise ConfigError(
+                f"the engine at {self.base_url} refused {path} ({resp.status_code}): "
+                f"{_message(resp)}; check GENREC_ENGINE_URL, GENREC_ENGINE_API_KEY and the model"
+            )
+        if resp.status_code >= 400:
+            msg = _message(resp)
+            if "context length" in msg or "maximum context" in msg or "too long" in msg:
+                raise PromptTooLong(f"the engine rejected the prompt: {msg}", param="messages")
+            raise InvalidRequest(f"the engine rejected the request: {msg}")
+        self._healthy = True
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise EngineError(f"the engine at {self.base_url} sent a non-JSON answer") from exc
+
+
+def _token_id(token: str) -> int | None:
+    # With return_tokens_as_token_ids, vLLM names tokens "token_id:123".
+    if token.startswith("token_id:"):
+        try:
+            return int(token.removeprefix("token_id:"))
+        except ValueError:
+            return None
+    return None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json()
+        if isinstance(err, dict):
+            inner = err.get("error", err)
+            if isinstance(inner, dict):
+                return str(inner.get("message") or inner)
+            return str(err.get("message") or inner)
+    except ValueError:
+        pass
+    return resp.text[:500]
+
+
+def _display(served: str) -> str:
+    # A server started with --model /path/to/Folder serves the id "/path/to/Folder".
+    return served.rstrip("/").rsplit("/", 1)[-1] or served
