@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
@@ -323,24 +324,38 @@ class CatalogIndex:
         report.updated = len(todo) - report.added
         col = self._collection(create=True)
         if todo or not meta.get("genrec_complete"):
-            self.set_metadata(genrec_complete=False)
-        with tqdm(
-            total=len(todo),
-            desc=f"ingest {self.name}",
-            unit="item",
-            file=sys.stderr,
-            disable=not progress or not todo,
-        ) as bar:
+            self.set_metadata(genrec_complete=False, genrec_source=source or None)
+        with (
+            tqdm(
+                total=len(todo),
+                desc=f"ingest {self.name}",
+                unit="item",
+                file=sys.stderr,
+                disable=not progress or not todo,
+            ) as bar,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as pool,
+        ):
+            # Chroma writes batch i while the model embeds batch i+1; one write in flight at most.
+            pending: Future | None = None
+            pending_n = 0
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 texts = [item.embedding_text() for item in batch]
-                col.upsert(
+                vectors = self.embedder.encode(texts)
+                if pending is not None:
+                    pending.result()  # re-raises a failed write before anything else is sent
+                    bar.update(pending_n)
+                pending = pool.submit(
+                    col.upsert,
                     ids=[item.id for item in batch],
-                    embeddings=self.embedder.encode(texts),
+                    embeddings=vectors,
                     documents=texts,
                     metadatas=[item_to_metadata(item, hashes[item.id]) for item in batch],
                 )
-                bar.update(len(batch))
+                pending_n = len(batch)
+            if pending is not None:
+                pending.result()
+                bar.update(pending_n)
         with self._lock:
             self._titles = self._exact = None
         self.set_metadata(

@@ -76,8 +76,13 @@ def ingest(
 def ensure_default_catalog(
     settings: Settings, *, progress: bool = True, embedder: Embedder | None = None
 ) -> CatalogIndex:
-    """The index of ``settings.dataset`` in ``settings.collection``, ingesting it first if it is
-    not complete yet. Cheap when it is: nothing is embedded (the model is not even loaded)."""
+    """The index of ``settings.collection``, with ``settings.dataset`` ingested into it first if
+    it is not there completely yet. Cheap when it is: nothing is embedded (the model is not even
+    loaded). A collection that holds another catalog (one the user ingested) is left alone."""
     index = CatalogIndex(settings, settings.collection, embedder)
-    ingest(settings, dataset=settings.dataset, index=index, progress=progress)
+    loaded = load_source(dataset=settings.dataset)
+    held = index.metadata.get("genrec_source")
+    if held and held != loaded.source:
+        return index
+    index.upsert(loaded.items, progress=progress, source=loaded.source)
     return index

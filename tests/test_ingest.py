@@ -136,3 +136,25 @@ def test_a_killed_ingest_is_finished_by_the_next_run(
     assert sorted(index.ids()) == sorted(item.id for item in items)
     assert index.get(["181"])[0] == next(it for it in items if it.id == "181")
     index.drop()
+
+
+def test_default_catalog_from_a_path_and_a_user_catalog_left_alone(
+    tmp_path: Path, settings: Settings, embedder: Embedder, ml100k_items
+):
+    path = write_catalog(tmp_path / "default.jsonl", ml100k_items[:20])
+    own = settings.model_copy(update={"collection": "default-from-path", "dataset": str(path)})
+    index = ensure_default_catalog(own, embedder=embedder, progress=False)
+    assert index.count() == 20 and index.complete
+    fresh = Embedder(settings)
+    assert ensure_default_catalog(own, embedder=fresh, progress=False).count() == 20
+    assert fresh._model is None
+
+    books = tmp_path / "books.csv"
+    books.write_text("id,title\nb1,Dune\nb2,Emma\n")
+    users = settings.model_copy(update={"collection": "user-books"})
+    ingest(users, books, index=CatalogIndex(users, "user-books", embedder), progress=False)
+    index = ensure_default_catalog(users, embedder=fresh, progress=False)
+    assert index.count() == 2  # the default dataset was not mixed into the user's catalog
+    assert fresh._model is None
+    for name in ("default-from-path", "user-books"):
+        CatalogIndex(settings, name, embedder).drop()
