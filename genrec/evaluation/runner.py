@@ -284,9 +284,10 @@ def _error_record(case: EvalCase, exc: BaseException, wall_ms: float) -> dict:
     }
 
 
-def read_records(path: Path, fingerprint: dict) -> dict[str, dict]:
+def read_records(path: Path, fingerprint: dict, *, strict: bool = True) -> dict[str, dict]:
     """The records of an earlier (partial) run of this cell, by user. A retryable error is not
-    a result: that request runs again."""
+    a result: that request runs again. Records of another configuration are refused, unless
+    `strict` is off (reporting only: the report then shows the configuration they came from)."""
     if not path.is_file():
         return {}
     records: dict[str, dict] = {}
@@ -297,7 +298,7 @@ def read_records(path: Path, fingerprint: dict) -> dict[str, dict]:
             except ValueError:
                 continue  # a line cut short by an interruption
             if n == 0:
-                if doc.get("fingerprint") != fingerprint:
+                if strict and doc.get("fingerprint") != fingerprint:
                     changed = sorted(
                         k
                         for k in fingerprint
@@ -492,7 +493,10 @@ async def run(
         for cells in by_profile.values():
             pending = []
             for c in cells:
-                records[c.id] = read_records(cells_dir / f"{c.slug}.jsonl", c.fingerprint)
+                path = cells_dir / f"{c.slug}.jsonl"
+                records[c.id] = read_records(path, c.fingerprint, strict=not opts.report_only)
+                if opts.report_only and path.is_file():
+                    c.fingerprint = json.loads(path.open().readline())["fingerprint"]
                 if any(u.user_id not in records[c.id] for u in c.cases):
                     pending.append(c)
             if not pending or opts.report_only:
@@ -558,6 +562,7 @@ def results_document(
                 "profile": cell.spec.profile.name,
                 "mode": cell.spec.mode,
                 "template_spec": cell.spec.template,
+                "template_version": cell.fingerprint.get("template"),
                 "users": len(cell.cases),
                 **summary,
             }
