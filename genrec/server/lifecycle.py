@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("genrec.server")
 
+STOP_GRACE_S = 300.0  # at most how long a stop waits for a starting engine
+
 Stage = Literal["starting", "catalog", "engine", "ready", "failed", "stopping"]
 
 
@@ -111,6 +113,8 @@ class Service:
             self.recommender = await rec.__aenter__()
             self._starting = None
             self.ready_after_s = round(time.time() - self.started_at, 1)
+            if self.stage == "stopping":  # stop() is waiting to shut it down
+                return
             self.stage = "ready"
             log.info("genrec is ready (%.1f s): model %s", self.ready_after_s, rec.model_name)
         except asyncio.CancelledError:
@@ -127,7 +131,13 @@ class Service:
                 self._on_fatal(exc)
 
     async def stop(self) -> None:
+        starting_engine = self.stage == "engine"
         self.stage = "stopping" if self.stage != "failed" else self.stage
+        if starting_engine and self._task is not None and not self._task.done():
+            # vLLM builds its engine (and a child process) in a worker thread that cancelling
+            # cannot stop: let it finish, then shut it down, rather than orphan the child.
+            log.warning("waiting for the LM engine to finish starting, to stop it cleanly")
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             try:
