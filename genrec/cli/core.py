@@ -1,9 +1,472 @@
-"""(placeholder during development: commands are added by the owner of this area)"""
+"""`genrec recommend`, `genrec demo`, `genrec model prepare`, `genrec prompts list|show|render` and
+`genrec bench recommend`: the generative core from the command line.
+
+Commands that start the LM engine run it with file descriptor 1 pointed at stderr, so nothing a
+library (or vLLM's EngineCore child, which inherits the descriptor) prints can reach stdout; the
+result is written to the real stdout afterwards. ``--json`` output is therefore exactly one JSON
+document.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
+from genrec.errors import GenrecError, NotFound
+from genrec.settings import Settings
+
+HistoryOption = typer.Option(
+    "--history", help="An item ID or exact title the user liked (repeat; oldest first)."
+)
+ModeOption = typer.Option(None, "--mode", help="rank | generate | describe (default: settings).")
+DEMO_TITLES = ["Star Wars", "Empire Strikes Back, The", "Return of the Jedi"]
+BENCH_STAGES = ("retrieve", "render", "llm", "ground", "total")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    pass
+    app.command("recommend")(recommend_command)
+    app.command("demo")(demo_command)
+    model = typer.Typer(no_args_is_help=True, help="The LM: prepare the default model.")
+    model.command("prepare")(model_prepare_command)
+    app.add_typer(model, name="model")
+    prompts = typer.Typer(no_args_is_help=True, help="Prompt templates: list, show, render.")
+    prompts.command("list")(prompts_list_command)
+    prompts.command("show")(prompts_show_command)
+    prompts.command("render")(prompts_render_command)
+    app.add_typer(prompts, name="prompts")
+    bench.command("recommend")(bench_recommend_command)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Point fd 1 at stderr (inherited by child processes) until the block ends."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    from genrec.engines.inprocess import configure_vllm_env
+
+    settings = load_settings(config, **overrides)
+    configure_vllm_env(settings)  # before anything imports vLLM
+    return settings
+
+
+def open_catalog(settings: Settings) -> Any:
+    """The configured collection; the packaged default dataset is ingested on first use (so
+    `genrec recommend` works on a fresh machine). Another collection must be ingested first."""
+    from genrec.index import CatalogIndex
+    from genrec.ingest import ensure_default_catalog
+
+    index = CatalogIndex(settings)
+    if index.exists() and index.complete and index.count() > 0:
+        return index
+    if settings.collection == Settings.model_fields["collection"].default:
+        typer.echo(f"preparing the default catalog ({settings.dataset}) ...", err=True)
+        return ensure_default_catalog(settings)
+    raise NotFound(
+        f"collection {settings.collection!r} is missing or incomplete; run "
+        f"`genrec ingest FILE --collection {settings.collection}` first",
+        param="collection",
+    )
+
+
+def _request(**fields: Any) -> Any:
+    from genrec.schema import RecommendRequest
+
+    return RecommendRequest(**{k: v for k, v in fields.items() if v not in (None, [])})
+
+
+def _print_result(result: Any) -> None:
+    typer.echo(
+        f"{result.mode} mode, template {result.template}, model {result.model}: "
+        f"{len(result.items)} items in {result.timings.total_ms:.0f} ms "
+        f"(retrieve {result.timings.retrieve_ms:.0f}, render {result.timings.render_ms:.0f}, "
+        f"llm {result.timings.llm_ms:.0f}, ground {result.timings.ground_ms:.0f})"
+    )
+    for it in result.items:
+        typer.echo(
+            f"{it.rank:>3}. {it.title}  [id {it.id}]  score {it.score:.3f}  "
+            f"({it.grounded_by}, confidence {it.confidence:.2f})"
+        )
+    if result.mode == "describe" and result.outputs:
+        typer.echo(f"     LM description: {result.outputs[0]}")
+    if result.unmatched:
+        typer.echo(f"     unmatched LM output: {result.unmatched}")
+
+
+# ---------------------------------------------------------------------------------- recommend
+
+
+@handles_errors
+def recommend_command(
+    query: str | None = typer.Option(None, "--query", "-q", help="What the user asks for."),
+    history: Annotated[list[str] | None, HistoryOption] = None,
+    k: int | None = typer.Option(None, "--k", help="How many items (default: settings.k)."),
+    candidates: int | None = typer.Option(None, "--candidates", help="Candidates retrieved (N)."),
+    mode: str | None = ModeOption,
+    template: str | None = typer.Option(None, "--template", help="Prompt template name."),
+    system: str | None = typer.Option(None, "--system", help="Extra system note for the LM."),
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Item ID to skip.")] = None,
+    demo: bool = typer.Option(False, "--demo", help="Run `genrec demo` instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Recommend items for a history and/or a query with the LM."""
+    if demo:
+        demo_command(as_json=as_json, config=config)
+        return
+    from genrec.recommender import Recommender
+
+    settings = _settings(config)
+    request = _request(
+        query=query,
+        history=history or [],
+        k=k,
+        candidates=candidates,
+        mode=mode,
+        template=template,
+        system=system,
+        exclude=exclude or [],
+    )
+
+    async def run() -> Any:
+        index = await asyncio.to_thread(open_catalog, settings)
+        async with Recommender(settings, index=index) as rec:
+            return await rec.recommend(request)
+
+    with stdout_to_stderr():
+        result = asyncio.run(run())
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        _print_result(result)
+
+
+@handles_errors
+def demo_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Prepare the model and the default catalog, then recommend for a sample history in every
+    mode (rank, generate, describe)."""
+    from genrec.model_files import model_path
+    from genrec.recommender import Recommender
+
+    settings = _settings(config)
+
+    async def run() -> tuple[list[str], list[Any]]:
+        await asyncio.to_thread(model_path, settings)
+        index = await asyncio.to_thread(open_catalog, settings)
+        history = []
+        for title in DEMO_TITLES:
+            item = await asyncio.to_thread(index.resolve, title)
+            if item is not None:
+                history.append(item.id)
+        if not history:  # another catalog: a few items about space adventures
+            hits = await asyncio.to_thread(index.search, "space adventure", k=3)
+            history = [h.item.id for h in hits]
+        async with Recommender(settings, index=index) as rec:
+            results = []
+            for mode in ("rank", "generate", "describe"):
+                results.append(await rec.recommend(_request(history=history, k=5, mode=mode)))
+            titles = [i.title for i in await asyncio.to_thread(index.get, history)]
+            return titles, results
+
+    with stdout_to_stderr():
+        titles, results = asyncio.run(run())
+    if as_json:
+        print_json({"history": titles, "results": [r.model_dump(mode="json") for r in results]})
+        return
+    typer.echo(f"History: {'; '.join(titles)}\n")
+    for r in results:
+        _print_result(r)
+        typer.echo("")
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+@handles_errors
+def model_prepare_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Convert the packaged default model once (cached under settings.models_dir), or check the
+    GENREC_MODEL folder. Progress goes to stderr."""
+    from genrec.model_files import model_info
+
+    settings = _settings(config)
+    started = time.perf_counter()
+    with stdout_to_stderr():
+        info = model_info(settings)
+    info["seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        print_json(info)
+    else:
+        size = info.get("size_bytes")
+        typer.echo(
+            f"model {info['name']} ready at {info['model']}"
+            + (f" ({size / 1e6:.0f} MB)" if size else "")
+        )
+
+
+# ---------------------------------------------------------------------------------- prompts
+
+
+@handles_errors
+def prompts_list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """The prompt templates: name, modes, label style, version, description."""
+    from genrec.prompts import PromptRegistry
+
+    registry = PromptRegistry(load_settings(config))
+    rows = [t.summary() for t in registry.list()]
+    if as_json:
+        print_json({"templates": rows, "errors": registry.errors})
+        return
+    for t in registry.list():
+        default = f" (default for {', '.join(t.meta.default_for)})" if t.meta.default_for else ""
+        typer.echo(
+            f"{t.name:<22} modes={','.join(t.meta.modes):<10} labels={t.meta.labels:<8} "
+            f"v{t.meta.version}{default}\n    {t.meta.description}"
+        )
+    for err in registry.errors:
+        typer.echo(f"error: {err}", err=True)
+
+
+@handles_errors
+def prompts_show_command(
+    name: str = typer.Argument(..., help="Template name."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """A template's metadata and source."""
+    from genrec.prompts import PromptRegistry
+
+    tpl = PromptRegistry(load_settings(config)).get(name)
+    if as_json:
+        print_json({**tpl.summary(), "source": tpl.source})
+    else:
+        typer.echo(f"# {tpl.path} ({tpl.origin})")
+        typer.echo(tpl.source.rstrip("\n"))
+
+
+@handles_errors
+def prompts_render_command(
+    name: str = typer.Argument(..., help="Template name."),
+    query: str | None = typer.Option(None, "--query", "-q", help="What the user asks for."),
+    history: Annotated[list[str] | None, HistoryOption] = None,
+    k: int | None = typer.Option(None, "--k", help="How many items."),
+    candidates: int | None = typer.Option(None, "--candidates", help="Candidates retrieved (N)."),
+    mode: str | None = typer.Option(None, "--mode", help="Default: the template's first mode."),
+    system: str | None = typer.Option(None, "--system", help="Extra system note for the LM."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Exactly what the LM receives for a request: the final prompt string (chat template
+    applied), with real candidates retrieved from the catalog. No engine is started."""
+    from genrec.model_files import model_path
+    from genrec.prompts import ChatTokenizer, PromptRegistry
+    from genrec.recommender import Recommender
+
+    settings = _settings(config)
+    registry = PromptRegistry(settings)
+    tpl = registry.get(name)
+    request = _request(
+        query=query,
+        history=history or [],
+        k=k,
+        candidates=candidates,
+        mode=mode or tpl.meta.modes[0],
+        template=name,
+        system=system,
+    )
+    with stdout_to_stderr():
+        index = open_catalog(settings)
+        tokenizer = ChatTokenizer.load(model_path(settings))
+        rec = Recommender(settings, index=index, prompts=registry, tokenizer=tokenizer)
+        plan = rec.plan(request)
+        hist, cands = rec._retrieve(plan)
+        rendered = rec.render(plan, hist, cands)
+    if as_json:
+        print_json(
+            {
+                "template": rendered.template,
+                "mode": rendered.mode,
+                "messages": rendered.messages,
+                "prompt": rendered.prompt,
+                "prompt_tokens": rendered.prompt_tokens,
+                "candidates": [
+                    {"label": lab, "id": c.id, "title": t}
+                    for lab, c, t in zip(rendered.labels, cands, rendered.titles, strict=True)
+                ],
+            }
+        )
+    else:
+        sys.stdout.write(rendered.prompt)
+        if not rendered.prompt.endswith("\n"):
+            sys.stdout.write("\n")
+        typer.echo(f"[{rendered.prompt_tokens} tokens, template {rendered.template}]", err=True)
+
+
+# ---------------------------------------------------------------------------------- bench
+
+
+def bench_histories(n: int, index: Any, *, length: int = 5, seed: int = 0) -> list[list[str]]:
+    """Real user histories from ML-100K (each user's last ``length`` well-rated items), limited to
+    items in the catalog; random catalog items when that data is not there."""
+    import random
+
+    ids = set()
+    try:
+        from genrec.catalog import ml100k_dir
+
+        path = ml100k_dir() / "ml-100k.inter"
+        per_user: dict[str, list[tuple[int, str]]] = {}
+        with open(path, encoding="utf-8") as fh:
+            next(fh)
+            for line in fh:
+                user, item, rating, ts = line.rstrip("\n").split("\t")[:4]
+                if float(rating) >= 4:
+                    per_user.setdefault(user, []).append((int(ts), item))
+        known = {i.id for i in index.get(sorted({it for v in per_user.values() for _, it in v}))}
+        rng = random.Random(seed)
+        users = sorted(per_user, key=int)
+        rng.shuffle(users)
+        out = []
+        for user in users:
+            items = [it for _, it in sorted(per_user[user]) if it in known][-length:]
+            if len(items) == length:
+                out.append(items)
+            if len(out) == n:
+                return out
+    except (OSError, StopIteration, GenrecError):
+        pass
+    rng = random.Random(seed)
+    ids = sorted(index.ids())
+    return [rng.sample(ids, min(length, len(ids))) for _ in range(n)]
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(s) - 1)
+    return round(s[lo] + (s[hi] - s[lo]) * (pos - lo), 1)
+
+
+async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    results = await rec.recommend_many(requests, concurrency=concurrency)
+    wall = time.perf_counter() - started
+    ok = [r for r in results if not isinstance(r, GenrecError)]
+    errors = [f"{type(r).__name__}: {r.message}" for r in results if isinstance(r, GenrecError)]
+    cell: dict[str, Any] = {
+        "requests": len(requests),
+        "ok": len(ok),
+        "errors": errors[:5],
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(len(ok) / wall, 2) if wall > 0 else None,
+    }
+    if ok:
+        for stage in BENCH_STAGES:
+            values = [getattr(r.timings, f"{stage}_ms") for r in ok]
+            cell[stage] = {
+                "p50_ms": _pct(values, 0.5),
+                "p95_ms": _pct(values, 0.95),
+                "mean_ms": round(statistics.fmean(values), 1),
+            }
+        cell["prompt_tokens_mean"] = round(statistics.fmean(r.usage.prompt_tokens for r in ok), 1)
+        cell["completion_tokens_mean"] = round(
+            statistics.fmean(r.usage.completion_tokens for r in ok), 1
+        )
+    return cell
+
+
+@handles_errors
+def bench_recommend_command(
+    requests: int = typer.Option(16, "--requests", help="Timed requests per mode and concurrency."),
+    modes: str = typer.Option("rank,generate,describe", "--modes", help="Comma-separated."),
+    concurrency: Annotated[
+        list[int] | None, typer.Option("--concurrency", help="Repeatable; default 1 and 8.")
+    ] = None,
+    k: int = typer.Option(10, "--k"),
+    candidates: int = typer.Option(20, "--candidates"),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed requests per mode first."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Latency p50/p95 per mode and per stage, at concurrency 1 and 8, on the embedded default
+    (ML-100K, real user histories, 20 candidates, k=10). Prints JSON."""
+    from genrec.recommender import Recommender
+
+    settings = _settings(config)
+    levels = concurrency or [1, 8]
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+
+    async def run() -> dict[str, Any]:
+        index = await asyncio.to_thread(open_catalog, settings)
+        t0 = time.perf_counter()
+        async with Recommender(settings, index=index) as rec:
+            startup = time.perf_counter() - t0
+            histories = await asyncio.to_thread(
+                bench_histories, requests * len(levels) + warmup, index
+            )
+            cells = []
+            for mode in mode_list:
+                make = [
+                    _request(history=h, k=k, candidates=candidates, mode=mode) for h in histories
+                ]
+                for req in make[:warmup]:
+                    await rec.recommend(req)
+                for i, level in enumerate(levels):
+                    batch = make[warmup + i * requests : warmup + (i + 1) * requests]
+                    cell = await _bench_cell(rec, batch, level)
+                    cells.append({"mode": mode, "concurrency": level, **cell})
+                    typer.echo(
+                        f"{mode} c={level}: p50 {cell.get('total', {}).get('p50_ms')} ms",
+                        err=True,
+                    )
+            return {"startup_s": round(startup, 1), "model": rec.model_name, "cells": cells}
+
+    with stdout_to_stderr():
+        out = asyncio.run(run())
+    p50 = {(c["mode"], c["concurrency"]): c.get("total", {}).get("p50_ms") for c in out["cells"]}
+    rank1, describe1 = p50.get(("rank", 1)), p50.get(("describe", 1))
+    print_json(
+        {
+            "benchmark": "recommend",
+            "engine": "remote" if settings.engine_url else "in-process",
+            "model": out["model"],
+            "catalog": settings.collection,
+            "candidates": candidates,
+            "k": k,
+            "cpus": os.cpu_count(),
+            "engine_startup_s": out["startup_s"],
+            "requests_per_cell": requests,
+            "histories": "ML-100K users' last 5 items rated >= 4 (distinct per request)",
+            "describe_over_rank_p50": round(describe1 / rank1, 2) if rank1 and describe1 else None,
+            "cells": out["cells"],
+        }
+    )

@@ -120,7 +120,7 @@ class InProcessEngine:
         )
         llm = AsyncLLM.from_engine_args(args)
         if self._abandoned:  # start() gave up waiting
-            llm.shutdown(10.0)
+            llm.shutdown(20.0)
         else:
             self._llm = llm
 
@@ -147,7 +147,7 @@ class InProcessEngine:
         if handler is not None and not handler.done():
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
-        await asyncio.to_thread(llm.shutdown, 10.0)
+        await asyncio.to_thread(llm.shutdown, 20.0)
         # AsyncLLM.__del__ calls shutdown() again, possibly at interpreter exit when vLLM's
         # module globals are gone (a TypeError on stderr): it has nothing left to do.
         llm.shutdown = _no_op
