@@ -37,6 +37,7 @@ _YEAR = re.compile(r"\(?\b(1[89]\d\d|20\d\d)\b\)?")
 _ARTICLE_FRONT = re.compile(r"^(the|a|an|les|la|le|il|der|die|das|el) ")
 _ARTICLE_BACK = re.compile(r", (the|a|an|les|la|le|il|der|die|das|el)$")
 _NON_WORD = re.compile(r"[^\w\s]")
+_ROMAN = re.compile(r"(ii|iii|iv|v|vi|vii|viii|ix|x)")
 
 
 def normalize(text: str) -> str:
@@ -114,7 +115,8 @@ class Grounder:
             best = process.extractOne(
                 key, self._norm_keys, scorer=fuzz.token_sort_ratio, score_cutoff=FUZZY_CUTOFF
             )
-            if best is not None:
+            # "Toy Story 2" is not a typo of "Toy Story": numbers must agree.
+            if best is not None and _numbers(best[0]) == _numbers(key):
                 return Match(self.candidates[self._norm[best[0]]], "fuzzy", round(best[1] / 100, 4))
         return self._by_embedding(text)
 
@@ -178,6 +180,11 @@ def ground_description(
         Match(h.item, "embedding", _unit(h.score), from_candidates=h.item.id in inside)
         for h in hits
     ]
+
+
+def _numbers(normalized: str) -> set[str]:
+    """Digits and roman numerals: what tells a sequel from its original."""
+    return {w for w in normalized.split() if w.isdigit() or _ROMAN.fullmatch(w)}
 
 
 def _unit(x: float) -> float:

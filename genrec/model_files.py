@@ -54,6 +54,11 @@ def default_model_dir(settings: Settings) -> Path:
     with _lock(settings.models_dir / f".{DEFAULT_MODEL_NAME}.lock"):
         if _complete(target):  # another process finished while we waited
             return target
+        # Holding the lock, no other conversion is running: temporary folders left here were
+        # abandoned by a killed one.
+        for stale in settings.models_dir.glob(f".{DEFAULT_MODEL_NAME}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         _convert(packaged_gguf(), target)
     return target
 
