@@ -121,6 +121,11 @@ def escape_regex(text: str) -> str:
     return _REGEX_SPECIAL.sub(r"\\\1", text)
 
 
+def choice_regex(options: list[str]) -> str:
+    """A regex matching exactly one of ``options`` (an empty option lets the line end here)."""
+    return "(" + "|".join(escape_regex(o) for o in options) + ")"
+
+
 def unique_prefix_tokens(token_lists: list[list[int]]) -> int:
     """How many tokens the model must write before any of these strings is told apart from the
     others: one more than the longest token prefix two of them share (capped at each length)."""
@@ -171,7 +176,7 @@ async def generate(
                 max_tokens=unique_prefix_tokens([tokenize(r) for r in rests if r]),
                 temperature=temperature,
                 seed=seed,
-                regex="(" + "|".join(escape_regex(r) for r in rests) + ")",
+                regex=choice_regex(rests),
             )
             calls += 1
             usage.prompt_tokens += done.prompt_tokens

@@ -1,0 +1,120 @@
+"""The decoding modes against the real in-process engine (default model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from genrec import decoding
+from genrec.decoding import choice_regex, label_chunks, merge_chunks, unique_prefix_tokens
+from genrec.prompts import LETTERS
+
+MOVIES = [
+    "Toy Story",
+    "Star Wars",
+    "Star Trek: The Wrath of Khan",
+    "Star Trek IV: The Voyage Home",
+    "M*A*S*H",
+    "What's Up, Doc?",
+    "Mortal Kombat",
+    "Mortal Kombat: Annihilation",
+    "[Rec] (2007)",
+    "1+1 = 2",
+    "Heat",
+    "M",
+]
+
+
+def chat(tokenizer, text: str) -> str:
+    return tokenizer.chat_prompt([{"role": "user", "content": text}])
+
+
+def test_label_chunks_share_an_anchor():
+    assert label_chunks(5, 20) == [[0, 1, 2, 3, 4]]
+    chunks = label_chunks(30, 20)
+    assert chunks == [[0, *range(1, 20)], [0, *range(20, 30)]]
+    assert all(len(c) <= 20 for c in chunks)
+    assert sorted({p for c in chunks for p in c}) == list(range(30))
+    with pytest.raises(ValueError):
+        label_chunks(3, 1)
+
+
+def test_merge_chunks_puts_labels_on_one_scale():
+    # Logits 3, 2, 1, 0: a single softmax over all four, or two chunks anchored at label 0.
+    logits = [3.0, 2.0, 1.0, 0.0]
+
+    def softmax(pos):
+        z = math.log(sum(math.exp(logits[p]) for p in pos))
+        return {p: logits[p] - z for p in pos}
+
+    merged = merge_chunks([[0, 1], [0, 2, 3]], [softmax([0, 1]), softmax([0, 2, 3])], 4)
+    assert merged == pytest.approx(list(softmax([0, 1, 2, 3]).values()))
+    # A label nobody returned ranks last with probability 0.
+    partial = merge_chunks([[0, 1, 2]], [{0: -0.1, 1: -2.4}], 3)
+    assert partial[2] == -math.inf and math.exp(partial[0]) + math.exp(partial[1]) == pytest.approx(
+        1
+    )
+
+
+def test_regex_escapes_titles():
+    rx = choice_regex(["M*A*S*H", "What's Up, Doc?", "[Rec] (2007)", ""])
+    assert rx == r"(M\*A\*S\*H|What's Up, Doc\?|\[Rec\] \(2007\)|)"
+
+
+def test_unique_prefix_tokens():
+    assert unique_prefix_tokens([[1, 2, 3], [4, 5]]) == 1
+    assert unique_prefix_tokens([[1, 2, 3], [1, 2, 4], [9]]) == 3
+    assert unique_prefix_tokens([[1, 2], [1, 2, 3]]) == 3  # one title is a prefix of another
+
+
+async def test_chunked_ranking_equals_one_pass(recommender):
+    engine, tok = recommender.engine, recommender.tokenizer
+    prompt = chat(tok, "Pick a letter from A to T that you like best.")
+    ids = tok.label_token_ids(LETTERS[:20], prompt)
+    one = await decoding.rank(engine, prompt, ids)  # 20 labels, one call
+    assert one.passes == 1
+    chunked = await decoding.rank(engine, prompt, ids, cap=7)  # anchored chunks of <= 7
+    assert chunked.passes == 4
+    p_one = dict(one.order)
+    p_chunked = dict(chunked.order)
+    assert sum(p_one.values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(p_chunked.values()) == pytest.approx(1.0, abs=1e-3)
+    for i in range(20):
+        assert p_chunked[i] == pytest.approx(p_one[i], rel=0.05, abs=1e-3)
+    assert [i for i, _ in chunked.order[:3]] == [i for i, _ in one.order[:3]]
+
+
+async def test_generate_writes_distinct_exact_titles(recommender):
+    engine, tok = recommender.engine, recommender.tokenizer
+    # A prompt that invites repetition: the constraint still gives k distinct exact titles.
+    prompt = chat(
+        tok,
+        "List films, one per line. Star Wars is the best, write Star Wars again and again.\n"
+        + "\n".join(MOVIES),
+    )
+    result = await decoding.generate(engine, prompt, MOVIES, 8, tokenize=tok.encode)
+    assert len(result.outputs) == 8 and len(set(result.outputs)) == 8
+    assert set(result.outputs) <= set(MOVIES)  # regex metacharacters in titles were escaped
+    assert result.picked == [MOVIES.index(t) for t in result.outputs]
+    # Jump-forward: far fewer decode steps than the titles' tokens.
+    full = sum(len(tok.encode(t)) for t in result.outputs)
+    assert 0 < result.usage.completion_tokens < full
+    again = await decoding.generate(engine, prompt, MOVIES, 8, tokenize=tok.encode)
+    assert again.outputs == result.outputs  # temperature 0 is deterministic
+
+
+async def test_generate_can_pick_every_candidate(recommender):
+    engine, tok = recommender.engine, recommender.tokenizer
+    prompt = chat(tok, "Name these films:\n" + "\n".join(MOVIES))
+    result = await decoding.generate(engine, prompt, MOVIES, len(MOVIES), tokenize=tok.encode)
+    assert sorted(result.outputs) == sorted(MOVIES)
+
+
+async def test_describe_writes_free_text(recommender):
+    engine, tok = recommender.engine, recommender.tokenizer
+    result = await decoding.describe(
+        engine, chat(tok, "Describe a great science fiction film."), max_tokens=24
+    )
+    assert len(result.outputs) == 1 and len(result.outputs[0].split()) >= 5
+    assert result.usage.completion_tokens <= 24
