@@ -32,7 +32,7 @@ from tests.fixtures_catalog import free_port
 KEY = "test-key-" + "x" * 16
 IN_FLIGHT = 8
 MAX_BODY = 65536
-START_TIMEOUT_S = 420
+START_TIMEOUT_S = 720
 
 
 @dataclass
@@ -73,6 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "GENREC_API_KEY": KEY,
         "GENREC_MAX_IN_FLIGHT": str(IN_FLIGHT),
         "GENREC_MAX_BODY_BYTES": str(MAX_BODY),
+        "GENREC_ENGINE_TIMEOUT_S": "600",  # a machine busy with other engines starts slowly
         "GENREC_PROFILES": json.dumps({"genrec-quick": {"mode": "rank", "k": 3, "candidates": 8}}),
     }
     env.pop("GENREC_CONFIG", None)
