@@ -177,7 +177,7 @@ def create_app(
 
             if body.stream:
                 events = stream_events(
-                    rec.recommend(mapped.request),
+                    lambda: rec.recommend(mapped.request),
                     first=chunk(
                         cid=cid,
                         created=created,

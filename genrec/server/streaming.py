@@ -73,16 +73,17 @@ INTERNAL = {
 
 
 async def stream_events(
-    work: Awaitable[Recommendation],
+    work: Callable[[], Awaitable[Recommendation]],
     *,
     first: dict[str, Any],
     render: Callable[[Recommendation], Awaitable[list[dict[str, Any]]]],
     state: dict[str, Any],
 ) -> AsyncIterator[str]:
-    """`first` goes out at once; then the recommendation runs, and `render` turns it into the
-    remaining chunks. `state` gets the outcome for the metrics."""
+    """`first` goes out at once; then `work()` runs the recommendation (only once the stream has
+    started), and `render` turns it into the remaining chunks. `state` gets the outcome for the
+    metrics."""
     yield sse(first)
-    task = asyncio.ensure_future(work)
+    task = asyncio.ensure_future(work())
     try:
         docs = await render(await task)
     except GenrecError as exc:
