@@ -23,10 +23,10 @@ from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
 from genrec.errors import ConfigError, EngineError, InvalidRequest, PromptTooLong
 from genrec.settings import Settings
 
-_CONNECT_WAIT_S = 10.0  # how long start() waits for a server that is still coming up
-
 
 class RemoteEngine:
+    connect_wait_s = 10.0  # how long start() waits for a server that is still coming up
+
     def __init__(self, settings: Settings, url: str | None = None) -> None:
         base = (url or settings.engine_url or "").rstrip("/")
         if not base:
@@ -56,7 +56,7 @@ class RemoteEngine:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=self._timeout
         )
-        deadline = time.monotonic() + _CONNECT_WAIT_S
+        deadline = time.monotonic() + self.connect_wait_s
         while True:
             try:
                 models = await self._call("GET", "/v1/models")

@@ -1,0 +1,165 @@
+"""The remote engine against a real vLLM OpenAI-compatible server with the default model: it must
+recommend exactly what the in-process engine does at temperature 0. Also: engines that cannot
+start or that die surface as retryable EngineErrors, not hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from genrec.engines.inprocess import InProcessEngine
+from genrec.engines.remote import RemoteEngine
+from genrec.errors import EngineError
+from genrec.model_files import default_model_dir
+from genrec.recommender import Recommender
+from genrec.schema import RecommendRequest
+from tests.fixtures_catalog import free_port
+
+pytestmark = pytest.mark.slow
+
+HISTORIES = [["50", "172", "181"], ["1", "95"], ["98", "127", "187"]]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
+    model = default_model_dir(settings)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "bfloat16",
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+            "--logprobs-mode",
+            "processed_logprobs",
+        ],  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as resp:
+                    if json.load(resp)["data"]:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"vLLM server not ready in 600 s: {log_path.read_text()[-3000:]}"
+                )
+            time.sleep(1.0)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def remote(settings, ml100k_index, recommender, vllm_server):
+    url, _ = vllm_server
+    remote_settings = settings.model_copy(update={"engine_url": url})
+    async with Recommender(
+        remote_settings, index=ml100k_index, tokenizer=recommender.tokenizer
+    ) as rec:
+        assert isinstance(rec.engine, RemoteEngine)
+        yield rec
+
+
+@pytest.mark.parametrize("mode", ["rank", "generate"])
+async def test_remote_and_in_process_agree(recommender, remote, mode):
+    assert remote.model_name == recommender.model_name == "SmolLM2-135M-Instruct"
+    assert remote.engine.max_model_len == 2048
+    for history in HISTORIES:
+        request = RecommendRequest(history=history, k=5, mode=mode)
+        here = await recommender.recommend(request)
+        there = await remote.recommend(request)
+        assert there.candidates == here.candidates
+        assert [i.id for i in there.items] == [i.id for i in here.items], (mode, history)
+        assert there.usage.prompt_tokens == here.usage.prompt_tokens
+        if mode == "rank":
+            for a, b in zip(here.items, there.items, strict=True):
+                assert b.score == pytest.approx(a.score, abs=0.02)
+        else:
+            assert there.outputs == here.outputs
+
+
+async def test_remote_describe_and_concurrency(remote):
+    requests = [
+        RecommendRequest(history=h, k=4, mode=m) for h in HISTORIES for m in ("rank", "describe")
+    ]
+    results = await remote.recommend_many(requests, concurrency=6)
+    for res in results:
+        assert not isinstance(res, Exception), res
+        assert len({i.id for i in res.items}) == 4
+
+
+async def test_remote_labels_are_revalidated(remote):
+    # Only the token ids we allowed come back, whatever the server returns.
+    tok = remote.tokenizer
+    prompt = tok.chat_prompt([{"role": "user", "content": "Pick A or B."}])
+    ids = tok.label_token_ids(["A", "B"], prompt)
+    got = await remote.engine.rank_labels(prompt, allowed_token_ids=ids)
+    assert set(got.logprobs) == set(ids) and got.prompt_tokens > 0
+
+
+async def test_unreachable_server_is_a_retryable_engine_error(settings):
+    engine = RemoteEngine(settings, url=f"http://127.0.0.1:{free_port()}")
+    engine.connect_wait_s = 1.0
+    started = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        await engine.start()
+    assert info.value.retryable and info.value.status_code == 503
+    assert time.monotonic() - started < 60
+    assert not engine.healthy
+
+
+async def test_in_process_engine_that_cannot_start(settings, tmp_path: Path):
+    (tmp_path / "config.json").write_text('{"architectures": ["NoSuchModel"], "model_type": "x"}')
+    engine = InProcessEngine(settings, model=str(tmp_path))
+    with pytest.raises(EngineError) as info:
+        await engine.start()
+    assert info.value.retryable and str(tmp_path) in info.value.message
+    assert not engine.healthy
+
+
+async def test_dead_server_is_a_retryable_engine_error(remote, vllm_server):
+    # Last in this module: it stops the server.
+    _, proc = vllm_server
+    proc.terminate()
+    proc.wait(timeout=60)
+    with pytest.raises(EngineError) as info:
+        await remote.recommend(RecommendRequest(history=["50"], k=3))
+    assert info.value.retryable
+    assert not remote.ready
