@@ -475,6 +475,7 @@ async def run(
 
     opts, suite = prepared.options, prepared.suite
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    env = environment()  # the code that runs is the code at the start, not at the end
     t0 = time.perf_counter()
     cells_dir = opts.out / "cells"
     if opts.fresh and cells_dir.is_dir():
@@ -523,7 +524,9 @@ async def run(
         for cache in caches:
             cache.close()
 
-    doc = results_document(prepared, records, baseline_rows, started_at, time.perf_counter() - t0)
+    doc = results_document(
+        prepared, records, baseline_rows, started_at, time.perf_counter() - t0, env
+    )
     samples = {}
     for cell in prepared.cells:
         cell_records = [
@@ -548,6 +551,7 @@ def results_document(
     baseline_rows: list[dict],
     started_at: str,
     wall_s: float,
+    env: dict | None = None,
 ) -> dict:
     suite, ds = prepared.suite, prepared.dataset
     case_map = {c.user_id: c for c in prepared.cases}
@@ -591,7 +595,7 @@ def results_document(
             "limit": prepared.options.limit,
             "stats": ds.stats,
         },
-        "environment": environment(),
+        "environment": env or environment(),
         "started_at": started_at,
         "wall_s": wall_s,
         "cells": cells,
