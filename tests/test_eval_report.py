@@ -6,7 +6,8 @@ import base64
 import copy
 
 from genrec.evaluation.aggregate import cell_summary
-from genrec.evaluation.report import compare, render_html, render_markdown, write_reports
+from genrec.evaluation.report import compare, render_markdown, write_reports
+from genrec.evaluation.report_html import render_html
 from genrec.evaluation.splits import EvalCase
 
 KS = [1, 5, 10, 20]
