@@ -215,6 +215,12 @@ def render_html(
     )
     if samples and (img := plot_latency(samples)):
         parts.append(f"<img alt='latency distributions' src='data:image/png;base64,{img}'>")
+    else:
+        parts.append(
+            "<p>No latency plot: no request in this run reached a running engine (all answered "
+            "from the cache or by earlier runs); rerun with <code>--no-cache --fresh</code> to "
+            "measure.</p>"
+        )
     if doc.get("thresholds"):
         parts.append("<h2>Thresholds</h2>")
         parts.append(
