@@ -150,6 +150,8 @@ def recommend_command(
         exclude=exclude or [],
     )
 
+    Recommender(settings).plan(request)  # bad options fail now, before any slow start-up
+
     async def run() -> Any:
         index = await asyncio.to_thread(open_catalog, settings)
         async with Recommender(settings, index=index) as rec:

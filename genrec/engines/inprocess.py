@@ -98,8 +98,9 @@ class InProcessEngine:
 
     @property
     def _startup_timeout(self) -> float:
-        # Start-up imports vLLM and loads weights: allow more than one request's timeout.
-        return max(self._timeout, 300.0)
+        # Start-up imports vLLM, loads weights and warms up: on a busy 2-core machine that can
+        # take minutes, so it gets five times one request's timeout (10 min by default).
+        return 5 * self._timeout
 
     def _build(self, model: str) -> None:
         from vllm import SamplingParams
@@ -121,6 +122,7 @@ class InProcessEngine:
         llm = AsyncLLM.from_engine_args(args)
         if self._abandoned:  # start() gave up waiting
             llm.shutdown(20.0)
+            llm.shutdown = _no_op
         else:
             self._llm = llm
 
