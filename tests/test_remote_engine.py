@@ -53,7 +53,9 @@ def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Po
             "--enforce-eager",
             "--logprobs-mode",
             "processed_logprobs",
-        ],  # fmt: skip
+            "--block-size",  # as the in-process engine: the same configuration
+            "32",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"},

@@ -118,6 +118,11 @@ class InProcessEngine:
             max_logprobs=self.max_logprobs,
             kv_cache_memory_bytes=int(self._settings.kv_cache_gib * _GIB),
             disable_log_stats=True,
+            # Prefix caching reuses whole KV blocks. The CPU default (128 tokens) misses most of
+            # a 300-token prompt; with 32 the static system text is reused across requests and,
+            # in generate mode, each line's call re-reads all but the last few tokens.
+            # Measured on 2 cores: rank p50 210 -> 167 ms, generate 1.03 -> 0.67 s.
+            block_size=32,
         )
         llm = AsyncLLM.from_engine_args(args)
         if self._abandoned:  # start() gave up waiting
