@@ -1,0 +1,50 @@
+"""genrec: a generative recommendation agent.
+
+A causal LM hosted by vLLM recommends items from a Chroma catalog::
+
+    from genrec import Recommender, RecommendRequest, Settings
+
+    async with Recommender(Settings.load()) as rec:
+        result = await rec.recommend(RecommendRequest(history=["50", "172"], k=5))
+
+The public API is what ``__all__`` lists; the modules behind it are implementation detail.
+"""
+
+from genrec.catalog import Item
+from genrec.errors import (
+    CatalogError,
+    ConfigError,
+    EngineError,
+    GenrecError,
+    InvalidRequest,
+    NotFound,
+    PromptTooLong,
+    RateLimited,
+)
+from genrec.index import CatalogIndex
+from genrec.recommender import Recommender
+from genrec.schema import Recommendation, RecommendedItem, RecommendRequest, Timings, Usage
+from genrec.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CatalogError",
+    "CatalogIndex",
+    "ConfigError",
+    "EngineError",
+    "GenrecError",
+    "InvalidRequest",
+    "Item",
+    "NotFound",
+    "PromptTooLong",
+    "RateLimited",
+    "Recommendation",
+    "RecommendRequest",
+    "RecommendedItem",
+    "Recommender",
+    "Settings",
+    "Timings",
+    "Usage",
+    "__version__",
+]

@@ -18,14 +18,16 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = Field(default=None, max_length=4000)
-    history: list[str] = Field(default_factory=list, max_length=200)  # item IDs or titles, oldest first
+    # Item IDs or titles, oldest first.
+    history: list[str] = Field(default_factory=list, max_length=200)
     k: int | None = Field(default=None, ge=1, le=100)
     candidates: int | None = Field(default=None, ge=1, le=200)
     filters: dict[str, Any] | None = None  # a Chroma `where` over item metadata
     exclude: list[str] = Field(default_factory=list)
     mode: Mode | None = None
     template: str | None = None
-    system: str | None = Field(default=None, max_length=4000)  # reaches the template's system slot only
+    # The caller's system message: it reaches the template's system slot, nothing else.
+    system: str | None = Field(default=None, max_length=4000)
     user_id: str | None = None
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int | None = None
