@@ -1,8 +1,10 @@
 """An on-disk cache of engine outputs: `CachingEngine` wraps any Engine, speaking its protocol.
 
-Keys are a hash of (model, rendered prompt, every decoding parameter), so a cached answer is reused
-only for exactly the same question. The inner engine is started lazily, on the first miss: a rerun
-of an unchanged evaluation answers everything from SQLite and never starts vLLM at all.
+Keys are a hash of (engine identity, rendered prompt, every decoding parameter), so a cached
+answer is reused only for exactly the same question to exactly the same engine: the identity
+(`engine_identity`) is the resolved model path and every engine setting that changes outputs.
+The inner engine is started lazily, on the first miss: a rerun of an unchanged evaluation answers
+everything from SQLite and never starts vLLM at all.
 
 Sampling with temperature > 0 and no seed is not reproducible, so it is never cached.
 """
@@ -14,12 +16,14 @@ import contextvars
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from genrec.engines.base import Completion, Engine, LabelLogprobs
+from genrec.settings import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outputs (
@@ -38,6 +42,27 @@ request_stats: contextvars.ContextVar[dict[str, int] | None] = contextvars.Conte
 )
 
 
+def engine_identity(settings: Settings) -> dict:
+    """What an engine's outputs depend on besides the request: the model (a local folder by its
+    resolved path, so two checkpoints both called `final` differ; a name as given; the packaged
+    default by its name) and the engine settings that change outputs. Used both as the cache key's
+    model part and in the evaluation fingerprint. Touches no engine and converts no model."""
+    if settings.model:
+        local = Path(settings.model).expanduser()
+        model = str(local.resolve()) if local.exists() else settings.model
+    else:
+        from genrec.model_files import DEFAULT_MODEL_NAME
+
+        model = f"default:{DEFAULT_MODEL_NAME}"
+    return {
+        "model": model,
+        "engine_url": settings.engine_url,
+        "dtype": settings.dtype,
+        "max_model_len": settings.max_model_len,
+        "max_logprobs": settings.max_logprobs,
+    }
+
+
 def _count(event: str) -> None:
     stats = request_stats.get()
     if stats is not None:
@@ -49,17 +74,31 @@ class CachingEngine:
 
     Attributes the inner engine has and this class does not (a tokenizer, say) are delegated, so
     it can stand in wherever the inner engine could.
+
+    `identity` says which engine this is (pass `engine_identity(settings)`); without it, only what
+    the Engine protocol exposes (model name, context length, logprobs limit) tells engines apart.
     """
 
-    def __init__(self, inner: Engine, directory: str | Path):
+    def __init__(self, inner: Engine, directory: str | Path, identity: dict | str | None = None):
         self.inner = inner
+        if identity is None:
+            identity = {
+                "model": inner.model_name,
+                "max_model_len": inner.max_model_len,
+                "max_logprobs": inner.max_logprobs,
+            }
+        self.identity = identity
         self.path = Path(directory) / "engine-cache.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
         self._db.commit()
+        # Reads on the event loop use their own connection: WAL lets them run beside a write
+        # committing in a worker thread on `_db`.
+        self._reader = sqlite3.connect(self.path, check_same_thread=False)
         self._start_lock = asyncio.Lock()
+        self._write_lock = threading.Lock()  # one sqlite3 connection, shared by worker threads
         self._we_started = False
         self.hits = 0
         self.misses = 0
@@ -83,10 +122,6 @@ class CachingEngine:
         # Ready to answer: from the cache always; a miss starts the inner engine on demand.
         return True
 
-    @property
-    def inner_started(self) -> bool:
-        return bool(self.inner.healthy)
-
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not defined here; `inner` is always set first in __init__.
         if name == "inner":
@@ -101,9 +136,9 @@ class CachingEngine:
         if self._we_started:
             await self.inner.shutdown()
             self._we_started = False
-        self._db.commit()
 
     def close(self) -> None:
+        self._reader.close()
         self._db.close()
 
     async def _ensure_inner(self) -> None:
@@ -118,23 +153,29 @@ class CachingEngine:
 
     # ---- storage ----
     def _key(self, kind: str, prompt: str, params: dict) -> str:
-        doc = {"kind": kind, "model": self.inner.model_name, "prompt": prompt, "params": params}
+        doc = {"kind": kind, "model": self.identity, "prompt": prompt, "params": params}
         blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _get(self, key: str) -> dict | None:
-        row = self._db.execute("SELECT value FROM outputs WHERE key = ?", (key,)).fetchone()
+        row = self._reader.execute("SELECT value FROM outputs WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def _put(self, key: str, kind: str, value: dict) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO outputs (key, kind, model, value, created) VALUES (?,?,?,?,?)",
-            (key, kind, self.inner.model_name, json.dumps(value), time.time()),
-        )
-        self._db.commit()
+    def _put_sync(self, key: str, kind: str, value: dict) -> None:
+        with self._write_lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO outputs (key, kind, model, value, created) "
+                "VALUES (?,?,?,?,?)",
+                (key, kind, self.inner.model_name, json.dumps(value), time.time()),
+            )
+            self._db.commit()
+
+    async def _put(self, key: str, kind: str, value: dict) -> None:
+        # The commit (an fsync) runs off the event loop, so it does not stall other requests.
+        await asyncio.to_thread(self._put_sync, key, kind, value)
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        return self._reader.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
 
     # ---- protocol calls ----
     async def generate(
@@ -170,7 +211,7 @@ class CachingEngine:
         self.inner_calls += 1
         out = await self.inner.generate(prompt, **params)
         if cacheable:
-            self._put(key, "generate", asdict(out))
+            await self._put(key, "generate", asdict(out))
         return out
 
     async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
@@ -188,5 +229,5 @@ class CachingEngine:
         await self._ensure_inner()
         self.inner_calls += 1
         out = await self.inner.rank_labels(prompt, allowed_token_ids=allowed_token_ids)
-        self._put(key, "rank_labels", asdict(out))
+        await self._put(key, "rank_labels", asdict(out))
         return out

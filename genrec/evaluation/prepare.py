@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genrec.errors import CatalogError, ConfigError
+from genrec.evaluation.cache import engine_identity
 from genrec.evaluation.datasets import EvalDataset, _id_key, load_eval_dataset
 from genrec.evaluation.splits import EvalCase
 from genrec.evaluation.suite import CellSpec, Suite
@@ -94,8 +95,10 @@ def prepare(suite: Suite, settings: Settings, options: RunOptions) -> Prepared:
     path = options.data or (suite.resolve_path(spec.path) if spec.path else None)
     catalog = suite.resolve_path(spec.catalog) if spec.catalog else None
     if path is not None and not path.exists():
+        tried = [path] if options.data else suite.path_candidates(spec.path)
         raise CatalogError(
-            f"dataset path {path} does not exist; give the folder with --data or fix "
+            f"dataset path {path if options.data else spec.path} does not exist (tried "
+            f"{', '.join(map(str, tried))}); give the folder with --data or fix "
             f"dataset.path in {suite.source}",
             param="dataset.path",
         )
@@ -188,7 +191,7 @@ def _fingerprint(
         "candidates": suite.candidates,
         "cell": cell.id,
         "profile": cell.profile.settings,
-        "model": s.model or "default",
+        "engine": engine_identity(s),
         "max_new_tokens": s.max_new_tokens,
         "template": template,
     }
