@@ -21,7 +21,7 @@ from typing import Any
 
 from genrec.evaluation import baselines as bl
 from genrec.evaluation.aggregate import latency_samples
-from genrec.evaluation.cache import CachingEngine
+from genrec.evaluation.cache import CachingEngine, engine_identity
 from genrec.evaluation.cells import read_records, request_for, run_cell
 from genrec.evaluation.metrics import mean
 from genrec.evaluation.prepare import (
@@ -143,7 +143,8 @@ async def run(
     """Run every cell and write the reports; returns the results document.
 
     `engine` (optional, started or not) is used for profiles that keep the engine settings of
-    `settings`; it is never shut down here unless this run started it.
+    `settings`; it is never shut down here unless this run started it (then it is, after each
+    profile's cells). `tokenizer` is used only for profiles that keep the model of `settings`.
     """
     from genrec.recommender import Recommender
 
@@ -178,21 +179,31 @@ async def run(
                 continue  # nothing to do (or not asked to): no engine, no Recommender
             s = cells[0].settings
             inner, created = _engine_for(s, engine, settings)
-            eng = CachingEngine(inner, opts.cache_dir) if opts.cache_dir is not None else inner
-            if isinstance(eng, CachingEngine):
+            was_up = bool(inner.healthy)
+            if opts.cache_dir is not None:
+                eng = CachingEngine(inner, opts.cache_dir, identity=engine_identity(s))
                 caches.append(eng)
+            else:
+                eng = inner
+            # The caller's tokenizer belongs to its model; another model loads its own.
+            same_model = all(
+                getattr(s, f) == getattr(settings, f) for f in ("model", "model_cache")
+            )
+            tok = tokenizer if same_model else None
             try:
-                async with Recommender(s, index=index, engine=eng, tokenizer=tokenizer) as rec:
+                async with Recommender(s, index=index, engine=eng, tokenizer=tok) as rec:
                     for c in pending:
                         path = cells_dir / f"{c.slug}.jsonl"
                         records[c.id] = await run_cell(
                             rec, c, suite, path, concurrency, opts.progress
                         )
             finally:
-                # Stop what this run started; an engine the caller passed in stays up.
+                # Stop what this run started; an engine the caller passed in running stays up.
                 if isinstance(eng, CachingEngine):
                     await eng.shutdown()
-                elif created:
+                elif created or (not was_up and inner.healthy):
+                    # Created here, or handed in stopped and started by the Recommender (which
+                    # stops only engines it made itself): this run started it, this run stops it.
                     await inner.shutdown()
     finally:
         for cache in caches:
