@@ -124,3 +124,21 @@ def test_validate_describes_the_run(cli, tmp_path):
     assert doc["stats"]["users"] == 610 and doc["stats"]["items"] == 3650
     assert doc["collection"] == "eval-ml-latest-small-5core"
     assert {c["id"] for c in doc["cells"]} >= {"default/rank/rank_default"}
+
+
+@needs_ml_small
+def test_shipped_suite_validates_from_another_working_directory(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `../shared/data/...` is found via the repository root
+    res = cli("validate", str(ROOT / "eval" / "smoke.yaml"), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert '"suite": "smoke"' in res.stdout
+
+
+def test_missing_relative_dataset_path_lists_what_was_tried(cli, tmp_path, monkeypatch):
+    (tmp_path / "eval").mkdir()
+    p = suite_file(tmp_path / "eval", SUITE.format(path="no-such-folder"))
+    monkeypatch.chdir(tmp_path)
+    res = cli("validate", str(p))
+    assert res.exit_code == 2 and "no-such-folder does not exist (tried" in res.stderr
+    for tried in (tmp_path, tmp_path / "eval"):
+        assert str(tried / "no-such-folder") in res.stderr

@@ -118,3 +118,28 @@ def test_sample_is_seeded_and_prefix_stable():
     assert sample_cases(cases, 20, seed=0)[:10] == a  # a smaller sample is a prefix
     assert a != sample_cases(cases, 10, seed=1)
     assert len(sample_cases(cases, None, seed=0)) == 50
+
+
+def test_relative_paths_resolve_against_cwd_then_suite_folder_then_repo_root(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "eval").mkdir(parents=True)
+    suite_path = repo / "eval" / "s.yaml"
+    suite_path.write_text(GOOD.replace("/data/ml", "../shared/data/ml"))
+    data = tmp_path / "shared" / "data" / "ml"  # beside the repository, as in the shipped suites
+    data.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    suite = load_suite(suite_path)
+    # Not under the working directory, nor beside the suite file: under the repository root.
+    assert suite.resolve_path(suite.dataset.path) == data
+    assert suite.path_candidates("../shared/data/ml") == [
+        tmp_path / "elsewhere" / "shared" / "data" / "ml",
+        repo / "shared" / "data" / "ml",
+        data,
+    ]
+    (repo / "eval" / "here").mkdir()
+    assert suite.resolve_path("here") == repo / "eval" / "here"  # beside the suite file
+    (elsewhere / "here").mkdir()
+    assert suite.resolve_path("here") == elsewhere / "here"  # the working directory first
+    assert suite.resolve_path("/abs/missing") == Path("/abs/missing")

@@ -172,14 +172,23 @@ class Suite(_Strict):
         # Grouped by profile (one engine each), then by mode; file order otherwise (stable sort).
         return sorted(seen.values(), key=lambda c: (profiles[c.profile.name], modes[c.mode]))
 
-    def resolve_path(self, value: str) -> Path:
-        """~ and $VARS expanded; a relative path is tried against the working directory, then
-        against the suite's folder."""
+    def path_candidates(self, value: str) -> list[Path]:
+        """Where a suite path may be, in the order tried, as absolute normalised paths: ~ and
+        $VARS expanded; a relative path against the working directory, then the suite's folder,
+        then the repository root (the suite folder's parent), so `eval/x.yaml` finds
+        `../shared/...` whatever the working directory."""
         p = Path(os.path.expandvars(os.path.expanduser(value)))
-        if p.is_absolute() or p.exists() or self.source is None:
-            return p
-        beside = self.source.parent / p
-        return beside if beside.exists() else p
+        tried = [p]
+        if not p.is_absolute() and self.source is not None:
+            folder = Path(os.path.abspath(self.source)).parent
+            tried += [folder / p, folder.parent / p]
+        return list(dict.fromkeys(Path(os.path.abspath(c)) for c in tried))
+
+    def resolve_path(self, value: str) -> Path:
+        """The first of `path_candidates` that exists, else the first one (the caller reports
+        its absence, listing `path_candidates` as what was tried)."""
+        tried = self.path_candidates(value)
+        return next((c for c in tried if c.exists()), tried[0])
 
 
 class CellSpec(BaseModel):
