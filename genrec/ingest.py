@@ -9,14 +9,18 @@ duplicates. Bad rows are reported with their line numbers and the good rows are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from genrec.catalog import DATASETS, LoadResult, load_catalog, load_dataset
 from genrec.embeddings import Embedder
+from genrec.errors import CatalogError
 from genrec.index import CatalogIndex, IngestReport
 from genrec.settings import Settings
 
-__all__ = ["IngestReport", "ensure_default_catalog", "ingest", "load_source"]
+__all__ = ["IngestReport", "ensure_default_catalog", "ingest", "load_source", "open_catalog"]
+
+DEFAULT_COLLECTION: str = Settings.model_fields["collection"].default
 
 
 def load_source(
@@ -86,3 +90,38 @@ def ensure_default_catalog(
         return index
     index.upsert(loaded.items, progress=progress, source=loaded.source)
     return index
+
+
+def open_catalog(
+    settings: Settings,
+    collection: str | None = None,
+    *,
+    progress: bool = True,
+    embedder: Embedder | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> CatalogIndex:
+    """The index of ``collection`` (default: settings.collection), ready to search.
+
+    The one rule for every entry point (CLI, server): only the default collection is filled
+    from ``settings.dataset`` automatically (so a fresh machine just works); any other collection
+    must have been ingested by the user, and a missing or unfinished one is a CatalogError
+    saying how to ingest it, never a silent copy of the default dataset.
+    """
+    name = collection or settings.collection
+    index = CatalogIndex(settings, name, embedder)
+    if index.exists() and index.complete and index.count() > 0:
+        return index
+    if name == DEFAULT_COLLECTION:
+        if notice is not None:
+            notice(f"preparing the default catalog ({settings.dataset}) ...")
+        if name != settings.collection:
+            settings = settings.model_copy(update={"collection": name})
+        return ensure_default_catalog(settings, progress=progress, embedder=embedder)
+    ingest_cmd = f"`genrec ingest FILE --collection {name}`"
+    if not index.exists():
+        problem = f"does not exist; run {ingest_cmd} first"
+    elif not index.complete:
+        problem = f"is incomplete (an ingest was interrupted); run {ingest_cmd} again"
+    else:
+        problem = f"is empty; run {ingest_cmd} first"
+    raise CatalogError(f"collection {name!r} {problem}", param="collection")

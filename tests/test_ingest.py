@@ -16,7 +16,7 @@ from genrec.catalog import load_dataset
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex
-from genrec.ingest import ensure_default_catalog, ingest
+from genrec.ingest import ensure_default_catalog, ingest, open_catalog
 from genrec.settings import Settings
 
 
@@ -158,3 +158,18 @@ def test_default_catalog_from_a_path_and_a_user_catalog_left_alone(
     assert fresh._model is None
     for name in ("default-from-path", "user-books"):
         CatalogIndex(settings, name, embedder).drop()
+
+
+def test_open_catalog_fills_only_the_default_collection(
+    ml100k_index: CatalogIndex, settings: Settings
+):
+    fresh = Embedder(settings)
+    assert open_catalog(settings, embedder=fresh, progress=False).count() == 1682
+    assert fresh._model is None  # ready already: nothing embedded
+    custom = settings.model_copy(update={"collection": "never-ingested"})
+    with pytest.raises(CatalogError) as err:
+        open_catalog(custom, embedder=fresh, progress=False)
+    assert err.value.param == "collection"
+    assert "genrec ingest FILE --collection never-ingested" in err.value.message
+    assert not CatalogIndex(settings, "never-ingested", fresh).exists()  # no ML-100K copy
+    assert fresh._model is None

@@ -131,15 +131,11 @@ def search_command(
 ) -> None:
     """Nearest catalog items to a text and/or a history. The default collection is ingested from
     the default dataset first if it is not there yet."""
-    from genrec.index import CatalogIndex
-    from genrec.ingest import ensure_default_catalog
+    from genrec.ingest import open_catalog
 
     settings = load_settings(config)
     filters = _parse_where(where)
-    if collection in (None, settings.collection):
-        index = ensure_default_catalog(settings)
-    else:
-        index = CatalogIndex(settings, collection)
+    index = open_catalog(settings, collection, notice=lambda line: typer.echo(line, err=True))
     history = history or []
     hits = index.search(text, history=history, k=k, where=filters, exclude=exclude or [])
     if as_json:

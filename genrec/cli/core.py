@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
-from genrec.errors import GenrecError, NotFound
+from genrec.errors import GenrecError
 from genrec.settings import Settings
 
 HistoryOption = typer.Option(
@@ -73,22 +73,12 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 
 def open_catalog(settings: Settings) -> Any:
-    """The configured collection; the packaged default dataset is ingested on first use (so
-    `genrec recommend` works on a fresh machine). Another collection must be ingested first."""
-    from genrec.index import CatalogIndex
-    from genrec.ingest import ensure_default_catalog
+    """The configured collection, by genrec.ingest.open_catalog's one rule: the default
+    collection is filled from the default dataset on first use (so `genrec recommend` works on
+    a fresh machine); any other collection must be ingested first."""
+    from genrec.ingest import open_catalog as open_index
 
-    index = CatalogIndex(settings)
-    if index.exists() and index.complete and index.count() > 0:
-        return index
-    if settings.collection == Settings.model_fields["collection"].default:
-        typer.echo(f"preparing the default catalog ({settings.dataset}) ...", err=True)
-        return ensure_default_catalog(settings)
-    raise NotFound(
-        f"collection {settings.collection!r} is missing or incomplete; run "
-        f"`genrec ingest FILE --collection {settings.collection}` first",
-        param="collection",
-    )
+    return open_index(settings, notice=lambda line: typer.echo(line, err=True))
 
 
 def _request(**fields: Any) -> Any:

@@ -105,7 +105,7 @@ class Service:
             self.stage = "catalog"
             ingest = await anyio.to_thread.run_sync(importlib.import_module, "genrec.ingest")
             index = await anyio.to_thread.run_sync(
-                lambda: ingest.ensure_default_catalog(self.settings, progress=False)
+                lambda: ingest.open_catalog(self.settings, progress=False)
             )
             self.stage = "engine"
             module = await anyio.to_thread.run_sync(importlib.import_module, "genrec.recommender")
