@@ -45,6 +45,8 @@ def user(text: str) -> dict:
         ("Something like Heat, but funnier", {"273"}, set()),
         ('I liked "fargo" a lot', {"100"}, set()),
         ("what about id: 50 then?", {"50"}, set()),
+        ("what about item id=50?", {"50"}, set()),
+        ("more like item #2", set(), {"2"}),  # an ordinal into the last answer, not an ID
         ("something with heat and a car chase", set(), {"273"}),  # lower case: not a title
         ("Kids movies, please", set(), {"1"}),
     ],
@@ -86,6 +88,23 @@ def test_ordinal_reference_picks_from_the_previous_answer(
     assert req.query == "more like Heat (1995), but newer"
     assert req.filters == {"year": {"$gt": 1995}}  # "newer" than the item picked
     assert req.system == "Answer briefly."
+
+
+def test_item_hash_n_is_an_ordinal_not_a_catalog_id(
+    settings: Settings, ml100k_index: CatalogIndex
+) -> None:
+    out = mapped(
+        settings,
+        ml100k_index,
+        [
+            user("I loved Toy Story"),
+            answer(ml100k_index, ["100", "273"]),
+            user("more like item #2"),
+        ],
+    )
+    assert out.referenced == ["273"]
+    assert "2" not in out.request.history  # GoldenEye (ID 2) was never mentioned
+    assert out.request.history == ["1", "273"]
 
 
 def test_without_a_pick_earlier_answers_join_the_history(
