@@ -179,7 +179,9 @@ def find_references(text: str, size: int) -> list[Reference]:
 
 # --- items named in user text ------------------------------------------------------------------
 
-_ID_MENTION = re.compile(r"\b(?:id|item)\s*[:=#]\s*([\w.\-]+)", re.I)
+# Only an explicit "id: 50" names a catalog ID; "item #2", "number 2" are ordinals into the
+# previous answer (find_references), never IDs.
+_ID_MENTION = re.compile(r"\bid\s*[:=#]\s*([\w.\-]+)", re.I)
 _QUOTED = re.compile(r"[\"“”«]([^\"“”«»]{2,200})[\"“”»]")
 _YEAR_OR_ALT = re.compile(r"\s*\([^)]*\)\s*$")
 _ARTICLE = re.compile(r"^(.*),\s*(the|a|an|les|la|le|il|el|die|der|das|los|las)$", re.I)
