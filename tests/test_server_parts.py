@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from genrec.catalog import Item
 from genrec.errors import ConfigError, NotFound, RateLimited
-from genrec.schema import Recommendation, RecommendedItem
+from genrec.schema import Recommendation, RecommendedItem, Usage
 from genrec.server.chat import find_references, parse_answer, title_core
 from genrec.server.errors import from_validation, param_path
 from genrec.server.guard import InFlightLimiter, bearer_ok
-from genrec.server.openai_schema import ChatCompletionRequest
+from genrec.server.openai_schema import ChatCompletionRequest, finish_reason
 from genrec.server.profiles import get_profile, load_profiles
 from genrec.server.responses import (
     RECOMMENDATIONS_SCHEMA,
@@ -136,6 +136,25 @@ def test_in_flight_limiter_refuses_past_its_limit_and_recovers() -> None:
     with limiter.slot():
         assert limiter.active == 1
     assert limiter.active == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "completion_tokens", "expected"),
+    [
+        ("describe", 64, "length"),  # describe generates under max_tokens: it was cut
+        ("describe", 20, "stop"),
+        ("generate", 64, "stop"),  # generate sizes its own list: complete, not truncated
+        ("rank", 64, "stop"),
+    ],
+)
+def test_finish_reason_is_length_only_where_max_tokens_capped_the_output(
+    mode: str, completion_tokens: int, expected: str
+) -> None:
+    result = result_of(("1", "Toy Story")).model_copy(
+        update={"mode": mode, "usage": Usage(completion_tokens=completion_tokens)}
+    )
+    assert finish_reason(result, 64) == expected
+    assert finish_reason(result, None) == "stop"
 
 
 # --- profiles ------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from genrec.schema import Recommendation
 from genrec.settings import Mode
 
-GENREC_FIELDS = ("history", "user_id", "k", "candidates", "filters", "exclude", "mode", "template")
-
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -196,8 +194,10 @@ def recommendations_list(result: Recommendation) -> list[dict[str, Any]]:
 
 
 def finish_reason(result: Recommendation, token_limit: int | None) -> str:
-    # The LM stopped at the caller's token limit: OpenAI calls that "length".
-    if token_limit is not None and result.mode != "rank":
+    # The LM stopped at the caller's token limit: OpenAI calls that "length". Only describe mode
+    # generates under max_tokens; rank and generate size their own output (a complete list of
+    # titles may well exceed a small max_tokens), so they always finish with "stop".
+    if token_limit is not None and result.mode == "describe":
         if result.usage.completion_tokens >= token_limit:
             return "length"
     return "stop"
