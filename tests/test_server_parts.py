@@ -157,6 +157,23 @@ def test_finish_reason_is_length_only_where_max_tokens_capped_the_output(
     assert finish_reason(result, None) == "stop"
 
 
+async def test_unexpected_startup_failure_keeps_internals_out_of_health(tmp_path) -> None:
+    from genrec.errors import EngineError
+    from genrec.server.lifecycle import Service
+
+    home = tmp_path / "a-file"  # chroma cannot make its folder here: an OSError, not ours
+    home.write_text("x")
+    service = Service(Settings(home=home))
+    await service._start()
+    assert service.stage == "failed"
+    doc = service.health()
+    assert doc["status"] == "failed" and "server log" in doc["error"]
+    assert str(tmp_path) not in json.dumps(doc) and "NotADirectoryError" not in json.dumps(doc)
+    with pytest.raises(EngineError) as info:
+        service.require()
+    assert str(tmp_path) not in info.value.message
+
+
 # --- profiles ------------------------------------------------------------------------------------
 
 

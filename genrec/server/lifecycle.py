@@ -125,7 +125,9 @@ class Service:
                 self.error = exc.message
                 log.error("genrec failed to start: %s", exc.message)
             else:
-                self.error = f"{type(exc).__name__}: {exc}"
+                # /health and 503 bodies are unauthenticated: no exception text (paths,
+                # internals) there; the log has the traceback.
+                self.error = "an unexpected error; see the server log"
                 log.exception("genrec failed to start")
             if self._on_fatal is not None:
                 self._on_fatal(exc)
