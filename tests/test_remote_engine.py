@@ -4,10 +4,12 @@ start or that die surface as retryable EngineErrors, not hangs."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest_asyncio
 
 from genrec.engines.inprocess import InProcessEngine
 from genrec.engines.remote import RemoteEngine
-from genrec.errors import EngineError
+from genrec.errors import ConfigError, EngineError
 from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
@@ -161,7 +163,39 @@ async def test_dead_server_is_a_retryable_engine_error(remote, vllm_server):
     _, proc = vllm_server
     proc.terminate()
     proc.wait(timeout=60)
-    with pytest.raises(EngineError) as info:
-        await remote.recommend(RecommendRequest(history=["50"], k=3))
-    assert info.value.retryable
-    assert not remote.ready
+    for _ in range(2):  # and again: a failed call does not latch the remote engine
+        with pytest.raises(EngineError) as info:
+            await remote.recommend(RecommendRequest(history=["50"], k=3))
+        assert info.value.retryable
+        assert "cannot reach the engine" in info.value.message
+    # The server is another process that may come back: genrec keeps trying it per request
+    # (a retryable 503 while it is down) instead of refusing forever after one network error.
+    assert remote.ready
+
+
+async def test_refusing_server_is_a_config_error_that_leaks_nothing(settings):
+    # A real HTTP server that refuses every request (as with a wrong API key).
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"error": {"message": "invalid API key"}}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        engine = RemoteEngine(settings, url=f"http://127.0.0.1:{server.server_address[1]}")
+        for _ in range(2):  # a second start() tries again instead of returning early
+            with pytest.raises(ConfigError, match="invalid API key"):
+                await engine.start()
+            assert engine._client is None and not engine.healthy
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
-from genrec.errors import EngineError, InvalidRequest, PromptTooLong
+from genrec.errors import EngineError, PromptTooLong
 from genrec.model_files import model_display_name, model_path
 from genrec.settings import Settings
 
@@ -248,7 +248,13 @@ class InProcessEngine:
         except EngineDeadError as exc:
             raise EngineError("the vLLM engine has died; restart genrec (retry later)") from exc
         except VLLMClientError as exc:
-            raise InvalidRequest(f"the engine rejected the request: {exc}") from exc
+            # genrec validated the request and built these parameters itself (prompt length is
+            # checked above), so a rejection here is a genrec/engine mismatch, not a client 400.
+            raise EngineError(
+                f"the vLLM engine rejected a request genrec built: {exc}; check that the engine "
+                "settings match genrec's (e.g. max_logprobs, max_model_len)",
+                code="engine_rejected",
+            ) from exc
         except VLLMError as exc:
             raise EngineError(f"the vLLM engine failed: {exc}") from exc
         if final is None or not final.outputs:

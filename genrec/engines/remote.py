@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
-from genrec.errors import ConfigError, EngineError, InvalidRequest, PromptTooLong
+from genrec.errors import ConfigError, EngineError, PromptTooLong
 from genrec.settings import Settings
 
 
@@ -48,6 +48,9 @@ class RemoteEngine:
 
     @property
     def healthy(self) -> bool:
+        """Started and not shut down. A failed call does not latch this: the server is another
+        process, so the next request simply tries again (and fails as a retryable EngineError
+        while the server is down)."""
         return self._client is not None and self._healthy
 
     async def start(self) -> None:
@@ -56,6 +59,16 @@ class RemoteEngine:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=self._timeout
         )
+        try:
+            await self._connect()
+        except BaseException:
+            # Any failure (unreachable, refused, no model, cancelled) closes the client, so
+            # nothing leaks and a later start() tries again instead of returning early.
+            await self.shutdown()
+            raise
+        self._healthy = True
+
+    async def _connect(self) -> None:
         deadline = time.monotonic() + self.connect_wait_s
         while True:
             try:
@@ -63,19 +76,16 @@ class RemoteEngine:
                 break
             except EngineError:
                 if time.monotonic() > deadline:
-                    await self.shutdown()
                     raise
                 await asyncio.sleep(0.5)
         cards = models.get("data") or []
         if not cards:
-            await self.shutdown()
             raise EngineError(f"the engine at {self.base_url} serves no model")
         card = cards[0]
         self._served = card["id"]
         if self._settings.model is None or not self.model_name:
             self.model_name = _display(self._served)
         self.max_model_len = int(card.get("max_model_len") or self.max_model_len)
-        self._healthy = True
 
     async def shutdown(self) -> None:
         client, self._client = self._client, None
@@ -163,7 +173,6 @@ class RemoteEngine:
                 f"the engine at {self.base_url} did not answer within {self._timeout:.0f} s"
             ) from None
         except httpx.HTTPError as exc:
-            self._healthy = False
             raise EngineError(f"cannot reach the engine at {self.base_url}: {exc}") from exc
         if resp.status_code >= 500:
             raise EngineError(f"the engine at {self.base_url} failed: {_message(resp)}")
@@ -176,8 +185,15 @@ class RemoteEngine:
             msg = _message(resp)
             if "context length" in msg or "maximum context" in msg or "too long" in msg:
                 raise PromptTooLong(f"the engine rejected the prompt: {msg}", param="messages")
-            raise InvalidRequest(f"the engine rejected the request: {msg}")
-        self._healthy = True
+            # genrec validated the request and built this engine call itself, so a rejection
+            # is a genrec/engine mismatch (e.g. the server's --max-logprobs is below
+            # GENREC_MAX_LOGPROBS), not the client's fault: a 503 naming the cause.
+            raise EngineError(
+                f"the engine at {self.base_url} rejected a request genrec built "
+                f"({resp.status_code}): {msg}; check that the server's settings match genrec's "
+                "(e.g. --max-logprobs >= GENREC_MAX_LOGPROBS, --max-model-len)",
+                code="engine_rejected",
+            )
         try:
             return resp.json()
         except ValueError as exc:
