@@ -44,8 +44,13 @@ def test_the_steps_in_order(ml100k_index, candidates):
 
 def test_candidate_scope_never_leaves_the_candidates(ml100k_index, candidates):
     g = Grounder(candidates, index=ml100k_index, embedding_scope="candidates")
+    # Toy Story is a candidate: the description grounds to it, by embedding.
     m = g.ground("an animated film about toys that come alive")
-    assert m is None or m.item.id in {c.id for c in candidates}
+    assert m is not None and (m.item.id, m.grounded_by) == ("1", "embedding")
+    # Toy Story 2 is not in ML-100K, and the catalog scope would find a neighbour outside the
+    # candidates; the candidate scope may only answer with a candidate (here: Toy Story).
+    near = g.ground("Toy Story 2")
+    assert near is not None and near.item.id == "1"
 
 
 def test_ground_all_counts_duplicates_and_unmatched(ml100k_index, candidates):

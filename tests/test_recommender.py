@@ -237,7 +237,10 @@ async def test_injection_titles_stay_data(injected, mode):
         )
     )
     check_result(result, 4, injected.index, history)
-    assert "X" not in [it.id for it in result.items]
+    # The whole catalog but the history is retrieved, the injection items included, and every
+    # answer is one of those candidates: the instructions in titles/query/system changed nothing.
+    assert set(result.candidates) == {i.id for i in INJECTION} - set(history)
+    assert {it.id for it in result.items} <= set(result.candidates)
     assert result.unmatched == [] or mode == "describe"
 
 
