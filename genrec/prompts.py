@@ -35,7 +35,7 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError
@@ -46,7 +46,7 @@ from genrec.catalog import Item
 from genrec.errors import ConfigError, InvalidRequest, NotFound, PromptTooLong
 from genrec.settings import Mode, Settings
 
-MODES: tuple[Mode, ...] = ("rank", "generate", "describe")
+MODES: tuple[Mode, ...] = get_args(Mode)
 LabelStyle = Literal["letters", "numbers"]
 LETTERS = list(string.ascii_uppercase + string.ascii_lowercase)  # 52 single-token labels
 TITLE_CAP = 120
@@ -272,7 +272,7 @@ class PromptRegistry:
         self.errors: list[str] = []
         for path, text in _packaged_sources():
             self._add(text, path, "packaged")
-        folder = user_dir or (getattr(settings, "prompts_dir", None) if settings else None)
+        folder = user_dir or (settings.prompts_dir if settings else None)
         if folder is not None:
             folder = Path(folder).expanduser()
             if not folder.is_dir():
@@ -377,7 +377,7 @@ def render(
         "labels": labels,
         "first_label": labels[0] if labels else "",
         "last_label": labels[-1] if labels else "",
-        "item_kind": clean_text(item_kind, 30) if item_kind else _item_kind([*candidates]),
+        "item_kind": clean_text(item_kind, 30) if item_kind else infer_item_kind([*candidates]),
         "system": clean_text(system, SYSTEM_CAP) if system and system.strip() else None,
     }
     try:
@@ -422,16 +422,11 @@ def _biggest(ctx: dict[str, Any]) -> str:
     return max(sizes, key=lambda k: sizes[k])
 
 
-def _item_kind(items: list[Item]) -> str:
+def infer_item_kind(items: list[Item], collection: str | None = None) -> str:
+    """What the items are, for the prompt: their one shared category, else "movie" for a
+    MovieLens collection (``ml-*``), else "item"."""
     cats = {i.category.strip().lower() for i in items if i.category.strip()}
     if len(cats) == 1:
         return clean_text(cats.pop(), 30)
-    return "item"
-
-
-def sample_items(n: int, offset: int = 0) -> list[Item]:
-    """Placeholder items to show or validate a template without a catalog."""
-    return [
-        Item(id=str(offset + i + 1), title=f"Sample item {offset + i + 1}", tags=["Drama"])
-        for i in range(n)
-    ]
+    name = (collection or "").lower()
+    return "movie" if (name.startswith("ml-") or "movielens" in name) else "item"

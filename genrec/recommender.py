@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from genrec import decoding
 from genrec.catalog import Item
@@ -35,6 +34,7 @@ from genrec.prompts import (
     PromptRegistry,
     PromptTemplate,
     RenderedPrompt,
+    infer_item_kind,
     render,
 )
 from genrec.schema import Recommendation, RecommendedItem, RecommendRequest, Timings, Usage
@@ -95,17 +95,23 @@ class Recommender:
             self.tokenizer = await asyncio.to_thread(ChatTokenizer.load, model)
         if self._engine is None:
             self._engine = make_engine(self.settings)
-        if self._owns_engine or not self._engine.healthy:
-            await self._engine.start()
-            self._started_engine = True
-        await asyncio.to_thread(self._index.embed, ["warm up"])
+        try:
+            if self._owns_engine or not self._engine.healthy:
+                self._started_engine = True  # set first: a failed start may leave work to undo
+                await self._engine.start()
+            await asyncio.to_thread(self._index.embed, ["warm up"])
+        except BaseException:
+            # Anything failing after the engine started (e.g. the embedder warm-up) must not
+            # leak a running vLLM engine: shut down what was started here, then re-raise.
+            await self.close()
+            raise
         self._started = True
 
     async def close(self) -> None:
         self._started = False
         if self._engine is not None and self._owns_engine and self._started_engine:
-            await self._engine.shutdown()
             self._started_engine = False
+            await self._engine.shutdown()
 
     @property
     def ready(self) -> bool:
@@ -232,7 +238,8 @@ class Recommender:
                 banned=banned,
                 embedding_scope="candidates",
             )
-            grounded = await self._maybe_thread(grounder.ground_all, outputs, plan.k)
+            # Grounding touches Chroma/embeddings only when exact/fuzzy matching fails.
+            grounded = await asyncio.to_thread(grounder.ground_all, outputs, plan.k)
             scores = [round(1.0 - r / plan.k, 4) for r in range(len(grounded.matches))]
         else:
             desc = await decoding.describe(
@@ -373,7 +380,7 @@ class Recommender:
             query=plan.request.query,
             k=plan.k,
             system=plan.request.system,
-            item_kind=self.item_kind(candidates),
+            item_kind=infer_item_kind(candidates, collection=self.index.name),
             max_prompt_tokens=max_len - answer_room,
         )
 
@@ -383,21 +390,11 @@ class Recommender:
         if plan.mode == "describe":
             return plan.max_new_tokens
         # generate: the k longest titles plus separators, estimated from characters (a token is
-        # rarely shorter than 2 characters); decoding computes the exact budget later.
+        # rarely shorter than 2 characters). An estimate only: nothing recomputes it exactly, but
+        # the engine checks every call's prompt + max_tokens against the context and raises
+        # PromptTooLong (in process) or gets the server's context-length 400 (remote).
         longest = sorted((len(c.title) for c in candidates), reverse=True)[: plan.k]
         return sum(n // 2 + 2 for n in longest) + 2
-
-    def item_kind(self, items: list[Item]) -> str:
-        cats = {i.category.strip().lower() for i in items if i.category.strip()}
-        if len(cats) == 1:
-            return cats.pop()
-        name = self.index.name.lower()
-        return "movie" if (name.startswith("ml-") or "movielens" in name) else "item"
-
-    async def _maybe_thread(self, fn: Any, *args: Any) -> Any:
-        # Grounding only touches Chroma/embeddings when exact/fuzzy matching failed; it is
-        # cheap otherwise, but a thread keeps the event loop free either way.
-        return await asyncio.to_thread(fn, *args)
 
 
 def _ms(seconds: float) -> float:
