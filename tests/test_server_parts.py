@@ -207,6 +207,13 @@ def test_bad_profile_is_a_config_error() -> None:
         load_profiles(Settings(profiles={"bad": {"mode": "telepathy"}}))
     with pytest.raises(ConfigError, match="'typo'"):
         load_profiles(Settings(profiles={"typo": {"kk": 3}}))
+    # checked at start-up, not blamed on every request's client
+    with pytest.raises(ConfigError, match="'ghost'.*template"):
+        load_profiles(Settings(profiles={"ghost": {"template": "no-such-template"}}))
+    with pytest.raises(ConfigError, match="'mismatch'.*template"):
+        load_profiles(Settings(profiles={"mismatch": {"mode": "describe", "template": "rank"}}))
+    with pytest.raises(ConfigError, match="'badwhere'.*filters"):
+        load_profiles(Settings(profiles={"badwhere": {"filters": {"year": {"$foo": 1}}}}))
 
 
 # --- the response template and reading it back ---------------------------------------------------

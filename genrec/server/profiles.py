@@ -13,14 +13,14 @@ under `profiles` (TOML `[profiles.NAME]` tables, or GENREC_PROFILES as JSON)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from genrec.errors import ConfigError, NotFound
+from genrec.errors import ConfigError, GenrecError, NotFound
 from genrec.settings import Mode, Settings
 
-MODES: tuple[Mode, ...] = ("rank", "generate", "describe")
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 class Profile(BaseModel):
@@ -78,7 +78,25 @@ def load_profiles(settings: Settings) -> dict[str, Profile]:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"profile {name!r}: {where}: {err['msg']}") from exc
+    check_profiles(profiles, settings)
     return profiles
+
+
+def check_profiles(profiles: dict[str, Profile], settings: Settings) -> None:
+    """A profile's template must exist and serve its mode, and its filters must be a valid
+    where: checked at start-up, so a bad profile is a ConfigError naming it rather than a 400
+    blaming the client on every request."""
+    from genrec.index import validate_where
+    from genrec.prompts import PromptRegistry
+
+    prompts = PromptRegistry(settings)
+    for name, profile in profiles.items():
+        try:
+            if profile.template is not None:
+                prompts.for_request(profile.template, profile.mode)
+            validate_where(profile.filters, param="filters")
+        except GenrecError as exc:
+            raise ConfigError(f"profile {name!r}: {exc.param or 'profile'}: {exc.message}") from exc
 
 
 def get_profile(profiles: dict[str, Profile], name: str) -> Profile:
