@@ -18,6 +18,7 @@ from genrec.cli.common import ConfigOption, handles_errors, load_settings, print
 from genrec.errors import CatalogError, InvalidRequest
 from genrec.index import IngestReport, SearchHit
 from genrec.settings import Settings
+from genrec.stats import rounded_percentile
 
 MAX_SHOWN_ERRORS = 20
 
@@ -295,8 +296,8 @@ def _timed(fn, inputs: list) -> list[float]:
 
 def _percentiles(ms: list[float]) -> dict:
     return {
-        "p50": round(float(np.percentile(ms, 50)), 2),
-        "p99": round(float(np.percentile(ms, 99)), 2),
+        "p50": rounded_percentile(ms, 50, 2),
+        "p99": rounded_percentile(ms, 99, 2),
         "mean": round(float(np.mean(ms)), 2),
         "n": len(ms),
     }

@@ -14,16 +14,21 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
+from genrec.cli.common import (
+    ConfigOption,
+    handles_errors,
+    load_settings,
+    print_json,
+    stdout_to_stderr,
+)
 from genrec.errors import GenrecError
 from genrec.settings import Settings
+from genrec.stats import rounded_percentile
 
 HistoryOption = typer.Option(
     "--history", help="An item ID or exact title the user liked (repeat; oldest first)."
@@ -48,20 +53,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Point fd 1 at stderr (inherited by child processes) until the block ends."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -362,13 +353,6 @@ def bench_histories(n: int, index: Any, *, length: int = 5, seed: int = 0) -> li
     return [rng.sample(ids, min(length, len(ids))) for _ in range(n)]
 
 
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(s) - 1)
-    return round(s[lo] + (s[hi] - s[lo]) * (pos - lo), 1)
-
-
 async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[str, Any]:
     started = time.perf_counter()
     results = await rec.recommend_many(requests, concurrency=concurrency)
@@ -386,8 +370,8 @@ async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[s
         for stage in BENCH_STAGES:
             values = [getattr(r.timings, f"{stage}_ms") for r in ok]
             cell[stage] = {
-                "p50_ms": _pct(values, 0.5),
-                "p95_ms": _pct(values, 0.95),
+                "p50_ms": rounded_percentile(values, 50),
+                "p95_ms": rounded_percentile(values, 95),
                 "mean_ms": round(statistics.fmean(values), 1),
             }
         cell["prompt_tokens_mean"] = round(statistics.fmean(r.usage.prompt_tokens for r in ok), 1)

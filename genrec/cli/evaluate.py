@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
+from genrec.cli.common import (
+    ConfigOption,
+    handles_errors,
+    load_settings,
+    print_json,
+    stdout_to_stderr,
+)
 
 eval_app = typer.Typer(no_args_is_help=True, help="Offline prompt evaluation (suites in eval/).")
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Point fd 1 at stderr while engines run: vLLM (and its spawned engine process) log to
-    stdout, and --json promises one JSON document there and nothing else."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _prepare(suite_file: Path, config: Path | None, **opts):

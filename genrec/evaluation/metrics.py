@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from genrec.stats import percentile  # noqa: F401 - part of this module's API
+
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 RANKING_METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr")
 
@@ -78,17 +80,6 @@ def ranking_metrics_from_scores(
         for key, v in at_k_from_rank(r, ks).items():
             total[key] += v
     return {key: v / tied for key, v in total.items()}
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100), numpy's default method; None when empty."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from genrec.errors import GenrecError
+from genrec.stats import rounded_percentile
 
 QUERIES = [
     "a space adventure with robots",
@@ -36,13 +37,6 @@ def _server_total(data: bytes, stream: bool) -> float:
         if line.startswith("data: {") and '"genrec"' in line:
             return json.loads(line[6:])["genrec"]["timings"]["total_ms"]
     return 0.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 async def run_bench(
@@ -111,10 +105,16 @@ async def run_bench(
         "wall_s": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 2) if wall else 0.0,
         "latency_ms": {
-            "p50": _pct(latencies, 0.5),
-            "p95": _pct(latencies, 0.95),
+            "p50": rounded_percentile(latencies, 50),
+            "p95": rounded_percentile(latencies, 95),
             "mean": round(statistics.fmean(latencies), 1) if latencies else 0.0,
         },
-        "first_byte_ms": {"p50": _pct(first_bytes, 0.5), "p95": _pct(first_bytes, 0.95)},
-        "server_total_ms": {"p50": _pct(server_ms, 0.5), "p95": _pct(server_ms, 0.95)},
+        "first_byte_ms": {
+            "p50": rounded_percentile(first_bytes, 50),
+            "p95": rounded_percentile(first_bytes, 95),
+        },
+        "server_total_ms": {
+            "p50": rounded_percentile(server_ms, 50),
+            "p95": rounded_percentile(server_ms, 95),
+        },
     }
