@@ -24,7 +24,7 @@ from genrec.errors import ConfigError, EngineError
 from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
-from tests.fixtures_catalog import free_port
+from tests.fixtures_catalog import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -81,12 +81,7 @@ def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Po
             time.sleep(1.0)
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
         log.close()
 
 

@@ -27,7 +27,7 @@ from genrec.catalog import load_dataset
 from genrec.schema import Recommendation
 from genrec.server.chat import parse_answer
 from genrec.server.responses import RECOMMENDATIONS_SCHEMA
-from tests.fixtures_catalog import free_port
+from tests.fixtures_catalog import free_port, stop_process
 
 KEY = "test-key-" + "x" * 16
 IN_FLIGHT = 8
@@ -112,12 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.25)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=60)
 
 
 @pytest.fixture(scope="session")
