@@ -6,7 +6,9 @@ which field was wrong, so the CLI, the server and the evaluation runner report i
     GenrecError                       500  base class
     ├── InvalidRequest                400  a request field is wrong (``param`` names it)
     │   └── PromptTooLong             400  the rendered prompt exceeds the model's context
+    ├── Unauthorized                  401  a missing or wrong API key
     ├── NotFound                      404  unknown model profile, template, item
+    ├── BodyTooLarge                  413  a request body over the configured limit
     ├── CatalogError                  400  a catalog source cannot be read or is empty
     ├── ConfigError                   500  settings that cannot work
     ├── RateLimited                   429  the in-flight limit is reached (retryable)
@@ -46,6 +48,16 @@ class InvalidRequest(GenrecError):
 
 class PromptTooLong(InvalidRequest):
     pass
+
+
+class Unauthorized(GenrecError):
+    status_code = 401
+    type = "invalid_request_error"
+
+
+class BodyTooLarge(GenrecError):
+    status_code = 413
+    type = "invalid_request_error"
 
 
 class NotFound(GenrecError):

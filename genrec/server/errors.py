@@ -15,19 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genrec.errors import EngineError, GenrecError, InvalidRequest, RateLimited
+from genrec.errors import (
+    EngineError,
+    GenrecError,
+    InvalidRequest,
+    RateLimited,
+    Unauthorized,
+)
 
 log = logging.getLogger("genrec.server")
-
-
-class BodyTooLarge(GenrecError):
-    status_code = 413
-    type = "invalid_request_error"
-
-
-class Unauthorized(GenrecError):
-    status_code = 401
-    type = "invalid_request_error"
 
 
 def error_headers(exc: GenrecError) -> dict[str, str]:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genrec.errors import GenrecError, RateLimited
-from genrec.server.errors import BodyTooLarge, Unauthorized, error_headers
+from genrec.errors import BodyTooLarge, GenrecError, RateLimited, Unauthorized
+from genrec.server.errors import error_headers
 from genrec.server.metrics import Metrics
 
 
