@@ -51,7 +51,7 @@ def default_model_dir(settings: Settings) -> Path:
     if _complete(target):
         return target
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(settings.models_dir / f".{DEFAULT_MODEL_NAME}.lock"):
+    with file_lock(settings.models_dir / f".{DEFAULT_MODEL_NAME}.lock"):
         if _complete(target):  # another process finished while we waited
             return target
         # Holding the lock, no other conversion is running: temporary folders left here were
@@ -114,12 +114,13 @@ def _complete(folder: Path) -> bool:
 
 
 @contextmanager
-def _lock(path: Path):
+def file_lock(path: Path):
+    """Exclusive lock on `path` for the block; says so on stderr while it waits."""
     with open(path, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say(f"waiting for another process to finish preparing the model ({path.parent})")
+            say(f"waiting for another process to finish preparing the model ({path.parent})")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -127,7 +128,7 @@ def _lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[genrec model] {message}", file=sys.stderr, flush=True)
 
 
@@ -138,23 +139,23 @@ def _convert(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
-    _say(f"converting the packaged {DEFAULT_MODEL_NAME} ({gguf.stat().st_size >> 20} MiB GGUF)")
-    _say(f"into {target} - once only, about 30 s")
+    say(f"converting the packaged {DEFAULT_MODEL_NAME} ({gguf.stat().st_size >> 20} MiB GGUF)")
+    say(f"into {target} - once only, about 30 s")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _say("1/3 loading and dequantising the GGUF weights")
+        say("1/3 loading and dequantising the GGUF weights")
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        _say("2/3 building the bf16 model")
+        say("2/3 building the bf16 model")
         cfg = model.config
         if hasattr(cfg, "quantization_config"):
             del cfg.quantization_config
         fresh = AutoModelForCausalLM.from_config(cfg)
         fresh.load_state_dict(model.state_dict())
         fresh.to(torch.bfloat16)
-        _say("3/3 writing safetensors and tokenizer")
+        say("3/3 writing safetensors and tokenizer")
         fresh.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / _MARKER).write_text(
@@ -173,4 +174,4 @@ def _convert(gguf: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _say(f"ready in {time.monotonic() - started:.0f} s: {target}")
+    say(f"ready in {time.monotonic() - started:.0f} s: {target}")

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 Mode = Literal["rank", "generate", "describe"]
+Backend = Literal["auto", "onnx", "torch"]  # how the embedding model runs; see genrec.embeddings
 
 
 def _default_home() -> Path:
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     collection: str = "ml-100k"
     dataset: str = "ml-100k"  # the embedded default catalog
     embedding_model: str | None = None  # local SentenceTransformer folder; None = packaged MiniLM
+    embedding_backend: Backend = "auto"  # onnx when the model allows it, else torch
     ingest_batch_size: int = Field(default=1024, ge=1)
 
     # LM engine

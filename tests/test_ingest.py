@@ -95,7 +95,7 @@ def test_default_catalog_is_not_embedded_twice(ml100k_index: CatalogIndex, setti
     fresh = Embedder(settings)  # not loaded yet: it stays so if nothing needs embedding
     index = ensure_default_catalog(settings, embedder=fresh, progress=False)
     assert index.count() == 1682 and index.complete
-    assert fresh._model is None
+    assert not fresh.loaded
 
 
 def test_a_killed_ingest_is_finished_by_the_next_run(
@@ -147,7 +147,7 @@ def test_default_catalog_from_a_path_and_a_user_catalog_left_alone(
     assert index.count() == 20 and index.complete
     fresh = Embedder(settings)
     assert ensure_default_catalog(own, embedder=fresh, progress=False).count() == 20
-    assert fresh._model is None
+    assert not fresh.loaded
 
     books = tmp_path / "books.csv"
     books.write_text("id,title\nb1,Dune\nb2,Emma\n")
@@ -155,7 +155,7 @@ def test_default_catalog_from_a_path_and_a_user_catalog_left_alone(
     ingest(users, books, index=CatalogIndex(users, "user-books", embedder), progress=False)
     index = ensure_default_catalog(users, embedder=fresh, progress=False)
     assert index.count() == 2  # the default dataset was not mixed into the user's catalog
-    assert fresh._model is None
+    assert not fresh.loaded
     for name in ("default-from-path", "user-books"):
         CatalogIndex(settings, name, embedder).drop()
 
@@ -165,11 +165,11 @@ def test_open_catalog_fills_only_the_default_collection(
 ):
     fresh = Embedder(settings)
     assert open_catalog(settings, embedder=fresh, progress=False).count() == 1682
-    assert fresh._model is None  # ready already: nothing embedded
+    assert not fresh.loaded  # ready already: nothing embedded
     custom = settings.model_copy(update={"collection": "never-ingested"})
     with pytest.raises(CatalogError) as err:
         open_catalog(custom, embedder=fresh, progress=False)
     assert err.value.param == "collection"
     assert "genrec ingest FILE --collection never-ingested" in err.value.message
     assert not CatalogIndex(settings, "never-ingested", fresh).exists()  # no ML-100K copy
-    assert fresh._model is None
+    assert not fresh.loaded
