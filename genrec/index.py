@@ -170,6 +170,9 @@ class CatalogIndex:
         self._col: Any = None
         self._titles: dict[str, list[str]] | None = None  # normalised title -> ids
         self._exact: dict[str, list[str]] | None = None  # lower-cased title -> ids
+        self._items: dict[str, Item] | None = None  # the mirror (see _mirror)
+        self._stamp: Any = None  # the collection's genrec_written when those caches were filled
+        self._checked = 0.0  # time.monotonic() of the last comparison of that stamp
         self._text_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ Chroma plumbing
@@ -276,7 +279,7 @@ class CatalogIndex:
             except (NotFoundError, ValueError):
                 pass
             self._col = None
-            self._titles = self._exact = None
+        self._forget()
 
     @property
     def batch_size(self) -> int:
@@ -356,14 +359,15 @@ class CatalogIndex:
             if pending is not None:
                 pending.result()
                 bar.update(pending_n)
-        with self._lock:
-            self._titles = self._exact = None
         self.set_metadata(
             genrec_complete=True,
             genrec_source=source or None,
             genrec_digest=digest,
             genrec_embedding_model=model_id,
+            # readers in other processes drop their caches when this moves (_revalidate)
+            genrec_written=time.time_ns() if todo else meta.get("genrec_written"),
         )
+        self._forget()
         report.complete = True
         report.seconds = time.perf_counter() - started
         return report
@@ -387,8 +391,8 @@ class CatalogIndex:
         self.set_metadata(genrec_digest=None)  # the stored digest no longer describes the contents
         for start in range(0, len(ids), self.batch_size):
             col.delete(ids=list(ids[start : start + self.batch_size]))
-        with self._lock:
-            self._titles = self._exact = None
+        self.set_metadata(genrec_written=time.time_ns())
+        self._forget()
 
     # ------------------------------------------------------------------ reading
 
@@ -439,10 +443,11 @@ class CatalogIndex:
         return hit[0] if hit else None
 
     def _title_maps(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        self._revalidate()
         with self._lock:
             if self._exact is not None and self._titles is not None:
                 return self._exact, self._titles
-        items = self.all_items() if self.exists() else []
+        items = list(self._mirror().values()) or (self.all_items() if self.exists() else [])
         items.sort(key=lambda it: -(it.popularity or 0.0))
         exact: dict[str, list[str]] = {}
         normal: dict[str, list[str]] = {}
@@ -455,6 +460,13 @@ class CatalogIndex:
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embedder.embed(texts)
+
+    def warm(self) -> None:
+        """Load the embedding model, the item mirror and the title maps now, so that the first
+        search does not pay for them."""
+        self.embedder.encode(["warm up"])
+        if self.exists():
+            self._title_maps()
 
     def text_vector(self, text: str) -> np.ndarray:
         """One query's vector, remembered for the last few hundred distinct queries."""
@@ -547,7 +559,7 @@ class CatalogIndex:
                 query_embeddings=[np.asarray(vector, dtype=np.float32)],
                 n_results=k + len(banned),
                 where=where,
-                include=["metadatas", "distances"],
+                include=["distances"],  # the items come from _items_by_id
             )
         except (ValueError, TypeError) as exc:
             raise InvalidRequest(f"bad where: {exc}", param="where") from exc
@@ -557,16 +569,67 @@ class CatalogIndex:
             if where is not None and "where" in str(exc).lower():
                 raise InvalidRequest(f"bad where: {exc}", param="where") from exc
             raise
-        hits: list[SearchHit] = []
-        for item_id, md, dist in zip(
-            res["ids"][0], res["metadatas"][0], res["distances"][0], strict=True
-        ):
-            if item_id in banned:
-                continue
-            hits.append(SearchHit(item=item_from_metadata(item_id, md), score=1.0 - float(dist)))
-            if len(hits) == k:
-                break
-        return hits
+        found = [
+            (item_id, dist)
+            for item_id, dist in zip(res["ids"][0], res["distances"][0], strict=True)
+            if item_id not in banned
+        ][:k]
+        items = self._items_by_id(col, [item_id for item_id, _ in found])
+        return [
+            SearchHit(item=items[item_id], score=1.0 - float(dist))
+            for item_id, dist in found
+            if item_id in items  # one deleted between the query and the lookup is left out
+        ]
+
+    # ------------------------------------------------------------------ in-process caches
+    # The item fields of catalogs up to ``max_mirrored`` items are mirrored in this process
+    # (loaded on first use, a few MB): fetching 20 items' metadata from Chroma costs as much as the
+    # nearest-neighbour query itself, so a search asks Chroma for IDs and distances only. Every
+    # genrec write stamps the collection (``genrec_written``); readers compare the stamp at most
+    # once per ``freshness_s`` and drop the mirror and the title maps when it moved, so another
+    # process's writes show within that time. (Writes made around genrec, straight through
+    # Chroma, are not seen; bigger catalogs are read from Chroma on every search.)
+
+    freshness_s = 1.0
+    max_mirrored = 200_000
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._titles = self._exact = self._items = None
+            self._checked = 0.0
+
+    def _revalidate(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.freshness_s:
+            return
+        stamp = self.metadata.get("genrec_written")
+        with self._lock:
+            if stamp != self._stamp:
+                self._titles = self._exact = self._items = None
+                self._stamp = stamp
+            self._checked = now
+
+    def _mirror(self) -> dict[str, Item]:
+        """All items by ID ({} for a catalog too big to mirror, or none)."""
+        self._revalidate()
+        with self._lock:
+            if self._items is not None:
+                return self._items
+        size = self.count()  # 0 when the collection does not exist
+        items = {it.id: it for it in self.all_items()} if 0 < size <= self.max_mirrored else {}
+        with self._lock:
+            self._items = items
+        return items
+
+    def _items_by_id(self, col: Any, ids: Sequence[str]) -> dict[str, Item]:
+        mirror = self._mirror()
+        if all(item_id in mirror for item_id in ids):
+            return mirror
+        got = col.get(ids=list(ids), include=["metadatas"])
+        return {
+            item_id: item_from_metadata(item_id, md)
+            for item_id, md in zip(got["ids"], got["metadatas"], strict=True)
+        }
 
 
 def catalog_digest(hashes: dict[str, str]) -> str:

@@ -99,7 +99,7 @@ class Recommender:
             if self._owns_engine or not self._engine.healthy:
                 self._started_engine = True  # set first: a failed start may leave work to undo
                 await self._engine.start()
-            await asyncio.to_thread(self._index.embed, ["warm up"])
+            await asyncio.to_thread(self._index.warm)
         except BaseException:
             # Anything failing after the engine started (e.g. the embedder warm-up) must not
             # leak a running vLLM engine: shut down what was started here, then re-raise.

@@ -249,3 +249,30 @@ def test_unreachable_chroma_server(settings: Settings, embedder: Embedder):
     dead = settings.model_copy(update={"chroma_url": f"http://127.0.0.1:{free_port()}"})
     with pytest.raises(ConfigError, match="cannot reach the Chroma server"):
         CatalogIndex(dead, "anything", embedder).count()
+
+
+def test_another_writers_changes_show_after_the_freshness_window(
+    settings: Settings, embedder: Embedder
+):
+    """Item fields are mirrored in-process; a write from elsewhere shows once the stamp is
+    compared again (at most ``freshness_s`` later)."""
+    items = load_dataset("ml-100k")[:40]
+    writer = CatalogIndex(settings, "freshness", embedder)
+    writer.upsert(items, progress=False)
+    reader = CatalogIndex(settings, "freshness", embedder)
+    target = items[0]
+    vector = writer.vectors([target.id])[target.id]
+    assert reader.search_vector(vector, k=1)[0].item == target
+
+    renamed = target.model_copy(update={"title": "A Renamed Film (1995)"})
+    writer.upsert([*items[1:], renamed], progress=False)
+    vector = writer.vectors([target.id])[target.id]  # the new title moved it
+    reader.freshness_s = 3600.0
+    assert reader.search_vector(vector, k=1)[0].item.title == target.title  # the mirror answers
+    reader.freshness_s = 0.0
+    assert reader.search_vector(vector, k=1)[0].item == renamed
+    assert reader.resolve("A Renamed Film") == renamed  # the title maps were rebuilt too
+
+    writer.delete([target.id])
+    assert target.id not in ids(reader.search_vector(vector, k=40))
+    writer.drop()
