@@ -173,6 +173,7 @@ class CatalogIndex:
         self._items: dict[str, Item] | None = None  # the mirror (see _mirror)
         self._stamp: Any = None  # the collection's genrec_written when those caches were filled
         self._checked = 0.0  # time.monotonic() of the last comparison of that stamp
+        self._generation = 0  # bumped whenever those caches are dropped
         self._text_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ Chroma plumbing
@@ -447,6 +448,7 @@ class CatalogIndex:
         with self._lock:
             if self._exact is not None and self._titles is not None:
                 return self._exact, self._titles
+            generation = self._generation
         items = list(self._mirror().values()) or (self.all_items() if self.exists() else [])
         items.sort(key=lambda it: -(it.popularity or 0.0))
         exact: dict[str, list[str]] = {}
@@ -455,7 +457,8 @@ class CatalogIndex:
             exact.setdefault(item.title.lower(), []).append(item.id)
             normal.setdefault(normalize_title(item.title), []).append(item.id)
         with self._lock:
-            self._exact, self._titles = exact, normal
+            if generation == self._generation:
+                self._exact, self._titles = exact, normal
         return exact, normal
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -595,8 +598,12 @@ class CatalogIndex:
 
     def _forget(self) -> None:
         with self._lock:
-            self._titles = self._exact = self._items = None
+            self._drop_caches()
             self._checked = 0.0
+
+    def _drop_caches(self) -> None:  # with self._lock held
+        self._titles = self._exact = self._items = None
+        self._generation += 1  # a cache being built from older data is not kept
 
     def _revalidate(self) -> None:
         now = time.monotonic()
@@ -605,7 +612,7 @@ class CatalogIndex:
         stamp = self.metadata.get("genrec_written")
         with self._lock:
             if stamp != self._stamp:
-                self._titles = self._exact = self._items = None
+                self._drop_caches()
                 self._stamp = stamp
             self._checked = now
 
@@ -615,10 +622,12 @@ class CatalogIndex:
         with self._lock:
             if self._items is not None:
                 return self._items
+            generation = self._generation
         size = self.count()  # 0 when the collection does not exist
         items = {it.id: it for it in self.all_items()} if 0 < size <= self.max_mirrored else {}
         with self._lock:
-            self._items = items
+            if generation == self._generation:
+                self._items = items
         return items
 
     def _items_by_id(self, col: Any, ids: Sequence[str]) -> dict[str, Item]:
