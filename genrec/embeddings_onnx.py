@@ -31,6 +31,7 @@ from genrec.model_files import file_lock, say
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+_MIB = 1 << 20
 _FORMAT = 1  # bump when the export recipe changes, so stale graphs are rebuilt
 _TRANSFORMER = "sentence_transformers.models.Transformer"
 _POOLING = "sentence_transformers.models.Pooling"
@@ -98,11 +99,20 @@ def exported_graph(folder: Path, cache_dir: Path) -> Path:
 
 
 def _fingerprint(folder: Path) -> str:
-    """Changes when the model's files do (names, sizes, times) or the export recipe does."""
-    h = hashlib.sha1(f"{_FORMAT}\0{folder.resolve()}".encode())
+    """Changes when the model's files or the export recipe do. Content, not paths or times, so
+    that every virtualenv with the same model package shares one graph. Large files (the weights)
+    are sampled: their size and first and last MiB."""
+    h = hashlib.sha1(str(_FORMAT).encode())
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        h.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(folder).as_posix()}\0{size}\n".encode())
+        with path.open("rb") as fh:
+            if size <= 4 * _MIB:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(_MIB))
+                fh.seek(-_MIB, os.SEEK_END)
+                h.update(fh.read(_MIB))
     return h.hexdigest()[:16]
 
 
