@@ -406,12 +406,7 @@ class CatalogIndex:
         col = self._collection()
         if col is None or not ids:
             return []
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        got = col.get(ids=wanted, include=["metadatas"])
-        found = {
-            item_id: item_from_metadata(item_id, md)
-            for item_id, md in zip(got["ids"], got["metadatas"], strict=True)
-        }
+        found = self._items_by_id(col, list(dict.fromkeys(str(i) for i in ids)))
         return [found[i] for i in (str(i) for i in ids) if i in found]
 
     def all_items(self) -> list[Item]:
@@ -594,7 +589,7 @@ class CatalogIndex:
     # Chroma, are not seen; bigger catalogs are read from Chroma on every search.)
 
     freshness_s = 1.0
-    max_mirrored = 200_000
+    max_mirrored = 50_000  # items; about 1.7 KB each in memory (ml-latest-small)
 
     def _forget(self) -> None:
         with self._lock:
