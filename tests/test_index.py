@@ -271,6 +271,7 @@ def test_another_writers_changes_show_after_the_freshness_window(
     assert reader.search_vector(vector, k=1)[0].item.title == target.title  # the mirror answers
     reader.freshness_s = 0.0
     assert reader.search_vector(vector, k=1)[0].item == renamed
+    assert reader.get([target.id]) == [renamed]
     assert reader.resolve("A Renamed Film") == renamed  # the title maps were rebuilt too
 
     writer.delete([target.id])
