@@ -581,12 +581,12 @@ class CatalogIndex:
 
     # ------------------------------------------------------------------ in-process caches
     # The item fields of catalogs up to ``max_mirrored`` items are mirrored in this process
-    # (loaded on first use, a few MB): fetching 20 items' metadata from Chroma costs as much as the
-    # nearest-neighbour query itself, so a search asks Chroma for IDs and distances only. Every
-    # genrec write stamps the collection (``genrec_written``); readers compare the stamp at most
-    # once per ``freshness_s`` and drop the mirror and the title maps when it moved, so another
-    # process's writes show within that time. (Writes made around genrec, straight through
-    # Chroma, are not seen; bigger catalogs are read from Chroma on every search.)
+    # (loaded on first use; 17 MB for ml-latest-small): fetching 20 items' metadata from Chroma
+    # costs as much as the nearest-neighbour query itself, so a search asks Chroma for IDs and
+    # distances only. Every genrec write stamps the collection (``genrec_written``); readers
+    # compare the stamp at most once per ``freshness_s`` and drop the mirror and the title maps
+    # when it moved, so another process's writes show within that time. (Writes made around
+    # genrec, straight through Chroma, are not seen; bigger catalogs are read from Chroma.)
 
     freshness_s = 1.0
     max_mirrored = 50_000  # items; about 1.7 KB each in memory (ml-latest-small)
