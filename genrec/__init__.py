@@ -12,6 +12,7 @@ The public API is what ``__all__`` lists; the modules behind it are implementati
 
 from genrec.catalog import Item
 from genrec.errors import (
+    CatalogBusy,
     CatalogError,
     ConfigError,
     EngineError,
@@ -29,6 +30,7 @@ from genrec.settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "CatalogBusy",
     "CatalogError",
     "CatalogIndex",
     "ConfigError",

@@ -10,6 +10,8 @@ which field was wrong, so the CLI, the server and the evaluation runner report i
     ├── NotFound                      404  unknown model profile, template, item
     ├── BodyTooLarge                  413  a request body over the configured limit
     ├── CatalogError                  400  a catalog source cannot be read or is empty
+    ├── CatalogBusy                   503  another process is writing the embedded catalog, or has
+    │                                      it open while this one wants to write (retryable)
     ├── ConfigError                   500  settings that cannot work
     ├── RateLimited                   429  the in-flight limit is reached (retryable)
     └── EngineError                   503  the LM engine failed, is not ready or died (retryable)
@@ -68,6 +70,12 @@ class NotFound(GenrecError):
 class CatalogError(GenrecError):
     status_code = 400
     type = "invalid_request_error"
+
+
+class CatalogBusy(GenrecError):
+    status_code = 503
+    retryable = True
+    type = "server_error"
 
 
 class ConfigError(GenrecError):

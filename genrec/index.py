@@ -40,8 +40,9 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
@@ -52,6 +53,7 @@ from pydantic import BaseModel, Field
 from genrec.catalog import Item
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
+from genrec.folder_lock import FolderLock
 from genrec.settings import Settings
 
 _RESERVED = frozenset({"title", "category", "description", "tags", "popularity", "_hash", "_attrs"})
@@ -175,6 +177,7 @@ class CatalogIndex:
         self._checked = 0.0  # time.monotonic() of the last comparison of that stamp
         self._generation = 0  # bumped whenever those caches are dropped
         self._text_cache: dict[str, np.ndarray] = {}
+        self._folder_lock: FolderLock | None = None  # embedded Chroma only (genrec.folder_lock)
 
     # ------------------------------------------------------------------ Chroma plumbing
 
@@ -186,7 +189,7 @@ class CatalogIndex:
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
         url = self.settings.chroma_url
         if not url:
-            self.settings.chroma_path.mkdir(parents=True, exist_ok=True)
+            self._folder_lock = FolderLock.open_shared(self.settings.chroma_path)
             return chromadb.PersistentClient(
                 path=str(self.settings.chroma_path), settings=chroma_settings
             )
@@ -262,9 +265,21 @@ class CatalogIndex:
 
     def set_metadata(self, **values: Any) -> None:
         """Merge ``values`` into the collection metadata (Chroma replaces it whole)."""
-        col = self._collection(create=True)
-        merged = {**self.metadata, **values}
-        col.modify(metadata={k: v for k, v in merged.items() if v is not None})
+        with self._writing():
+            col = self._collection(create=True)
+            merged = {**self.metadata, **values}
+            col.modify(metadata={k: v for k, v in merged.items() if v is not None})
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold an embedded Chroma folder exclusively while writing (see genrec.folder_lock); a
+        Chroma server orders writes itself."""
+        self.client  # noqa: B018 - opening the folder takes its shared lock first
+        if self._folder_lock is None:
+            yield
+        else:
+            with self._folder_lock.exclusive():
+                yield
 
     @property
     def complete(self) -> bool:
@@ -274,7 +289,7 @@ class CatalogIndex:
         """Delete the collection (used by `genrec ingest --recreate` and benchmarks)."""
         from chromadb.errors import NotFoundError
 
-        with self._lock:
+        with self._writing(), self._lock:
             try:
                 self.client.delete_collection(self.name)
             except (NotFoundError, ValueError):
@@ -307,8 +322,6 @@ class CatalogIndex:
         The collection is marked incomplete before the first write and complete after the last,
         so a crash half-way leaves it visibly incomplete; running again finishes the job.
         """
-        from tqdm import tqdm
-
         started = time.perf_counter()
         unique: dict[str, Item] = {}
         for item in items:
@@ -326,9 +339,31 @@ class CatalogIndex:
         report.unchanged = len(unique) - len(todo)
         report.added = sum(1 for item in todo if item.id not in stored)
         report.updated = len(todo) - report.added
+        if todo or not meta.get("genrec_complete") or meta.get("genrec_digest") != digest:
+            with self._writing():
+                self._write(todo, hashes, progress=progress, source=source)
+                self.set_metadata(
+                    genrec_complete=True,
+                    genrec_source=source or None,
+                    genrec_digest=digest,
+                    genrec_embedding_model=model_id,
+                    # readers in other processes drop their caches when this moves (_revalidate)
+                    genrec_written=time.time_ns() if todo else meta.get("genrec_written"),
+                )
+            self._forget()
+        # else: this exact catalog is there, complete: nothing to write (and no lock to take)
+        report.complete = True
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _write(
+        self, todo: list[Item], hashes: dict[str, str], *, progress: bool, source: str
+    ) -> None:
+        """Embed and upsert ``todo`` in batches, the collection marked incomplete meanwhile."""
+        from tqdm import tqdm
+
         col = self._collection(create=True)
-        if todo or not meta.get("genrec_complete"):
-            self.set_metadata(genrec_complete=False, genrec_source=source or None)
+        self.set_metadata(genrec_complete=False, genrec_source=source or None)
         with (
             tqdm(
                 total=len(todo),
@@ -360,18 +395,6 @@ class CatalogIndex:
             if pending is not None:
                 pending.result()
                 bar.update(pending_n)
-        self.set_metadata(
-            genrec_complete=True,
-            genrec_source=source or None,
-            genrec_digest=digest,
-            genrec_embedding_model=model_id,
-            # readers in other processes drop their caches when this moves (_revalidate)
-            genrec_written=time.time_ns() if todo else meta.get("genrec_written"),
-        )
-        self._forget()
-        report.complete = True
-        report.seconds = time.perf_counter() - started
-        return report
 
     def ids(self) -> list[str]:
         col = self._collection()
@@ -389,10 +412,11 @@ class CatalogIndex:
         col = self._collection()
         if col is None or not ids:
             return
-        self.set_metadata(genrec_digest=None)  # the stored digest no longer describes the contents
-        for start in range(0, len(ids), self.batch_size):
-            col.delete(ids=list(ids[start : start + self.batch_size]))
-        self.set_metadata(genrec_written=time.time_ns())
+        with self._writing():
+            self.set_metadata(genrec_digest=None)  # the stored digest no longer fits the contents
+            for start in range(0, len(ids), self.batch_size):
+                col.delete(ids=list(ids[start : start + self.batch_size]))
+            self.set_metadata(genrec_written=time.time_ns())
         self._forget()
 
     # ------------------------------------------------------------------ reading
