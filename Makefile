@@ -34,8 +34,12 @@ demo: setup
 SHARED_DATA := ../shared/data/ml-latest-small
 
 # The smoke evaluation runs for real (no engine-output cache) with --check, then the test suite.
+# Its catalog goes into a Chroma folder of its own (a running `make run` keeps the default one
+# open); the converted model is shared with everything else.
 test: setup
 	@if [ -d $(SHARED_DATA) ]; then \
+	  GENREC_MODEL_CACHE="$$($(BIN)/python -c 'from genrec.settings import Settings; print(Settings.load().models_dir)')" \
+	  GENREC_HOME=$(CURDIR)/.genrec/home \
 	  $(BIN)/genrec eval run eval/smoke.yaml --check --no-cache --fresh --out .genrec/eval-smoke; \
 	else echo "SKIPPED eval smoke: $(SHARED_DATA) is absent (CI always has it)"; fi
 	$(BIN)/python -m pytest -ra
