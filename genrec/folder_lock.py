@@ -81,8 +81,8 @@ class FolderLock:
                     raise CatalogBusy(
                         f"the catalog folder {self.folder} is open in another process (a "
                         f"`genrec serve`, `search` or `ingest`?), and an embedded catalog takes "
-                        f"writes only while no other process has it open; stop that process, or "
-                        f"{_SHARE_HINT}"
+                        f"writes only while no other process has it open; stop that process, "
+                        f"give this one a GENREC_HOME of its own, or {_SHARE_HINT}"
                     ) from None
             self._writers += 1
         try:
