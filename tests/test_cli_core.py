@@ -84,7 +84,7 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
     doc = json.loads(result.stdout)
     request = RecommendRequest(history=["50", "181"], query="space", k=3, mode="rank")
     plan = recommender.plan(request.model_copy(update={"template": "rank_default"}))
-    history, candidates = recommender._retrieve(plan)
+    history, candidates = recommender.retrieve(plan)
     expected = recommender.render(plan, history, candidates)
     assert doc["prompt"] == expected.prompt
     assert doc["prompt_tokens"] == expected.prompt_tokens

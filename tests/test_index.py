@@ -72,9 +72,9 @@ def test_search_vector_matches_text_search(ml100k_index: CatalogIndex):
 def test_recent_history_items_weigh_more(ml100k_index: CatalogIndex):
     star_wars, toy_story = "50", "1"
     vectors = ml100k_index.vectors([star_wars, toy_story])
-    profile, _ = ml100k_index.history_vector([star_wars, toy_story])  # Toy Story is the latest
+    profile = ml100k_index.history_vector([star_wars, toy_story])  # Toy Story is the latest
     assert float(profile @ vectors[toy_story]) > float(profile @ vectors[star_wars])
-    reversed_profile, _ = ml100k_index.history_vector([toy_story, star_wars])
+    reversed_profile = ml100k_index.history_vector([toy_story, star_wars])
     assert float(reversed_profile @ vectors[star_wars]) > float(
         reversed_profile @ vectors[toy_story]
     )

@@ -159,7 +159,16 @@ async def test_valid_request_reaches_the_engine_check(cold):
 
 
 async def test_prompt_longer_than_context(cold, ml100k_index):
+    from genrec.engines.inprocess import InProcessEngine
+
     history = [str(i) for i in range(1, 201)]  # 200 titles, far more than 2048 tokens
+    long_prompts = cold.settings.model_copy(update={"prompt_history": 200})
+    cold = Recommender(
+        long_prompts,
+        index=ml100k_index,
+        engine=InProcessEngine(long_prompts),
+        tokenizer=cold.tokenizer,
+    )
     with pytest.raises(PromptTooLong) as info:
         await cold.recommend(RecommendRequest(history=history, k=3))
     assert info.value.param == "history" and info.value.status_code == 400

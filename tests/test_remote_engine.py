@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from genrec.engines.base import EngineRequest
 from genrec.engines.inprocess import InProcessEngine
 from genrec.engines.remote import RemoteEngine
 from genrec.errors import ConfigError, EngineError
@@ -129,8 +130,8 @@ async def test_remote_labels_are_revalidated(remote):
     tok = remote.tokenizer
     prompt = tok.chat_prompt([{"role": "user", "content": "Pick A or B."}])
     ids = tok.label_token_ids(["A", "B"], prompt)
-    got = await remote.engine.rank_labels(prompt, allowed_token_ids=ids)
-    assert set(got.logprobs) == set(ids) and got.prompt_tokens > 0
+    got = await remote.engine.complete(EngineRequest.labels(prompt, ids))
+    assert set(got.label_logprobs) == set(ids) and got.prompt_tokens > 0
 
 
 async def test_unreachable_server_is_a_retryable_engine_error(settings):

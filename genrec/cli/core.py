@@ -292,7 +292,7 @@ def prompts_render_command(
         tokenizer = ChatTokenizer.load(model_path(settings))
         rec = Recommender(settings, index=index, prompts=registry, tokenizer=tokenizer)
         plan = rec.plan(request)
-        hist, cands = rec._retrieve(plan)
+        hist, cands = rec.retrieve(plan)
         rendered = rec.render(plan, hist, cands)
     if as_json:
         print_json(
