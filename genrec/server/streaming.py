@@ -56,6 +56,15 @@ async def run_watching(request: Request, work: Awaitable[T]) -> T:
         await _cancel(task)
 
 
+async def run_for_client(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None when the client left first (recorded as a cancelled request)."""
+    try:
+        return await run_watching(request, work)
+    except ClientGone:
+        request.state.genrec_outcome = "cancelled"
+        return None
+
+
 def sse(doc: Any) -> str:
     return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
 
