@@ -12,7 +12,7 @@ from genrec.catalog import Item
 from genrec.conversation import find_references, parse_answer
 from genrec.errors import ConfigError, NotFound, RateLimited
 from genrec.schema import Recommendation, RecommendedItem, Usage
-from genrec.server.errors import from_validation, param_path
+from genrec.server.errors import from_validation, http_status, param_path
 from genrec.server.guard import InFlightLimiter, bearer_ok
 from genrec.server.openai_schema import ChatCompletionRequest, finish_reason
 from genrec.server.profiles import get_profile, load_profiles
@@ -76,7 +76,7 @@ def test_invalid_fields_name_their_param(fields: dict, param: str) -> None:
     with pytest.raises(ValidationError) as info:
         chat(**fields)
     err = from_validation(info.value.errors())
-    assert err.status_code == 400
+    assert http_status(err) == 400
     assert err.param == param, err.message
     assert err.message.startswith(param)
 
@@ -131,7 +131,7 @@ def test_in_flight_limiter_refuses_past_its_limit_and_recovers() -> None:
     with limiter.slot():
         with pytest.raises(RateLimited) as info:
             limiter.acquire()
-        assert info.value.status_code == 429 and info.value.retryable
+        assert http_status(info.value) == 429 and info.value.retryable
     assert limiter.active == 1
     limiter.release()
     with limiter.slot():

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from genrec.errors import GenrecError
 from genrec.schema import Recommendation
+from genrec.server.errors import http_status, openai_error
 from genrec.server.metrics import outcome_of
 
 log = logging.getLogger("genrec.server")
@@ -96,8 +97,8 @@ async def stream_events(
     try:
         docs = await render(await task)
     except GenrecError as exc:
-        state["genrec_outcome"] = outcome_of(exc.status_code)
-        docs = [exc.to_openai()]
+        state["genrec_outcome"] = outcome_of(http_status(exc))
+        docs = [openai_error(exc)]
     except asyncio.CancelledError:
         state["genrec_outcome"] = "cancelled"
         await _cancel(task)
