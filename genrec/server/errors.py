@@ -9,7 +9,7 @@ read along the error class's MRO.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
@@ -17,18 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genrec.errors import (
-    BodyTooLarge,
-    CatalogBusy,
-    CatalogError,
-    ConfigError,
-    EngineError,
-    GenrecError,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    Unauthorized,
-)
+import genrec.errors as e
+from genrec.errors import GenrecError, InvalidRequest
 
 log = logging.getLogger("genrec.server")
 
@@ -38,21 +28,21 @@ class Wire(NamedTuple):
 
     status: int
     type: str  # OpenAI's error type
-    headers: dict[str, str] = {}
+    headers: Mapping[str, str] = {}  # read only: shared by every error of the class
 
 
 # The nearest entry along an error's MRO wins (PromptTooLong is an InvalidRequest: 400).
 WIRE: dict[type[GenrecError], Wire] = {
-    GenrecError: Wire(500, "server_error"),
-    InvalidRequest: Wire(400, "invalid_request_error"),
-    Unauthorized: Wire(401, "invalid_request_error", {"WWW-Authenticate": "Bearer"}),
-    NotFound: Wire(404, "invalid_request_error"),
-    BodyTooLarge: Wire(413, "invalid_request_error"),
-    CatalogError: Wire(400, "invalid_request_error"),
-    CatalogBusy: Wire(503, "server_error"),
-    ConfigError: Wire(500, "server_error"),
-    RateLimited: Wire(429, "rate_limit_error", {"Retry-After": "1"}),
-    EngineError: Wire(503, "server_error", {"Retry-After": "5"}),
+    e.GenrecError: Wire(500, "server_error"),
+    e.InvalidRequest: Wire(400, "invalid_request_error"),
+    e.Unauthorized: Wire(401, "invalid_request_error", {"WWW-Authenticate": "Bearer"}),
+    e.NotFound: Wire(404, "invalid_request_error"),
+    e.BodyTooLarge: Wire(413, "invalid_request_error"),
+    e.CatalogError: Wire(400, "invalid_request_error"),
+    e.CatalogBusy: Wire(503, "server_error"),
+    e.ConfigError: Wire(500, "server_error"),
+    e.RateLimited: Wire(429, "rate_limit_error", {"Retry-After": "1"}),
+    e.EngineError: Wire(503, "server_error", {"Retry-After": "5"}),
 }
 
 
