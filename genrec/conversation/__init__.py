@@ -18,7 +18,7 @@ Plain data in, a request out: no HTTP here (the server maps OpenAI's wire format
 `map_conversation` in a worker thread::
 
     mapped = map_conversation(Conversation([Message("user", "more like Heat")]), index)
-    mapped.request  # RecommendRequest(query="more like Heat", history=["273"], ...)
+    mapped.request  # query "more like Heat", history [Heat's ID], the rest as the caller set it
 """
 
 from genrec.conversation.answers import Listed, parse_answer
