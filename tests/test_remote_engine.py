@@ -25,6 +25,7 @@ from genrec.errors import ConfigError, EngineError
 from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
+from genrec.server.errors import http_status
 from tests.fixtures_catalog import free_port, stop_process
 
 pytestmark = pytest.mark.slow
@@ -140,7 +141,7 @@ async def test_unreachable_server_is_a_retryable_engine_error(settings):
     started = time.monotonic()
     with pytest.raises(EngineError) as info:
         await engine.start()
-    assert info.value.retryable and info.value.status_code == 503
+    assert info.value.retryable and http_status(info.value) == 503
     assert time.monotonic() - started < 60
     assert not engine.healthy
 
