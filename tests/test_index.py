@@ -8,9 +8,10 @@ import pytest
 from genrec.catalog import Item, load_dataset, load_movielens_folder
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, InvalidRequest, NotFound
-from genrec.index import CatalogIndex, normalize_title, validate_where
+from genrec.index import CatalogIndex, validate_where
 from genrec.server.errors import http_status
 from genrec.settings import Settings
+from genrec.titles import title_key
 
 
 def ids(hits) -> list[str]:
@@ -39,9 +40,9 @@ def test_resolve_by_id_title_and_normalised_title(ml100k_index: CatalogIndex):
     assert ml100k_index.resolve("") is None
 
 
-def test_normalize_title():
-    assert normalize_title("Godfather, The (1972)") == normalize_title("the  godfather")
-    assert normalize_title("Birdcage, The") == "the birdcage"
+def test_title_key_is_what_the_index_resolves_by():
+    assert title_key("Godfather, The (1972)") == title_key("the  godfather")
+    assert title_key("Birdcage, The") == "the birdcage"
 
 
 # --------------------------------------------------------------------------- search quality

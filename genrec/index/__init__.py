@@ -8,7 +8,6 @@
 
 from genrec.filters import validate_where
 from genrec.index.catalog_index import CatalogIndex, SearchHit
-from genrec.index.mirror import normalize_title
 from genrec.index.store import item_from_metadata, item_to_metadata
 from genrec.index.writer import IngestReport
 
@@ -18,6 +17,5 @@ __all__ = [
     "SearchHit",
     "item_from_metadata",
     "item_to_metadata",
-    "normalize_title",
     "validate_where",
 ]

@@ -11,7 +11,6 @@ bigger catalogs are read from Chroma.)
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -19,16 +18,7 @@ from typing import Any
 
 from genrec.catalog import Item
 from genrec.index.store import ChromaStore
-
-_ARTICLE_RE = re.compile(r"^(.*), (the|a|an|les|la|le|il|der|die|das|el)$")
-_YEAR_SUFFIX_RE = re.compile(r"\s*\(\d{4}\)\s*$")
-
-
-def normalize_title(title: str) -> str:
-    """``"Godfather, The (1972)"`` and ``"the godfather"`` -> ``"the godfather"``."""
-    t = _YEAR_SUFFIX_RE.sub("", " ".join(title.lower().split()))
-    m = _ARTICLE_RE.match(t)
-    return f"{m.group(2)} {m.group(1)}" if m else t
+from genrec.titles import title_key
 
 
 class ItemMirror:
@@ -94,7 +84,8 @@ class ItemMirror:
         """The ID of the item with this exact (case-insensitive) or normalised title; several
         items with one title: the most popular."""
         exact, normal = self.title_maps()
-        ids = exact.get(ref.lower()) or normal.get(normalize_title(ref))
+        key = title_key(ref)
+        ids = exact.get(ref.lower()) or (normal.get(key) if key else None)
         return ids[0] if ids else None
 
     def title_maps(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -111,7 +102,8 @@ class ItemMirror:
         normal: dict[str, list[str]] = {}
         for item in items:
             exact.setdefault(item.title.lower(), []).append(item.id)
-            normal.setdefault(normalize_title(item.title), []).append(item.id)
+            if key := title_key(item.title):  # a title of punctuation only has no key
+                normal.setdefault(key, []).append(item.id)
         with self._lock:
             if generation == self._generation:
                 self._exact, self._titles = exact, normal
