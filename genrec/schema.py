@@ -26,7 +26,7 @@ class RecommendRequest(BaseModel):
     filters: dict[str, Any] | None = None  # a Chroma `where` over item metadata
     exclude: list[str] = Field(default_factory=list)
     mode: Mode | None = None
-    # which retriever finds the candidates (content, itemknn, sasrec, hybrid); None = default
+    # which retriever finds the candidates (content, itemknn, ease, sasrec, hybrid); None = default
     retriever: str | None = Field(default=None, max_length=64)
     template: str | None = None
     # The caller's system message: it reaches the template's system slot, nothing else.

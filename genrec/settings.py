@@ -64,8 +64,10 @@ class Settings(BaseSettings):
 
     # Recommendation defaults
     # which retriever finds the candidates: auto = the collection's best trained one (genrec
-    # train), else content; or a name (content, itemknn, sasrec, hybrid)
+    # train), else content; or a name (content, itemknn, ease, sasrec, hybrid)
     retriever: str = "auto"
+    # train the default collection's retrievers on ML-100K's interactions on first use
+    train_default: bool = True
     mode: Mode = "rank"
     template: str | None = None  # None = the mode's default template
     k: int = Field(default=10, ge=1)

@@ -35,7 +35,11 @@ def one_json_document(stdout: str) -> dict:
 
 @pytest.fixture
 def env_for(settings):
-    return {"GENREC_HOME": str(settings.home), "GENREC_MODEL_CACHE": str(settings.models_dir)}
+    return {
+        "GENREC_HOME": str(settings.home),
+        "GENREC_MODEL_CACHE": str(settings.models_dir),
+        "GENREC_TRAIN_DEFAULT": "false",
+    }
 
 
 def test_prompts_list_and_show(env_for):

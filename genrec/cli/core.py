@@ -68,8 +68,14 @@ def open_catalog(settings: Settings) -> Any:
     collection is filled from the default dataset on first use (so `genrec recommend` works on
     a fresh machine); any other collection must be ingested first."""
     from genrec.ingest import open_catalog as open_index
+    from genrec.training.default import ensure_default_retrievers
 
-    return open_index(settings, notice=lambda line: typer.echo(line, err=True))
+    def notice(line: str) -> None:
+        typer.echo(line, err=True)
+
+    index = open_index(settings, notice=notice)
+    ensure_default_retrievers(settings, index, notice=notice)
+    return index
 
 
 def _request(**fields: Any) -> Any:

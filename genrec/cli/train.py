@@ -28,7 +28,9 @@ def train_command(
         None, "--format", help="movielens | ml-100k | csv | jsonl (default: from the path)."
     ),
     collection: str | None = typer.Option(None, help="The catalog collection (default: settings)."),
-    models: str = typer.Option("itemknn,sasrec", help="Comma-separated: itemknn, sasrec."),
+    models: str = typer.Option(
+        "itemknn,ease,sasrec", help="Comma-separated: itemknn, ease, sasrec."
+    ),
     seed: int = typer.Option(0, help="Seed: the same log and seed train the same models."),
     max_seconds: float | None = typer.Option(
         None, min=1, help="Stop SASRec after the epoch that crosses this many seconds."
@@ -37,9 +39,10 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Train itemknn (co-occurrence) and sasrec (sequential) retrievers and their hybrid with
-    content retrieval; choices are made on each user's last interaction; the best becomes the
-    collection's default retriever. A killed run leaves the previous retrievers serving."""
+    """Train itemknn (co-occurrence), ease (linear autoencoder) and sasrec (sequential)
+    retrievers and their hybrid with content retrieval; choices are made on each user's last
+    interaction; the best becomes the collection's default retriever. A killed run leaves the
+    previous retrievers serving."""
     from genrec.errors import CatalogError
     from genrec.ingest import DEFAULT_COLLECTION, open_catalog
     from genrec.interactions import read_log

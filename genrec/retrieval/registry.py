@@ -99,13 +99,16 @@ def _learned(
     item_ids = bundle.item_ids
     models = bundle.manifest["models"]
     out: dict[str, Retriever] = {}
-    if "itemknn" in models:
-        from genrec.training.collaborative import ItemKNN, ItemKNNParams
+    scoring = [name for name, m in models.items() if m["kind"] == "scoring"]
+    if scoring:
+        from genrec.training.train import SCORING, SCORING_PARAMS
 
-        with np.load(bundle.file(models["itemknn"]["file"])) as arrays:
-            model = ItemKNN.from_arrays(dict(arrays), ItemKNNParams(**models["itemknn"]["params"]))
         popularity = np.load(bundle.file("popularity.npy"))
-        out["itemknn"] = ScoringRetriever("itemknn", model, item_ids, index, popularity)
+        for name in scoring:
+            params = SCORING_PARAMS[name](**models[name]["params"])
+            with np.load(bundle.file(models[name]["file"])) as arrays:
+                model = SCORING[name].from_arrays(dict(arrays), params)
+            out[name] = ScoringRetriever(name, model, item_ids, index, popularity)
     if "sasrec" in models:
         from genrec.training.sequential import SASRec
 

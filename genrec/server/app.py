@@ -109,6 +109,7 @@ def create_app(
             "genrec": {
                 **p.model_dump(exclude={"name"}),
                 "lm": rec.model_name if rec is not None else None,
+                "retriever": rec.retrievers.describe() if rec is not None else None,
             },
         }
 

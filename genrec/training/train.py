@@ -35,11 +35,14 @@ from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import MIN_POOL, Scored, fuse
 from genrec.settings import Settings
 from genrec.training import artifacts
-from genrec.training.collaborative import ItemKNN, ItemKNNParams
+from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
 from genrec.training.data import TrainingData
 from genrec.training.metrics import full_ranking_metrics
 
-MODELS = ("itemknn", "sasrec")
+# Non-iterative models that score every item in process, by name; then the sequential one.
+SCORING = {"itemknn": ItemKNN, "ease": EASE}
+SCORING_PARAMS = {"itemknn": ItemKNNParams, "ease": EASEParams}
+MODELS = (*SCORING, "sasrec")
 KS = (1, 5, 10, 20)
 WEIGHT_STEP = 0.1
 MIN_CONTENT_WEIGHT = 0.05  # content keeps a voice: items without interactions stay reachable
@@ -103,24 +106,23 @@ def train_retrievers(
     lists: dict[str, list[Scored]] = {}  # member -> per user: top pool
     fitted: dict[str, Any] = {}
 
-    if "itemknn" in models:
+    for name in (m for m in SCORING if m in models):
         t0 = time.perf_counter()
-        params = ItemKNNParams()
-        model = ItemKNN.fit(train, n, params)
+        cls, params = SCORING[name], SCORING_PARAMS[name]()
+        model = cls.fit(train, n, params)
         scores = _batched_scores(model, val_hist)
         metrics = full_ranking_metrics(scores, val_hist, val_targets, KS)
-        lists["itemknn"] = _top_lists(scores, val_hist, data.item_ids)
-        final = ItemKNN.fit(data.sequences, n, params)  # serving knows the latest behaviour
-        fitted["itemknn"] = final
-        writers["itemknn.npz"] = lambda p, m=final: _save_npz(p, m.to_arrays())
-        manifest["models"]["itemknn"] = {
+        lists[name] = _top_lists(scores, val_hist, data.item_ids)
+        final = cls.fit(data.sequences, n, params)  # serving knows the latest behaviour
+        writers[f"{name}.npz"] = lambda p, m=final: _save_npz(p, m.to_arrays())
+        manifest["models"][name] = {
             "kind": "scoring",
-            "file": "itemknn.npz",
+            "file": f"{name}.npz",
             "params": asdict(params),
             "validation": _rounded(metrics),
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        say(f"itemknn: validation NDCG@10 {metrics['ndcg@10']:.4f}")
+        say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
 
     if "sasrec" in models:
         from genrec.training.sequential import SASRec, SASRecParams
