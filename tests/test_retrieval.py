@@ -239,3 +239,37 @@ def test_a_killed_training_leaves_the_previous_bundle_serving(tmp_path: Path, se
     assert retrievers.default in ("itemknn", "hybrid")
     got = retrievers.get(None).retrieve(query(CatalogIndex(s, "small"), ["50", "172"], k=5))
     assert len(got) == 5
+
+
+def test_a_catalog_changed_after_training_is_reported(settings, index, trained):
+    from genrec.catalog import Item
+
+    newcomer = Item(id="new-1", title="A Film Nobody Has Seen", tags=["Drama"])
+    index.upsert([newcomer], progress=False)
+    try:
+        again = load_retrievers(settings, index)
+        assert any("changed after" in note for note in again.notes)
+        assert "notes" in again.describe()
+        # The newcomer has no interactions: only content can reach it, and hybrid still does.
+        got = again.get("hybrid").retrieve(query(index, [], text="A Film Nobody Has Seen", k=5))
+        assert got[0].item.id == "new-1"
+    finally:
+        index.delete(["new-1"])
+
+
+def test_the_eval_trains_on_the_split_training_part_only(settings, ml_latest_small, tmp_path):
+    from genrec.evaluation.datasets import load_eval_dataset
+    from genrec.evaluation.prepare import RunOptions, prepare
+    from genrec.evaluation.retrievers import training_sequences
+    from genrec.evaluation.suite import load_suite
+
+    suite = load_suite(Path(__file__).parents[1] / "eval" / "smoke.yaml")
+    prepared = prepare(suite, settings, RunOptions(out=tmp_path, data=ml_latest_small))
+    sequences = training_sequences(prepared)
+    # No test target is ever trained on (ml-latest-small has one rating per user and movie).
+    assert all(c.target not in sequences[c.user_id] for c in prepared.dataset.cases)
+    # And genrec train's own held-out item, what choices are made on, is the validation target.
+    validation = load_eval_dataset("movielens", path=ml_latest_small, split="validation")
+    assert {u: s[-1] for u, s in sequences.items()} == {
+        c.user_id: c.target for c in validation.cases
+    }

@@ -397,6 +397,9 @@ def bench_recommend_command(
     k: int = typer.Option(10, "--k"),
     candidates: int = typer.Option(20, "--candidates"),
     warmup: int = typer.Option(2, "--warmup", help="Untimed requests per mode first."),
+    retriever: str | None = typer.Option(
+        None, "--retriever", help="content | itemknn | ease | sasrec | hybrid (default: auto)."
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
     """Latency p50/p95 per mode and per stage, at concurrency 1 and 8, on the embedded default
@@ -418,7 +421,10 @@ def bench_recommend_command(
             cells = []
             for mode in mode_list:
                 make = [
-                    _request(history=h, k=k, candidates=candidates, mode=mode) for h in histories
+                    _request(
+                        history=h, k=k, candidates=candidates, mode=mode, retriever=retriever
+                    )
+                    for h in histories
                 ]
                 for req in make[:warmup]:
                     await rec.recommend(req)
@@ -430,7 +436,12 @@ def bench_recommend_command(
                         f"{mode} c={level}: p50 {cell.get('total', {}).get('p50_ms')} ms",
                         err=True,
                     )
-            return {"startup_s": round(startup, 1), "model": rec.model_name, "cells": cells}
+            return {
+                "startup_s": round(startup, 1),
+                "model": rec.model_name,
+                "retriever": rec.retrievers.get(retriever).name,
+                "cells": cells,
+            }
 
     with stdout_to_stderr():
         out = asyncio.run(run())
@@ -442,6 +453,7 @@ def bench_recommend_command(
             "engine": "remote" if settings.engine_url else "in-process",
             "model": out["model"],
             "catalog": settings.collection,
+            "retriever": out["retriever"],
             "candidates": candidates,
             "k": k,
             "cpus": os.cpu_count(),

@@ -40,7 +40,7 @@ def recency_weights(
     histories: Sequence[Sequence[int]], n_items: int, recency: float, history_len: int = 0
 ) -> np.ndarray:
     """(batch, n_items) float32: the k-th most recent history item weighs recency ** k (the
-    last item 1.0); a repeated item adds up its weights. history_len > 0 keeps only the last ones."""
+    last one 1.0); a repeated item adds up its weights. history_len > 0 keeps only the last ones."""
     w = np.zeros((len(histories), n_items), dtype=np.float32)
     for row, seq in enumerate(histories):
         s = np.asarray(seq, dtype=np.int64)
@@ -59,10 +59,10 @@ def recency_weights(
 @dataclass(frozen=True)
 class EASEParams:
     # Chosen on the ml-latest-small validation split (see the training report).
-    l2: float = 50.0
+    l2: float = 200.0
     # The k-th most recent history item weighs recency ** k in the user's row (1.0 = plain
     # binary EASE); next-item data rewards recent items heavily.
-    recency: float = 1.0
+    recency: float = 0.7
 
 
 class EASE:
@@ -107,13 +107,13 @@ class EASE:
 @dataclass(frozen=True)
 class ItemKNNParams:
     # Defaults chosen on the ml-latest-small validation split (see the training report).
-    window: int = 10  # co-occurrence counts pairs at most this many positions apart (0 = whole)
+    window: int = 50  # co-occurrence counts pairs at most this many positions apart (0 = whole)
     directional: bool = False  # count only "j after i" (transitions) rather than both orders
     distance_decay: float = 0.9  # a pair d positions apart counts distance_decay ** (d - 1)
     alpha: float = 0.5  # sim = c_ij / (n_i^alpha * n_j^(1-alpha) + shrink): 0.5 is cosine
     shrink: float = 10.0
-    neighbours: int = 200  # keep each item's top neighbours (0 = all)
-    recency: float = 0.9  # the k-th most recent history item weighs recency ** k
+    neighbours: int = 0  # keep each item's top neighbours (0 = all)
+    recency: float = 0.7  # the k-th most recent history item weighs recency ** k
     history_len: int = 0  # only the last history_len items score (0 = all)
 
     def as_dict(self) -> dict:
