@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from genrec.errors import InvalidRequest
+from genrec.errors import CatalogBusy, InvalidRequest
 from genrec.evaluation.metrics import mean, ranking_metrics
 from genrec.index import CatalogIndex
 from genrec.index.store import ChromaStore, item_to_metadata
@@ -74,8 +74,9 @@ def train_retrievers(
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InvalidRequest(f"unknown model(s) {unknown}; train from {MODELS}", param="models")
-    with index.store.writing():
-        pass  # an embedded catalog another process holds open: CatalogBusy now, not after training
+    if "sasrec" in models:  # its item vectors go into Chroma; the other models are files only
+        with index.store.writing():
+            pass  # an embedded catalog another process holds open: CatalogBusy now, not later
     started = time.perf_counter()
     train, val_hist, val_targets = data.holdout()
     n = data.n_items
@@ -218,9 +219,12 @@ def prune(settings: Settings, collection: str) -> None:
         manifest = path / "manifest.json"
         if manifest.is_file():
             doc = json.loads(manifest.read_text(encoding="utf-8"))
-            for model in doc.get("models", {}).values():
-                if model.get("vectors"):
-                    ChromaStore(settings, model["vectors"], model_id="").drop()
+            try:
+                for model in doc.get("models", {}).values():
+                    if model.get("vectors"):
+                        ChromaStore(settings, model["vectors"], model_id="").drop()
+            except CatalogBusy:
+                continue  # another process holds the embedded catalog: the next run cleans up
         shutil.rmtree(path, ignore_errors=True)
 
 
