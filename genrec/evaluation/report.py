@@ -11,22 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from genrec.evaluation import report_tables as tables
 from genrec.evaluation.report_html import render_html
-from genrec.evaluation.report_tables import (
-    COST_COLUMNS,
-    THRESHOLD_HEADER,
-    all_rows,
-    comparison_rows,
-    cost_rows,
-    fmt,
-    headline_keys,
-    output_table,
-    pivot,
-    protocol_changes,
-    protocol_lines,
-    ranking_table,
-    threshold_rows,
-)
 from genrec.schema import STAGES
 
 # ---- comparison ---------------------------------------------------------------------------------
@@ -34,8 +20,8 @@ from genrec.schema import STAGES
 
 def compare(current: Mapping, previous: Mapping) -> dict:
     """Per cell and metric: previous, current and the difference. Cells are matched by id."""
-    prev_rows = {r["id"]: r for r in all_rows(previous)}
-    cur_rows = {r["id"]: r for r in all_rows(current)}
+    prev_rows = {r["id"]: r for r in tables.all_rows(previous)}
+    cur_rows = {r["id"]: r for r in tables.all_rows(current)}
     cells = []
     for cid, row in cur_rows.items():
         old = prev_rows.get(cid)
@@ -77,16 +63,16 @@ def render_markdown(doc: Mapping) -> str:
     out = [f"# genrec eval: {doc['suite']['name']}", ""]
     if doc["suite"].get("description"):
         out += [doc["suite"]["description"], ""]
-    out += [f"- {line}" for line in protocol_lines(doc, strong=lambda s: f"**{s}**")]
+    out += [f"- {line}" for line in tables.protocol_lines(doc, strong=lambda s: f"**{s}**")]
     out.append("")
-    for metric in headline_keys(ks)[:3]:
-        header, rows = pivot(doc, metric)
+    for metric in tables.headline_keys(ks)[:3]:
+        header, rows = tables.pivot(doc, metric)
         out += [f"## {metric} (templates × modes)", "", _md_table(header, rows), ""]
 
-    out += ["## Ranking", "", _md_table(*ranking_table(doc))]
-    out += ["", "## Outputs", "", _md_table(*output_table(doc))]
+    out += ["## Ranking", "", _md_table(*tables.ranking_table(doc))]
+    out += ["", "## Outputs", "", _md_table(*tables.output_table(doc))]
     out += ["", "## Cost (latency in ms, p50 / p95; tokens per request)", ""]
-    out.append(_md_table(["cell", *STAGES, *COST_COLUMNS], cost_rows(doc)))
+    out.append(_md_table(["cell", *STAGES, *tables.COST_COLUMNS], tables.cost_rows(doc)))
     out += [
         "",
         f"Requests ran {p.get('concurrency', '?')} at a time, so latency includes queueing in "
@@ -95,8 +81,11 @@ def render_markdown(doc: Mapping) -> str:
     ]
     if doc.get("thresholds"):
         out += ["", "## Thresholds", ""]
-        rows = [[*cells, "pass" if passed else "**FAIL**"] for cells, passed in threshold_rows(doc)]
-        out.append(_md_table(THRESHOLD_HEADER, rows))
+        rows = [
+            [*cells, "pass" if passed else "**FAIL**"]
+            for cells, passed in tables.threshold_rows(doc)
+        ]
+        out.append(_md_table(tables.THRESHOLD_HEADER, rows))
     if doc.get("comparison"):
         out += ["", *_md_comparison(doc["comparison"], ks)]
     errors = [
@@ -110,18 +99,18 @@ def render_markdown(doc: Mapping) -> str:
 
 
 def _md_comparison(cmp: Mapping, ks: Sequence[int]) -> list[str]:
-    keys = headline_keys(ks)
+    keys = tables.headline_keys(ks)
     out = [
         f"## Compared with {cmp.get('previous_commit') or 'the previous run'} "
         f"({cmp.get('previous_started_at')})",
         "",
     ]
-    if changes := protocol_changes(cmp):
+    if changes := tables.protocol_changes(cmp):
         out += [f"Protocol differs: {changes}", ""]
     rows = [
         [cid, *shown]
-        for cid, shown in comparison_rows(
-            cmp, keys, lambda _, d: f"{fmt(d['current'])} ({d['delta']:+.4f})"
+        for cid, shown in tables.comparison_rows(
+            cmp, keys, lambda _, d: f"{tables.fmt(d['current'])} ({d['delta']:+.4f})"
         )
     ]
     out.append(_md_table(["cell", *(f"{k} (Δ)" for k in keys)], rows))

@@ -10,23 +10,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 
-from genrec.evaluation.report_tables import (
-    COST_COLUMNS,
-    LOWER_IS_BETTER,
-    THRESHOLD_HEADER,
-    all_rows,
-    comparison_rows,
-    cost_rows,
-    fmt,
-    headline_keys,
-    is_baseline,
-    output_table,
-    pivot,
-    protocol_changes,
-    protocol_lines,
-    ranking_table,
-    threshold_rows,
-)
+from genrec.evaluation import report_tables as tables
 from genrec.schema import STAGES
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -49,14 +33,14 @@ def plot_metric_curves(doc: Mapping) -> str:
 
     ks = doc["protocol"]["ks"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    rows = all_rows(doc)
+    rows = tables.all_rows(doc)
     colors = plt.get_cmap("tab20").colors  # 20 distinct colours: cells and baselines
     for ax, name in zip(axes, ("recall", "ndcg", "mrr"), strict=True):
         for i, r in enumerate(rows):
             ys = [r["metrics"].get(f"{name}@{k}") for k in ks]
             if any(y is None for y in ys):
                 continue
-            base = is_baseline(r["id"])
+            base = tables.is_baseline(r["id"])
             ax.plot(
                 ks,
                 ys,
@@ -146,28 +130,28 @@ def render_html(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>genrec eval: {esc(doc['suite']['name'])}</h1>",
     ]
-    bullets = protocol_lines(doc, strong=lambda s: s)
+    bullets = tables.protocol_lines(doc, strong=lambda s: s)
     parts.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in bullets) + "</ul>")
 
-    for metric in headline_keys(ks)[:3]:
-        header, rows = pivot(doc, metric)
+    for metric in tables.headline_keys(ks)[:3]:
+        header, rows = tables.pivot(doc, metric)
         classes = ["baseline" if r[0] == "baseline" else "" for r in rows]
         parts.append(f"<h2>{esc(metric)}: templates × modes</h2>")
         parts.append(_html_table(header, _escaped(rows), classes))
 
     parts.append("<h2>Ranking</h2>")
-    header, rows = ranking_table(doc)
-    classes = ["baseline" if is_baseline(r["id"]) else "" for r in all_rows(doc)]
+    header, rows = tables.ranking_table(doc)
+    classes = ["baseline" if tables.is_baseline(r["id"]) else "" for r in tables.all_rows(doc)]
     parts.append(_html_table(header, _escaped(rows), classes))
     parts.append(
         f"<img alt='metric@K curves' src='data:image/png;base64,{plot_metric_curves(doc)}'>"
     )
     parts.append("<h2>Outputs</h2>")
-    header, rows = output_table(doc)
+    header, rows = tables.output_table(doc)
     parts.append(_html_table(header, _escaped(rows)))
     parts.append("<h2>Cost</h2>")
-    header = ["cell", *(f"{s} p50/p95 ms" for s in STAGES), *COST_COLUMNS]
-    parts.append(_html_table(header, _escaped(cost_rows(doc))))
+    header = ["cell", *(f"{s} p50/p95 ms" for s in STAGES), *tables.COST_COLUMNS]
+    parts.append(_html_table(header, _escaped(tables.cost_rows(doc))))
     if samples and (img := plot_latency(samples)):
         parts.append(f"<img alt='latency distributions' src='data:image/png;base64,{img}'>")
     else:
@@ -183,17 +167,17 @@ def render_html(
                 *map(esc, cells),
                 "<span class='pass'>pass</span>" if passed else "<span class='fail'>FAIL</span>",
             ]
-            for cells, passed in threshold_rows(doc)
+            for cells, passed in tables.threshold_rows(doc)
         ]
-        parts.append(_html_table(THRESHOLD_HEADER, rows))
+        parts.append(_html_table(tables.THRESHOLD_HEADER, rows))
     if cmp := doc.get("comparison"):
-        keys = headline_keys(ks)
+        keys = tables.headline_keys(ks)
         parts.append(
             f"<h2>Compared with {esc(str(cmp.get('previous_commit') or 'the previous run'))}</h2>"
         )
-        if changes := protocol_changes(cmp):
+        if changes := tables.protocol_changes(cmp):
             parts.append(f"<p>Protocol differs: {esc(changes)}</p>")
-        rows = [[esc(cid), *shown] for cid, shown in comparison_rows(cmp, keys, _delta)]
+        rows = [[esc(cid), *shown] for cid, shown in tables.comparison_rows(cmp, keys, _delta)]
         parts.append(_html_table(["cell", *(f"{k} (Δ)" for k in keys)], rows))
     env = doc.get("environment", {})
     parts.append("<h2>Environment</h2><pre>" + esc(json.dumps(env, indent=2)) + "</pre>")
@@ -207,6 +191,6 @@ def _escaped(rows: Sequence[Sequence[str]]) -> list[list[str]]:
 
 def _delta(metric: str, d: Mapping) -> str:
     """The current value and its change, coloured by whether the change is for the better."""
-    better = d["delta"] < 0 if metric in LOWER_IS_BETTER else d["delta"] > 0
+    better = d["delta"] < 0 if metric in tables.LOWER_IS_BETTER else d["delta"] > 0
     cls = "" if d["delta"] == 0 else ("up" if better else "down")
-    return f"{fmt(d['current'])} <span class='{cls}'>({d['delta']:+.4f})</span>"
+    return f"{tables.fmt(d['current'])} <span class='{cls}'>({d['delta']:+.4f})</span>"
