@@ -72,6 +72,10 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+# The stage names in order (retrieve ... total), so every per-stage report follows Timings.
+STAGES: tuple[str, ...] = tuple(f.removesuffix("_ms") for f in Timings.model_fields)
+
+
 class Recommendation(BaseModel):
     items: list[RecommendedItem]
     mode: Mode

@@ -27,6 +27,7 @@ from genrec.cli.common import (
     stdout_to_stderr,
 )
 from genrec.errors import GenrecError
+from genrec.schema import STAGES
 from genrec.settings import Settings
 from genrec.stats import rounded_percentile
 
@@ -35,7 +36,6 @@ HistoryOption = typer.Option(
 )
 ModeOption = typer.Option(None, "--mode", help="rank | generate | describe (default: settings).")
 DEMO_TITLES = ["Star Wars", "Empire Strikes Back, The", "Return of the Jedi"]
-BENCH_STAGES = ("retrieve", "render", "llm", "ground", "total")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -373,7 +373,7 @@ async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[s
         "throughput_rps": round(len(ok) / wall, 2) if wall > 0 else None,
     }
     if ok:
-        for stage in BENCH_STAGES:
+        for stage in STAGES:
             values = [getattr(r.timings, f"{stage}_ms") for r in ok]
             cell[stage] = {
                 "p50_ms": rounded_percentile(values, 50),
