@@ -421,9 +421,7 @@ def bench_recommend_command(
             cells = []
             for mode in mode_list:
                 make = [
-                    _request(
-                        history=h, k=k, candidates=candidates, mode=mode, retriever=retriever
-                    )
+                    _request(history=h, k=k, candidates=candidates, mode=mode, retriever=retriever)
                     for h in histories
                 ]
                 for req in make[:warmup]:
