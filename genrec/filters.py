@@ -4,7 +4,8 @@ Two checks, both naming the caller's field (``filters`` on a request, ``where`` 
 
 - :func:`bounds_problem`, what one request may ask of the store: at most ``MAX_NODES``
   conditions, operators and listed values, ``$and``/``$or`` nested at most ``MAX_DEPTH`` levels,
-  strings of at most ``MAX_STRING`` characters, numbers that are finite and fit in 64 bits. It
+  strings of at most ``MAX_STRING`` characters of valid Unicode, numbers that are finite and fit
+  in 64 bits. It
   runs at the wire (the request models), iteratively and stopping at the first excess, so even a
   huge filter is refused in microseconds. Without it Chroma fails on its own: 1,000 ``$and``
   clauses are "Expression tree is too large", 40,000 ``$in`` values "too many SQL variables",
@@ -12,6 +13,9 @@ Two checks, both naming the caller's field (``filters`` on a request, ``where`` 
 - :func:`validate_where`, the bounds plus the grammar (Chroma's own check and the few things it
   lets through that its query then refuses). It runs when a request is planned, before any engine
   work.
+
+Whatever still gets past both and is refused by the store is a 400 all the same
+(``CatalogIndex.search_vector``), never a 500.
 """
 
 from __future__ import annotations
