@@ -14,8 +14,8 @@ Two checks, both naming the caller's field (``filters`` on a request, ``where`` 
   lets through that its query then refuses). It runs when a request is planned, before any engine
   work.
 
-Whatever still gets past both and is refused by the store is a 400 all the same
-(``CatalogIndex.search_vector``), never a 500.
+Whatever still gets past both and is refused by the store is a 400 all the same (the index's
+store turns any error of a filtered query into one), never a 500.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class RecommendRequest(BaseModel):
     exclude: list[ItemRef] = Field(default_factory=list, max_length=MAX_EXCLUDE)
     mode: Mode | None = None
     # which retriever finds the candidates (content, itemknn, ease, sasrec, hybrid); None = default
-    retriever: Annotated[StrictStr, Field(max_length=64)] | None = None
+    retriever: Annotated[StrictStr, Field(max_length=64), UNICODE] | None = None
     template: Name | None = None
     # The caller's system message: it reaches the template's system slot, nothing else.
     system: LongText | None = None

@@ -35,9 +35,9 @@ from genrec.evaluation.suite import load_suite
 from genrec.filters import MAX_DEPTH, MAX_NODES, validate_where
 from genrec.index import CatalogIndex
 from genrec.recommender import Recommender
-from genrec.schema import MAX_EXCLUDE, RecommendRequest
+from genrec.schema import MAX_EXCLUDE, MAX_HISTORY, RecommendRequest
 from genrec.server.app import create_app
-from genrec.server.errors import from_validation
+from genrec.server.errors import from_validation, http_status
 from genrec.server.openai_schema import (
     MAX_CONVERSATION_CHARS,
     MAX_MESSAGES,
@@ -319,7 +319,7 @@ def case_id(case: tuple[dict[str, Any], str]) -> str:
 
 
 def assert_400_naming(err: InvalidRequest, param: str) -> None:
-    assert err.status_code == 400
+    assert http_status(err) == 400
     assert err.param == param, err.message
     assert err.message.startswith(param), err.message
 
@@ -412,8 +412,7 @@ def test_python_callers_still_build_requests() -> None:
     # A heavy rater: the evaluation excludes the older part of the history.
     case = EvalCase(user_id="7", history=tuple(str(i) for i in range(12_000)), target="x")
     req = request_for(case, cell, suite)
-    n = suite.protocol.history_len
-    assert len(req.history) == n and len(req.exclude) == 12_000 - n
+    assert len(req.history) == MAX_HISTORY and len(req.exclude) == 12_000 - MAX_HISTORY
 
     for wrong in ({"k": 3.0}, {"k": "3"}, {"k": True}, {"seed": 2**63}, {"temperature": "0"}):
         with pytest.raises(ValidationError):
@@ -440,7 +439,7 @@ def test_filter_bounds_are_checked_without_recursion_and_name_the_field() -> Non
 
 
 def assert_400_naming_bad(err: InvalidRequest, param: str) -> None:
-    assert err.status_code == 400 and err.param == param
+    assert http_status(err) == 400 and err.param == param
     assert err.message.startswith(f"bad {param}: "), err.message
 
 
@@ -452,8 +451,8 @@ def test_store_refusal_of_a_filter_is_a_400(
     monkeypatch.setattr(genrec.filters, "MAX_NODES", 100_000)
     with pytest.raises(InvalidRequest) as info:
         ml100k_index.search("a comedy", k=5, where=ands(2000))
-    assert info.value.param == "where" and info.value.status_code == 400
-    assert "refused" in info.value.message
+    assert_400_naming_bad(info.value, "where")
+    assert "rejected" in info.value.message
     # the same search under a filter the store takes still works
     assert len(ml100k_index.search("a comedy", k=5, where=ands(200))) == 5
 
@@ -636,5 +635,5 @@ async def test_native_route_takes_the_largest_filter_and_names_a_store_refusal(
     # Lift the bound: the store's own refusal of the caller's filter is a 400 all the same.
     monkeypatch.setattr(genrec.filters, "MAX_NODES", 100_000)
     resp = await post(http, url, native_body({"filters": ands(2000)}))
-    assert_error(resp, 400, "where", prefix="bad ")
-    assert "refused" in resp.json()["error"]["message"]
+    assert_error(resp, 400, "filters", prefix="bad ")
+    assert "rejected" in resp.json()["error"]["message"]

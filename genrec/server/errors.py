@@ -92,8 +92,8 @@ def from_validation(errors: Sequence[dict[str, Any]]) -> InvalidRequest:
     # those the one that got furthest in (content[0].text, not content).
     field = _field(errors[0])
     err = min(
-        (e for e in errors if _field(e) == field),
-        key=lambda e: (str(e.get("type", "")).endswith("_type"), -len(e.get("loc", ()))),
+        (x for x in errors if _field(x) == field),
+        key=lambda x: (str(x.get("type", "")).endswith("_type"), -len(x.get("loc", ()))),
     )
     loc = [p for p in err.get("loc", ()) if not _union_branch(p)]
     if loc and loc[0] in _LOCATIONS:
