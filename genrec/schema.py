@@ -3,14 +3,61 @@ the HTTP server and the evaluation suite."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
+from genrec.filters import bounds_problem, unicode_problem
 from genrec.settings import Mode
 
 GroundedBy = Literal["label", "exact", "normalized", "fuzzy", "embedding"]
+
+# The wire's scalar types: a JSON value of the wrong type is refused, never coerced ("yes" is not
+# true, "5" and 5.0 are not 5, true is not 1). A float field still takes an integer (1 is 1.0),
+# as JSON does. Containers stay lax, so a Python caller may pass a tuple where a list belongs.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _unicode(text: str) -> str:
+    if problem := unicode_problem(text):
+        raise ValueError(problem)
+    return text
+
+
+# Every string: valid Unicode. A length bound goes before it in Annotated (after it, pydantic
+# reports the length in "items", not characters).
+UNICODE = AfterValidator(_unicode)
 MAX_HISTORY = 200  # history items one request may carry
+MAX_EXCLUDE = 50_000  # IDs; an evaluation masks the older part of a heavy rater's history this way
+MAX_TEXT = 4000  # characters of the query, and of the system message
+
+Text = Annotated[StrictStr, UNICODE]
+ItemRef = Annotated[StrictStr, Field(max_length=512), UNICODE]  # an item ID or title
+Name = Annotated[StrictStr, Field(max_length=256), UNICODE]  # a user ID, a template name
+LongText = Annotated[StrictStr, Field(max_length=MAX_TEXT), UNICODE]
+Seed = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]  # what OpenAI and vLLM take
+Temperature = Annotated[StrictFloat, Field(ge=0.0, le=2.0)]
+TokenLimit = Annotated[StrictInt, Field(ge=1, le=4096)]
+
+
+def _bounded_filters(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a filter asks of the store is bounded at the edge; its grammar is checked when the
+    request is planned (genrec.filters.validate_where)."""
+    if where is not None and (problem := bounds_problem(where)):
+        raise ValueError(problem)
+    return where
+
+
+Filters = Annotated[dict[str, Any] | None, AfterValidator(_bounded_filters)]
 
 
 class RecommendRequest(BaseModel):
@@ -18,23 +65,23 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: str | None = Field(default=None, max_length=4000)
+    query: LongText | None = None
     # Item IDs or titles, oldest first.
-    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
-    k: int | None = Field(default=None, ge=1, le=100)
-    candidates: int | None = Field(default=None, ge=1, le=200)
-    filters: dict[str, Any] | None = None  # a Chroma `where` over item metadata
-    exclude: list[str] = Field(default_factory=list)
+    history: list[ItemRef] = Field(default_factory=list, max_length=MAX_HISTORY)
+    k: StrictInt | None = Field(default=None, ge=1, le=100)
+    candidates: StrictInt | None = Field(default=None, ge=1, le=200)
+    filters: Filters = None  # a Chroma `where` over item metadata
+    exclude: list[ItemRef] = Field(default_factory=list, max_length=MAX_EXCLUDE)
     mode: Mode | None = None
     # which retriever finds the candidates (content, itemknn, ease, sasrec, hybrid); None = default
-    retriever: str | None = Field(default=None, max_length=64)
-    template: str | None = None
+    retriever: Annotated[StrictStr, Field(max_length=64), UNICODE] | None = None
+    template: Name | None = None
     # The caller's system message: it reaches the template's system slot, nothing else.
-    system: str | None = Field(default=None, max_length=4000)
-    user_id: str | None = None
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    system: LongText | None = None
+    user_id: Name | None = None
+    temperature: Temperature = 0.0
+    seed: Seed | None = None
+    max_tokens: TokenLimit | None = None
 
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
@@ -79,7 +126,6 @@ STAGES: tuple[str, ...] = tuple(f.removesuffix("_ms") for f in Timings.model_fie
 class Recommendation(BaseModel):
     items: list[RecommendedItem]
     mode: Mode
-    retriever: str = "content"  # the retriever that found the candidates
     template: str
     model: str
     candidates: list[str]  # the retrieved candidate IDs, in retrieval order

@@ -87,11 +87,16 @@ def from_validation(errors: Sequence[dict[str, Any]]) -> InvalidRequest:
     """The first pydantic/FastAPI validation error as a 400 that names its field."""
     if not errors:
         return InvalidRequest("the request is invalid")
-    # A union (content: str | list[part]) fails once per branch; the branch whose value was
-    # wrong, not the one of the wrong type, says what to fix.
-    err = min(errors, key=lambda e: str(e.get("type", "")).endswith("_type"))
+    # A union (content: str | list[part]) fails once per branch; of the first field's errors,
+    # the branch whose value was wrong, not the one of the wrong type, says what to fix, and of
+    # those the one that got furthest in (content[0].text, not content).
+    field = _field(errors[0])
+    err = min(
+        (x for x in errors if _field(x) == field),
+        key=lambda x: (str(x.get("type", "")).endswith("_type"), -len(x.get("loc", ()))),
+    )
     loc = [p for p in err.get("loc", ()) if not _union_branch(p)]
-    if loc and loc[0] in ("body", "query", "path", "header"):
+    if loc and loc[0] in _LOCATIONS:
         loc = loc[1:]
     kind = err.get("type", "")
     if kind == "json_invalid":
@@ -115,6 +120,15 @@ def from_validation(errors: Sequence[dict[str, Any]]) -> InvalidRequest:
     return InvalidRequest(f"{param}: {msg}", param=param)
 
 
+def _field(err: dict[str, Any]) -> object:
+    """The top-level field an error is about: ("body", "messages", 0, ...) -> "messages"."""
+    loc = list(err.get("loc", ()))
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    return loc[0] if loc else None
+
+
+_LOCATIONS = ("body", "query", "path", "header")  # where FastAPI found the value
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "any"}
 
 
