@@ -256,7 +256,7 @@ async def test_injection_titles_stay_data(injected, mode):
 
 async def test_injection_cannot_break_the_prompt(injected):
     plan = injected.plan(RecommendRequest(history=["m0"], k=3, candidates=9, mode="generate"))
-    history, candidates = injected._retrieve(plan)
+    history, candidates = injected.retrieve(plan)
     assert {"inj", "inj2"} <= {c.id for c in candidates}
     rendered = injected.render(plan, history, candidates)
     # The catalog's control tokens and line breaks are gone: exactly one system and one user turn.

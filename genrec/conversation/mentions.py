@@ -6,6 +6,7 @@ worker thread.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class CatalogLookup(Protocol):
 # Only an explicit "id: 50" names a catalog ID; "item #2", "number 2" are ordinals into the
 # previous answer (references.find_references), never IDs.
 _ID_MENTION = re.compile(r"\bid\s*[:=#]\s*([\w.\-]+)", re.I)
+MAX_QUOTED = 20
 _QUOTED = re.compile(r"[\"“”«]([^\"“”«»]{2,200})[\"“”»]")
 
 
@@ -68,7 +70,9 @@ def items_named(text: str, catalog: CatalogLookup, *, search_k: int = 20) -> lis
     ids = [m.group(1) for m in _ID_MENTION.finditer(text)]
     if ids:
         found.add(catalog.get(ids))
-    for m in _QUOTED.finditer(text):
+    # Each quoted phrase costs a look-up and maybe a search: a message gets MAX_QUOTED of them
+    # (a person quotes a few titles; 2,000 quotes would cost seconds of catalog work).
+    for m in itertools.islice(_QUOTED.finditer(text), MAX_QUOTED):
         item = catalog.resolve(m.group(1).strip())
         if item is None:
             core = title_key(m.group(1))
