@@ -18,7 +18,6 @@ that grounds to an item already returned (or to the history / excluded items) is
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -27,28 +26,21 @@ from rapidfuzz import fuzz, process
 
 from genrec.catalog import Item
 from genrec.schema import GroundedBy
+from genrec.titles import match_key
 
 if TYPE_CHECKING:
     from genrec.index import CatalogIndex
 
 FUZZY_CUTOFF = 88.0
 EMBEDDING_CUTOFF = 0.55  # all-MiniLM cosine; below this a "match" is mostly noise
-_YEAR = re.compile(r"\(?\b(1[89]\d\d|20\d\d)\b\)?")
-_ARTICLE_FRONT = re.compile(r"^(the|a|an|les|la|le|il|der|die|das|el) ")
-_ARTICLE_BACK = re.compile(r", (the|a|an|les|la|le|il|der|die|das|el)$")
-_NON_WORD = re.compile(r"[^\w\s]")
 _ROMAN = re.compile(r"(ii|iii|iv|v|vi|vii|viii|ix|x)")
 
 
 def normalize(text: str) -> str:
     """Case, accents, punctuation, a leading or trailing article and a year do not matter:
-    ``"The Godfather (1972)"``, ``"Godfather, The"`` and ``"godfather"`` are all ``"godfather"``."""
-    t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode() or text
-    t = " ".join(t.lower().split())
-    t = _ARTICLE_BACK.sub("", _YEAR.sub(" ", t).strip())
-    t = _NON_WORD.sub(" ", t)
-    t = " ".join(t.split())
-    return _ARTICLE_FRONT.sub("", t)
+    ``"The Godfather (1972)"``, ``"Godfather, The"`` and ``"godfather"`` are all ``"godfather"``
+    (genrec.titles.match_key, one rule with the index's and the conversations')."""
+    return match_key(text)
 
 
 @dataclass(frozen=True)

@@ -64,15 +64,8 @@ def ingest(
         dataset = settings.dataset
     loaded = load_source(source, dataset=dataset, fmt=fmt, mapping=mapping, strict=strict)
     index = index or CatalogIndex(settings, collection, embedder)
-    report = index.upsert(loaded.items, progress=progress, source=loaded.source)
-    if prune:
-        keep = {item.id for item in loaded.items}
-        stale = [item_id for item_id in index.ids() if item_id not in keep]
-        if stale:
-            index.delete(stale)
-            # Deleting dropped the digest; write it again for what is now exactly the catalog.
-            report.removed = len(stale)
-            index.upsert(loaded.items, progress=False, source=loaded.source)
+    write = index.sync if prune else index.upsert
+    report = write(loaded.items, progress=progress, source=loaded.source)
     report.errors = [str(e) for e in loaded.errors]
     return report
 

@@ -5,11 +5,14 @@
     async with Recommender(settings) as rec:
         result = await rec.recommend(RecommendRequest(history=["50", "172"], k=5))
 
-One Recommender holds one engine and one catalog index; share it between concurrent requests
-(the engine batches them). Every check that can fail on bad input runs before any engine work:
-mode, template, k, candidates, filters, an empty catalog, unknown history items, a prompt that
-does not fit the model's context; each raises an error from :mod:`genrec.errors` naming the field.
-Chroma and embedding calls are synchronous and run in worker threads.
+One Recommender holds one engine, one catalog index and its retriever; share it between
+concurrent requests (the engine batches them). The flow is one straight line (``recommend``):
+``plan`` checks everything that can fail on bad input before any engine work (mode, template, k,
+candidates, filters; the mode's own checks), ``retrieve`` resolves the history once and asks the
+retriever for candidates, ``render`` builds the exact prompt (PromptTooLong when it cannot fit),
+and the mode object (:mod:`genrec.modes`) decodes and grounds. Errors come from
+:mod:`genrec.errors` and name the field. Chroma and embedding calls are synchronous and run in
+worker threads.
 """
 
 from __future__ import annotations
@@ -17,42 +20,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 
-from genrec import decoding
 from genrec.catalog import Item
 from genrec.engines import make_engine
 from genrec.engines.base import Engine
 from genrec.errors import CatalogError, EngineError, GenrecError, InvalidRequest
-from genrec.grounding import Grounded, Grounder, Match, ground_description
-from genrec.index import CatalogIndex, validate_where
+from genrec.filters import validate_where
+from genrec.index import CatalogIndex
 from genrec.model_files import model_path
+from genrec.modes import MODES, Grounding, ModeContext, Picks, Plan
 from genrec.prompts import (
-    LETTERS,
     ChatTokenizer,
     PromptRegistry,
-    PromptTemplate,
     RenderedPrompt,
     infer_item_kind,
     render,
 )
+from genrec.retrieval import RetrievalQuery
+from genrec.retrieval.registry import Retrievers, load_retrievers
 from genrec.schema import Recommendation, RecommendedItem, RecommendRequest, Timings, Usage
 from genrec.settings import Mode, Settings
 
 log = logging.getLogger("genrec.recommender")
 
-
-@dataclass
-class Plan:
-    """A validated request: everything decided before any I/O."""
-
-    request: RecommendRequest
-    mode: Mode
-    template: PromptTemplate
-    k: int
-    n: int
-    max_new_tokens: int
+__all__ = ["Plan", "Recommender"]
 
 
 class Recommender:
@@ -64,15 +57,16 @@ class Recommender:
         engine: Engine | None = None,
         prompts: PromptRegistry | None = None,
         tokenizer: ChatTokenizer | None = None,
+        retrievers: Retrievers | None = None,
     ) -> None:
         self.settings = settings
         self._index = index
         self._engine = engine
-        self._owns_engine = engine is None
+        self._retrievers = retrievers
         self.prompts = prompts or PromptRegistry(settings)
         self.tokenizer = tokenizer
         self._started = False
-        self._started_engine = False
+        self._stack: AsyncExitStack | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -84,34 +78,36 @@ class Recommender:
         await self.close()
 
     async def start(self) -> None:
-        """Open the index, load the tokenizer, start the engine (unless the caller's is healthy),
-        and warm the embedder, so the first request pays no set-up."""
+        """Open the index, load the tokenizer, enter the engine (which starts it unless it is
+        running: whoever starts an engine stops it, see genrec.engines.base) and warm the
+        embedder, so the first request pays no set-up."""
         if self._started:
             return
         if self._index is None:
             self._index = await asyncio.to_thread(CatalogIndex, self.settings)
+        if self._retrievers is None:
+            self._retrievers = await asyncio.to_thread(load_retrievers, self.settings, self._index)
         if self.tokenizer is None:
             model = await asyncio.to_thread(model_path, self.settings)
             self.tokenizer = await asyncio.to_thread(ChatTokenizer.load, model)
         if self._engine is None:
             self._engine = make_engine(self.settings)
+        self._stack = AsyncExitStack()
         try:
-            if self._owns_engine or not self._engine.healthy:
-                self._started_engine = True  # set first: a failed start may leave work to undo
-                await self._engine.start()
+            await self._stack.enter_async_context(self._engine)
             await asyncio.to_thread(self._index.warm)
         except BaseException:
             # Anything failing after the engine started (e.g. the embedder warm-up) must not
-            # leak a running vLLM engine: shut down what was started here, then re-raise.
+            # leak a running vLLM engine: stop what was started here, then re-raise.
             await self.close()
             raise
         self._started = True
 
     async def close(self) -> None:
         self._started = False
-        if self._engine is not None and self._owns_engine and self._started_engine:
-            self._started_engine = False
-            await self._engine.shutdown()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     @property
     def ready(self) -> bool:
@@ -136,6 +132,12 @@ class Recommender:
         return self._engine
 
     @property
+    def retrievers(self) -> Retrievers:
+        if self._retrievers is None:  # a Recommender given its index validates unstarted too
+            self._retrievers = load_retrievers(self.settings, self.index)
+        return self._retrievers
+
+    @property
     def model_name(self) -> str:
         if self._engine is not None and self._engine.model_name:
             return self._engine.model_name
@@ -143,160 +145,38 @@ class Recommender:
 
         return model_display_name(self.settings)
 
-    # ------------------------------------------------------------------ validation
-
-    def plan(self, request: RecommendRequest) -> Plan:
-        """Validate a request against settings and templates; no I/O."""
-        mode: Mode = request.mode or self.settings.mode
-        template = self.prompts.for_request(request.template or self._default_template(mode), mode)
-        n = request.candidates or self.settings.candidates
-        k = request.k or self.settings.k
-        if k < 1:
-            raise InvalidRequest("k must be at least 1", param="k")
-        if k > n:
-            raise InvalidRequest(
-                f"k={k} is more than the {n} candidates retrieved; lower k or raise candidates",
-                param="k",
-            )
-        if mode == "rank" and template.meta.labels == "letters" and n > len(LETTERS):
-            raise InvalidRequest(
-                f"rank mode labels candidates with single-token letters, at most {len(LETTERS)}; "
-                f"ask for at most {len(LETTERS)} candidates",
-                param="candidates",
-            )
-        if mode == "rank" and template.meta.labels == "numbers" and n > 9:
-            raise InvalidRequest(
-                f"template {template.name!r} numbers its candidates, and only 1-9 are single "
-                "tokens: ask for at most 9 candidates or use a letters template",
-                param="candidates",
-            )
-        validate_where(request.filters, param="filters")
-        max_new = request.max_tokens or self.settings.max_new_tokens
-        return Plan(request=request, mode=mode, template=template, k=k, n=n, max_new_tokens=max_new)
-
-    def _default_template(self, mode: Mode) -> str | None:
-        # settings.template is a default only where it serves the mode.
-        name = self.settings.template
-        if name and name in self.prompts.templates and self.prompts.get(name).serves(mode):
-            return name
-        return None
-
     # ------------------------------------------------------------------ the flow
 
     async def recommend(self, request: RecommendRequest) -> Recommendation:
-        t_start = time.perf_counter()
+        clock = _Clock()
         plan = self.plan(request)
-
-        t0 = time.perf_counter()
-        history, candidates = await asyncio.to_thread(self._retrieve, plan)
-        t_retrieve = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        rendered = self.render(plan, history, candidates)
-        label_ids: list[int] = []
-        if plan.mode == "rank":
-            label_ids = self.tokenizer.label_token_ids(rendered.labels, rendered.prompt)
-        t_render = time.perf_counter() - t0
-
+        with clock("retrieve"):
+            history, candidates = await asyncio.to_thread(self.retrieve, plan)
+        with clock("render"):
+            rendered = self.render(plan, history, candidates)
         # Only a valid request that fits the model reaches the engine.
         if not self.ready:
             raise EngineError("the recommender is not ready (engine starting, stopped or dead)")
-        engine = self.engine
-        t0 = time.perf_counter()
-        banned = {h.id for h in history} | set(request.exclude)
-        items: list[RecommendedItem]
-        outputs: list[str]
-        grounded: Grounded
-        if plan.mode == "rank":
-            ranked = await decoding.rank(engine, rendered.prompt, label_ids)
-            t_llm = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            usage = ranked.usage
-            top = ranked.order[: plan.k]
-            outputs = [rendered.labels[i] for i, _ in top]
-            grounded = Grounded(
-                matches=[Match(candidates[i], "label", 1.0) for i, _ in top],
+        ctx = ModeContext(self.engine, self.tokenizer, self.index)  # type: ignore[arg-type]
+        with clock("llm"):
+            decoded = await plan.mode.decode(ctx, plan, rendered)
+        with clock("ground"):
+            banned = {h.id for h in history} | set(request.exclude)
+            picks = await plan.mode.ground(
+                ctx, plan, rendered, decoded, Grounding(candidates, banned)
             )
-            scores = [p for _, p in top]
-        elif plan.mode == "generate":
-            gen = await decoding.generate(
-                engine,
-                rendered.prompt,
-                rendered.titles,
-                plan.k,
-                tokenize=self.tokenizer.encode,
-                temperature=request.temperature,
-                seed=request.seed,
-            )
-            t_llm = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            usage, outputs = gen.usage, gen.outputs
-            grounder = Grounder(
-                candidates,
-                rendered.titles,
-                index=self.index,
-                banned=banned,
-                embedding_scope="candidates",
-            )
-            # Grounding touches Chroma/embeddings only when exact/fuzzy matching fails.
-            grounded = await asyncio.to_thread(grounder.ground_all, outputs, plan.k)
-            scores = [round(1.0 - r / plan.k, 4) for r in range(len(grounded.matches))]
-        else:
-            desc = await decoding.describe(
-                engine,
-                rendered.prompt,
-                max_tokens=plan.max_new_tokens,
-                temperature=request.temperature,
-                seed=request.seed,
-            )
-            t_llm = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            usage, outputs = desc.usage, desc.outputs
-            grounded = Grounded()
-            if outputs:
-                matches = await asyncio.to_thread(
-                    ground_description,
-                    self.index,
-                    outputs[0],
-                    plan.k,
-                    banned=banned,
-                    where=request.filters,
-                    candidates=candidates,
-                )
-                grounded = Grounded(matches=matches)
-            scores = [m.confidence for m in grounded.matches]
-        items = [
-            RecommendedItem(
-                id=m.item.id,
-                title=m.item.title,
-                score=round(float(s), 6),
-                rank=r + 1,
-                grounded_by=m.grounded_by,
-                confidence=m.confidence,
-                from_candidates=m.from_candidates,
-            )
-            for r, (m, s) in enumerate(zip(grounded.matches, scores, strict=True))
-        ]
-        t_ground = time.perf_counter() - t0
         return Recommendation(
-            items=items,
-            mode=plan.mode,
+            items=_items(picks),
+            mode=plan.mode.name,  # type: ignore[arg-type]
+            retriever=self.retrievers.get(request.retriever).name,
             template=rendered.template,
             model=self.model_name,
             candidates=[c.id for c in candidates],
-            outputs=outputs,
-            unmatched=grounded.unmatched,
-            duplicates=grounded.duplicates,
-            usage=Usage(
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
-            ),
-            timings=Timings(
-                retrieve_ms=_ms(t_retrieve),
-                render_ms=_ms(t_render),
-                llm_ms=_ms(t_llm),
-                ground_ms=_ms(t_ground),
-                total_ms=_ms(time.perf_counter() - t_start),
-            ),
+            outputs=decoded.outputs,
+            unmatched=picks.grounded.unmatched,
+            duplicates=picks.grounded.duplicates,
+            usage=Usage.model_validate(decoded.usage.model_dump()),
+            timings=clock.timings(),
         )
 
     async def recommend_many(
@@ -319,28 +199,46 @@ class Recommender:
 
     # ------------------------------------------------------------------ stages
 
+    def plan(self, request: RecommendRequest) -> Plan:
+        """Validate a request against settings and templates; no I/O."""
+        name: Mode = request.mode or self.settings.mode
+        template = self.prompts.for_request(request.template or self._default_template(name), name)
+        n = request.candidates or self.settings.candidates
+        k = request.k or self.settings.k
+        if k < 1:
+            raise InvalidRequest("k must be at least 1", param="k")
+        if k > n:
+            raise InvalidRequest(
+                f"k={k} is more than the {n} candidates retrieved; lower k or raise candidates",
+                param="k",
+            )
+        validate_where(request.filters, param="filters")
+        if self._retrievers is not None:
+            self._retrievers.get(request.retriever)  # a 400 on `retriever` before any work
+        plan = Plan(
+            request=request,
+            mode=MODES[name],
+            template=template,
+            k=k,
+            n=n,
+            max_new_tokens=request.max_tokens or self.settings.max_new_tokens,
+        )
+        plan.mode.check(plan)
+        return plan
+
+    def _default_template(self, mode: Mode) -> str | None:
+        # settings.template is a default only where it serves the mode.
+        name = self.settings.template
+        if name and name in self.prompts.templates and self.prompts.get(name).serves(mode):
+            return name
+        return None
+
     def resolve_history(self, refs: Sequence[str]) -> list[Item]:
         """History entries (IDs or titles) -> items; any unknown entry is a 400 on ``history``."""
-        index = self.index
-        found = {item.id: item for item in index.get(list(refs))}
-        out: list[Item] = []
-        missing: list[str] = []
-        for ref in refs:
-            item = found.get(str(ref)) or index.resolve(ref)
-            if item is None:
-                missing.append(ref)
-            else:
-                out.append(item)
-        if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
-            raise InvalidRequest(
-                f"history has {len(missing)} item(s) not in the catalog: {shown}; "
-                f"use item IDs or exact titles from collection {index.name!r}",
-                param="history",
-            )
-        return out
+        return self.index.resolve_history(refs)
 
-    def _retrieve(self, plan: Plan) -> tuple[list[Item], list[Item]]:
+    def retrieve(self, plan: Plan) -> tuple[list[Item], list[Item]]:
+        """(the resolved history, the candidates): the history is resolved here, once."""
         request, index = plan.request, self.index
         if index.count() == 0:
             raise CatalogError(
@@ -348,15 +246,16 @@ class Recommender:
                 f"(`genrec ingest --dataset ml-100k` or `genrec ingest FILE`)",
                 param="collection",
             )
-        history = self.resolve_history(request.history)
-        hits = index.search(
-            request.query,
-            history=[h.id for h in history],
+        retriever = self.retrievers.get(request.retriever)
+        history = index.resolve_history(request.history)
+        query = RetrievalQuery(
+            text=(request.query or "").strip(),
+            history=tuple(history),
             k=plan.n,
             where=request.filters,
-            exclude=request.exclude,
+            exclude=frozenset(request.exclude),
         )
-        candidates = [h.item for h in hits]
+        candidates = [c.item for c in retriever.retrieve(query)]
         if len(candidates) < plan.k:
             raise InvalidRequest(
                 f"only {len(candidates)} catalog items match this request (after filters, "
@@ -370,31 +269,53 @@ class Recommender:
         if self.tokenizer is None:
             raise EngineError("the Recommender is not started (no tokenizer loaded)")
         max_len = self._engine.max_model_len if self._engine else self.settings.max_model_len
-        answer_room = self._answer_room(plan, candidates)
         return render(
             plan.template,
             self.tokenizer,
-            mode=plan.mode,
+            mode=plan.mode.name,  # type: ignore[arg-type]
             candidates=candidates,
-            history=history,
+            history=history[-self.settings.prompt_history :],
             query=plan.request.query,
             k=plan.k,
             system=plan.request.system,
             item_kind=infer_item_kind(candidates, collection=self.index.name),
-            max_prompt_tokens=max_len - answer_room,
+            max_prompt_tokens=max_len - plan.mode.answer_room(plan, candidates),
         )
 
-    def _answer_room(self, plan: Plan, candidates: list[Item]) -> int:
-        if plan.mode == "rank":
-            return 1
-        if plan.mode == "describe":
-            return plan.max_new_tokens
-        # generate: the k longest titles plus separators, estimated from characters (a token is
-        # rarely shorter than 2 characters). An estimate only: nothing recomputes it exactly, but
-        # the engine checks every call's prompt + max_tokens against the context and raises
-        # PromptTooLong (in process) or gets the server's context-length 400 (remote).
-        longest = sorted((len(c.title) for c in candidates), reverse=True)[: plan.k]
-        return sum(n // 2 + 2 for n in longest) + 2
+
+def _items(picks: Picks) -> list[RecommendedItem]:
+    return [
+        RecommendedItem(
+            id=m.item.id,
+            title=m.item.title,
+            score=round(float(s), 6),
+            rank=r + 1,
+            grounded_by=m.grounded_by,
+            confidence=m.confidence,
+            from_candidates=m.from_candidates,
+        )
+        for r, (m, s) in enumerate(zip(picks.grounded.matches, picks.scores, strict=True))
+    ]
+
+
+class _Clock:
+    """Per-stage wall time: ``with clock("llm"): ...``; total from construction."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._ms: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._ms[stage] = _ms(time.perf_counter() - t0)
+
+    def timings(self) -> Timings:
+        stages = {f"{name}_ms": ms for name, ms in self._ms.items()}
+        return Timings(**stages, total_ms=_ms(time.perf_counter() - self._t0))
 
 
 def _ms(seconds: float) -> float:

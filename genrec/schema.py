@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from genrec.settings import Mode
 
 GroundedBy = Literal["label", "exact", "normalized", "fuzzy", "embedding"]
+MAX_HISTORY = 200  # history items one request may carry
 
 
 class RecommendRequest(BaseModel):
@@ -19,12 +20,14 @@ class RecommendRequest(BaseModel):
 
     query: str | None = Field(default=None, max_length=4000)
     # Item IDs or titles, oldest first.
-    history: list[str] = Field(default_factory=list, max_length=200)
+    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
     k: int | None = Field(default=None, ge=1, le=100)
     candidates: int | None = Field(default=None, ge=1, le=200)
     filters: dict[str, Any] | None = None  # a Chroma `where` over item metadata
     exclude: list[str] = Field(default_factory=list)
     mode: Mode | None = None
+    # which retriever finds the candidates (content, itemknn, ease, sasrec, hybrid); None = default
+    retriever: str | None = Field(default=None, max_length=64)
     template: str | None = None
     # The caller's system message: it reaches the template's system slot, nothing else.
     system: str | None = Field(default=None, max_length=4000)
@@ -69,9 +72,14 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+# The stage names in order (retrieve ... total), so every per-stage report follows Timings.
+STAGES: tuple[str, ...] = tuple(f.removesuffix("_ms") for f in Timings.model_fields)
+
+
 class Recommendation(BaseModel):
     items: list[RecommendedItem]
     mode: Mode
+    retriever: str = "content"  # the retriever that found the candidates
     template: str
     model: str
     candidates: list[str]  # the retrieved candidate IDs, in retrieval order

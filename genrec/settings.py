@@ -23,6 +23,10 @@ Mode = Literal["rank", "generate", "describe"]
 Backend = Literal["auto", "onnx", "torch"]  # how the embedding model runs; see genrec.embeddings
 
 
+_OUTPUTS = {"engine": "outputs"}
+_RUNTIME = {"engine": "runtime"}
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "genrec"
@@ -42,22 +46,34 @@ class Settings(BaseSettings):
     embedding_backend: Backend = "auto"  # onnx when the model allows it, else torch
     ingest_batch_size: int = Field(default=1024, ge=1)
 
-    # LM engine
-    model: str | None = None  # local HF folder or name; None = packaged SmolLM2-135M-Instruct
-    model_cache: Path | None = None  # where the packaged model is converted; None = home/models
-    engine_url: str | None = None  # OpenAI-compatible vLLM server; None = in-process engine
-    engine_api_key: str | None = None
-    dtype: str = "bfloat16"
-    max_model_len: int = Field(default=2048, ge=128)
-    kv_cache_gib: float = Field(default=1.0, gt=0)
-    max_logprobs: int = Field(default=20, ge=1)
-    engine_timeout_s: float = Field(default=120.0, gt=0)
+    # LM engine. `engine` marks the engine's own settings (genrec.engines derives from it which
+    # profiles can share an engine and what the engine cache keys on): "outputs" when a change
+    # can change what the engine answers, "runtime" when it only changes how the engine runs.
+    # local HF folder or name; None = packaged SmolLM2-135M-Instruct
+    model: str | None = Field(default=None, json_schema_extra=_OUTPUTS)
+    # where the packaged model is converted; None = home/models
+    model_cache: Path | None = Field(default=None, json_schema_extra=_RUNTIME)
+    # OpenAI-compatible vLLM server; None = in-process engine
+    engine_url: str | None = Field(default=None, json_schema_extra=_OUTPUTS)
+    engine_api_key: str | None = Field(default=None, json_schema_extra=_RUNTIME)
+    dtype: str = Field(default="bfloat16", json_schema_extra=_OUTPUTS)
+    max_model_len: int = Field(default=2048, ge=128, json_schema_extra=_OUTPUTS)
+    kv_cache_gib: float = Field(default=1.0, gt=0, json_schema_extra=_RUNTIME)
+    max_logprobs: int = Field(default=20, ge=1, json_schema_extra=_OUTPUTS)
+    engine_timeout_s: float = Field(default=120.0, gt=0, json_schema_extra=_RUNTIME)
 
     # Recommendation defaults
+    # which retriever finds the candidates: auto = the collection's best trained one (genrec
+    # train), else content; or a name (content, itemknn, ease, sasrec, hybrid)
+    retriever: str = "auto"
+    # train the default collection's retrievers on ML-100K's interactions on first use
+    train_default: bool = True
     mode: Mode = "rank"
     template: str | None = None  # None = the mode's default template
     k: int = Field(default=10, ge=1)
     candidates: int = Field(default=20, ge=1)
+    # the most recent history items a prompt shows (retrievers read the whole history)
+    prompt_history: int = Field(default=20, ge=1, le=200)
     max_new_tokens: int = Field(default=48, ge=1)
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 

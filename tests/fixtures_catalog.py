@@ -34,6 +34,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         home=tmp_path_factory.mktemp("genrec-home"),
         model_cache=Path.home() / ".cache" / "genrec" / "models",
+        # Content retrieval in the shared session home, whatever order tests run in: the
+        # learned path trains in homes of its own (tests/test_retrieval.py, the server tests).
+        train_default=False,
     )
 
 

@@ -17,6 +17,7 @@ from genrec.catalog import (
     split_year,
 )
 from genrec.errors import CatalogError
+from genrec.server.errors import http_status
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -196,7 +197,7 @@ def test_missing_file(tmp_path: Path):
     with pytest.raises(CatalogError) as info:
         load_catalog(tmp_path / "nope.jsonl")
     assert "nope.jsonl does not exist" in info.value.message
-    assert info.value.status_code == 400
+    assert http_status(info.value) == 400
 
 
 def test_unknown_format(tmp_path: Path):

@@ -15,6 +15,7 @@ from genrec.catalog import load_dataset
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogBusy
 from genrec.index import CatalogIndex
+from genrec.server.errors import http_status
 from genrec.settings import Settings
 
 GENREC = str(Path(sys.executable).parent / "genrec")
@@ -90,7 +91,7 @@ def test_a_writer_keeps_readers_out_and_leaves_no_lock_when_killed(
         index = CatalogIndex(mine, "after-the-writer", embedder)
         with pytest.raises(CatalogBusy, match="being written by another process") as err:
             index.count()
-        assert err.value.status_code == 503 and err.value.retryable
+        assert http_status(err.value) == 503 and err.value.retryable
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()

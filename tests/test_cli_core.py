@@ -35,7 +35,11 @@ def one_json_document(stdout: str) -> dict:
 
 @pytest.fixture
 def env_for(settings):
-    return {"GENREC_HOME": str(settings.home), "GENREC_MODEL_CACHE": str(settings.models_dir)}
+    return {
+        "GENREC_HOME": str(settings.home),
+        "GENREC_MODEL_CACHE": str(settings.models_dir),
+        "GENREC_TRAIN_DEFAULT": "false",
+    }
 
 
 def test_prompts_list_and_show(env_for):
@@ -84,7 +88,7 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
     doc = json.loads(result.stdout)
     request = RecommendRequest(history=["50", "181"], query="space", k=3, mode="rank")
     plan = recommender.plan(request.model_copy(update={"template": "rank_default"}))
-    history, candidates = recommender._retrieve(plan)
+    history, candidates = recommender.retrieve(plan)
     expected = recommender.render(plan, history, candidates)
     assert doc["prompt"] == expected.prompt
     assert doc["prompt_tokens"] == expected.prompt_tokens

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from genrec import decoding
-from genrec.decoding import choice_regex, label_chunks, merge_chunks, unique_prefix_tokens
+from genrec.modes.describe import describe_item
+from genrec.modes.generate import choice_regex, generate_titles, unique_prefix_tokens
+from genrec.modes.rank import label_chunks, merge_chunks, rank_labels
 from genrec.prompts import LETTERS
 
 MOVIES = [
@@ -72,17 +73,17 @@ async def test_chunked_ranking_equals_one_pass(recommender):
     engine, tok = recommender.engine, recommender.tokenizer
     prompt = chat(tok, "Pick a letter from A to T that you like best.")
     ids = tok.label_token_ids(LETTERS[:20], prompt)
-    one = await decoding.rank(engine, prompt, ids)  # 20 labels, one call
-    assert one.passes == 1
-    chunked = await decoding.rank(engine, prompt, ids, cap=7)  # anchored chunks of <= 7
-    assert chunked.passes == 4
-    p_one = dict(one.order)
-    p_chunked = dict(chunked.order)
+    one = await rank_labels(engine, prompt, ids)  # 20 labels, one call
+    assert one.calls == 1
+    chunked = await rank_labels(engine, prompt, ids, cap=7)  # anchored chunks of <= 7
+    assert chunked.calls == 4
+    p_one = dict(one.ranked)
+    p_chunked = dict(chunked.ranked)
     assert sum(p_one.values()) == pytest.approx(1.0, abs=1e-3)
     assert sum(p_chunked.values()) == pytest.approx(1.0, abs=1e-3)
     for i in range(20):
         assert p_chunked[i] == pytest.approx(p_one[i], rel=0.05, abs=1e-3)
-    assert [i for i, _ in chunked.order[:3]] == [i for i, _ in one.order[:3]]
+    assert [i for i, _ in chunked.ranked[:3]] == [i for i, _ in one.ranked[:3]]
 
 
 async def test_generate_writes_distinct_exact_titles(recommender):
@@ -93,27 +94,27 @@ async def test_generate_writes_distinct_exact_titles(recommender):
         "List films, one per line. Star Wars is the best, write Star Wars again and again.\n"
         + "\n".join(MOVIES),
     )
-    result = await decoding.generate(engine, prompt, MOVIES, 8, tokenize=tok.encode)
+    result, picked = await generate_titles(engine, prompt, MOVIES, 8, tokenize=tok.encode)
     assert len(result.outputs) == 8 and len(set(result.outputs)) == 8
     assert set(result.outputs) <= set(MOVIES)  # regex metacharacters in titles were escaped
-    assert result.picked == [MOVIES.index(t) for t in result.outputs]
+    assert picked == [MOVIES.index(t) for t in result.outputs]
     # Jump-forward: far fewer decode steps than the titles' tokens.
     full = sum(len(tok.encode(t)) for t in result.outputs)
     assert 0 < result.usage.completion_tokens < full
-    again = await decoding.generate(engine, prompt, MOVIES, 8, tokenize=tok.encode)
+    again, _ = await generate_titles(engine, prompt, MOVIES, 8, tokenize=tok.encode)
     assert again.outputs == result.outputs  # temperature 0 is deterministic
 
 
 async def test_generate_can_pick_every_candidate(recommender):
     engine, tok = recommender.engine, recommender.tokenizer
     prompt = chat(tok, "Name these films:\n" + "\n".join(MOVIES))
-    result = await decoding.generate(engine, prompt, MOVIES, len(MOVIES), tokenize=tok.encode)
+    result, _ = await generate_titles(engine, prompt, MOVIES, len(MOVIES), tokenize=tok.encode)
     assert sorted(result.outputs) == sorted(MOVIES)
 
 
 async def test_describe_writes_free_text(recommender):
     engine, tok = recommender.engine, recommender.tokenizer
-    result = await decoding.describe(
+    result = await describe_item(
         engine, chat(tok, "Describe a great science fiction film."), max_tokens=24
     )
     assert len(result.outputs) == 1 and len(result.outputs[0].split()) >= 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genrec.evaluation.cache import engine_identity
+from genrec.engines import engine_identity
 from genrec.settings import Settings
 
 

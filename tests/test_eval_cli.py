@@ -49,36 +49,60 @@ def suite_file(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_malformed_suite_names_the_line(cli, tmp_path):
-    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("users: 5", "users: many"))
-    res = cli("run", str(p), "--out", str(tmp_path / "out"))
+# One edit of SUITE each, the command that must refuse it (exit 2, before any engine work and
+# without writing results) and what its message must name.
+BAD_EDITS = [
+    pytest.param(
+        "users: 5",
+        "users: many",
+        "run",
+        ["suite.yaml:6: protocol.users"],
+        id="malformed_suite_names_the_line",
+    ),
+    pytest.param(
+        "movielens",
+        "netflix",
+        "run",
+        ["suite.yaml:3: dataset.format"],
+        id="unknown_dataset_format_names_the_line",
+    ),
+    pytest.param(
+        "rank_default",
+        "rank_fancy",
+        "run",
+        ["unknown template 'rank_fancy'", "rank_default"],
+        id="unknown_template",
+        marks=needs_ml_small,
+    ),
+    pytest.param(
+        "rank_default",
+        "describe_default",
+        "validate",
+        ["'describe_default' serves none"],
+        id="template_that_serves_no_mode_of_its_block",
+        marks=needs_ml_small,
+    ),
+    pytest.param(
+        "users: 5",
+        "users: 5000",
+        "validate",
+        ["only 610 users"],
+        id="sample_larger_than_the_dataset",
+        marks=needs_ml_small,
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "command", "named"), BAD_EDITS)
+def test_bad_suite_is_refused_naming_the_problem(cli, tmp_path, old, new, command, named):
+    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace(old, new))
+    out = tmp_path / "out"
+    res = cli(command, str(p), *(["--out", str(out)] if command == "run" else []))
     assert res.exit_code == 2
-    assert "suite.yaml:6: protocol.users" in res.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_unknown_dataset_format_names_the_line(cli, tmp_path):
-    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("movielens", "netflix"))
-    res = cli("run", str(p))
-    assert res.exit_code == 2 and "suite.yaml:3: dataset.format" in res.stderr
-
-
-@needs_ml_small
-def test_unknown_template(cli, tmp_path):
-    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("rank_default", "rank_fancy"))
-    res = cli("run", str(p), "--out", str(tmp_path / "out"))
-    assert res.exit_code == 2
-    assert "unknown template 'rank_fancy'" in res.stderr and "rank_default" in res.stderr
-    assert not (tmp_path / "out").exists()
-
-
-@needs_ml_small
-def test_template_that_serves_no_mode_of_its_block(cli, tmp_path):
-    p = suite_file(
-        tmp_path, SUITE.format(path=ML_SMALL).replace("rank_default", "describe_default")
-    )
-    res = cli("validate", str(p))
-    assert res.exit_code == 2 and "'describe_default' serves none" in res.stderr
+    for text in named:
+        assert text in res.stderr
+    if command == "run":
+        assert not out.exists()
 
 
 def test_missing_dataset_path(cli, tmp_path):
@@ -105,13 +129,6 @@ def test_too_few_interactions_after_filtering(cli, tmp_path):
     res = cli("validate", str(suite_file(tmp_path, SUITE.format(path=data))))
     assert res.exit_code == 2
     assert "no user is left" in res.stderr and "5-core" in res.stderr
-
-
-@needs_ml_small
-def test_sample_larger_than_the_dataset(cli, tmp_path):
-    p = suite_file(tmp_path, SUITE.format(path=ML_SMALL).replace("users: 5", "users: 5000"))
-    res = cli("validate", str(p))
-    assert res.exit_code == 2 and "only 610 users" in res.stderr
 
 
 @needs_ml_small

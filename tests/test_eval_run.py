@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest_asyncio
 from typer.testing import CliRunner
 
+from genrec.engines.base import EngineRequest
 from genrec.engines.inprocess import InProcessEngine
 from genrec.evaluation.cache import CachingEngine
 from genrec.evaluation.runner import RunOptions, prepare, read_records, run
@@ -160,21 +161,23 @@ async def test_caching_engine_counts_and_never_stops_a_running_engine(recommende
     engine = recommender.engine
     cache = CachingEngine(engine, tmp_path)
     prompt = recommender.tokenizer.chat_prompt([{"role": "user", "content": "Say yes."}])
-    a = await cache.generate(prompt, max_tokens=3)
-    b = await cache.generate(prompt, max_tokens=3)
+    a = await cache.complete(EngineRequest(prompt, max_tokens=3))
+    b = await cache.complete(EngineRequest(prompt, max_tokens=3))
     assert a == b and cache.inner_calls == 1 and cache.hits == 1
-    await cache.generate(prompt, max_tokens=4)  # another decoding parameter: another key
+    await cache.complete(EngineRequest(prompt, max_tokens=4))  # another parameter: another key
     assert cache.inner_calls == 2
-    await cache.generate(prompt, max_tokens=3, temperature=0.8)  # unseeded sampling: not cached
-    await cache.generate(prompt, max_tokens=3, temperature=0.8)
+    unseeded = EngineRequest(prompt, max_tokens=3, temperature=0.8)  # not cached
+    await cache.complete(unseeded)
+    await cache.complete(unseeded)
     assert cache.inner_calls == 4
     ids = recommender.tokenizer.label_token_ids(["A", "B"], prompt)
-    first = await cache.rank_labels(prompt, allowed_token_ids=ids)
-    again = await cache.rank_labels(prompt, allowed_token_ids=ids)
-    assert first == again and set(again.logprobs) <= set(ids) and cache.inner_calls == 5
+    first = await cache.complete(EngineRequest.labels(prompt, ids))
+    again = await cache.complete(EngineRequest.labels(prompt, ids))
+    assert first == again and set(again.label_logprobs) <= set(ids) and cache.inner_calls == 5
     # The cache is on disk: a new wrapper answers from it.
     other = CachingEngine(engine, tmp_path)
-    assert await other.generate(prompt, max_tokens=3) == a and other.inner_calls == 0
+    assert await other.complete(EngineRequest(prompt, max_tokens=3)) == a
+    assert other.inner_calls == 0
     await cache.shutdown()
     await other.shutdown()
     assert engine.healthy  # it was running before the cache came: its owner stops it

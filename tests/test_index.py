@@ -8,8 +8,10 @@ import pytest
 from genrec.catalog import Item, load_dataset, load_movielens_folder
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, InvalidRequest, NotFound
-from genrec.index import CatalogIndex, normalize_title, validate_where
+from genrec.index import CatalogIndex, validate_where
+from genrec.server.errors import http_status
 from genrec.settings import Settings
+from genrec.titles import title_key
 
 
 def ids(hits) -> list[str]:
@@ -38,9 +40,9 @@ def test_resolve_by_id_title_and_normalised_title(ml100k_index: CatalogIndex):
     assert ml100k_index.resolve("") is None
 
 
-def test_normalize_title():
-    assert normalize_title("Godfather, The (1972)") == normalize_title("the  godfather")
-    assert normalize_title("Birdcage, The") == "the birdcage"
+def test_title_key_is_what_the_index_resolves_by():
+    assert title_key("Godfather, The (1972)") == title_key("the  godfather")
+    assert title_key("Birdcage, The") == "the birdcage"
 
 
 # --------------------------------------------------------------------------- search quality
@@ -72,9 +74,9 @@ def test_search_vector_matches_text_search(ml100k_index: CatalogIndex):
 def test_recent_history_items_weigh_more(ml100k_index: CatalogIndex):
     star_wars, toy_story = "50", "1"
     vectors = ml100k_index.vectors([star_wars, toy_story])
-    profile, _ = ml100k_index.history_vector([star_wars, toy_story])  # Toy Story is the latest
+    profile = ml100k_index.history_vector([star_wars, toy_story])  # Toy Story is the latest
     assert float(profile @ vectors[toy_story]) > float(profile @ vectors[star_wars])
-    reversed_profile, _ = ml100k_index.history_vector([toy_story, star_wars])
+    reversed_profile = ml100k_index.history_vector([toy_story, star_wars])
     assert float(reversed_profile @ vectors[star_wars]) > float(
         reversed_profile @ vectors[toy_story]
     )
@@ -134,7 +136,7 @@ def test_bad_requests_name_the_field(ml100k_index: CatalogIndex, kwargs: dict, p
     with pytest.raises(InvalidRequest) as info:
         ml100k_index.search(**kwargs)
     assert info.value.param == param
-    assert info.value.status_code == 400
+    assert http_status(info.value) == 400
 
 
 def test_unknown_history_message_lists_the_ids(ml100k_index: CatalogIndex):

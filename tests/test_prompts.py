@@ -21,6 +21,7 @@ from genrec.prompts import (
     render,
     unique_titles,
 )
+from genrec.server.errors import http_status
 
 HISTORY = [
     Item(id="1", title="Toy Story", tags=["Animation", "Comedy"], attributes={"year": 1995}),
@@ -235,4 +236,4 @@ def test_prompt_too_long_names_the_biggest_field(registry, tokenizer):
             k=3,
             max_prompt_tokens=2000,
         )
-    assert info.value.param == "history" and info.value.status_code == 400
+    assert info.value.param == "history" and http_status(info.value) == 400

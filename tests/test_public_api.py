@@ -1,6 +1,7 @@
 """The public surface of `import genrec` is exactly what __all__ promises."""
 
 import genrec
+from genrec.server.errors import http_status
 
 
 def test_all_is_the_public_api():
@@ -15,4 +16,4 @@ def test_every_error_is_a_genrec_error_with_a_status():
         obj = getattr(genrec, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, genrec.GenrecError)
-            assert 400 <= obj.status_code < 600
+            assert 400 <= http_status(obj) < 600

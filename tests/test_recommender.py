@@ -11,6 +11,7 @@ from genrec.errors import CatalogError, EngineError, InvalidRequest, NotFound, P
 from genrec.index import CatalogIndex
 from genrec.recommender import Recommender
 from genrec.schema import Recommendation, RecommendRequest
+from genrec.server.errors import http_status
 
 STAR_WARS = ["50", "172", "181"]  # Star Wars, Empire Strikes Back, Return of the Jedi
 MODES = ("rank", "generate", "describe")
@@ -155,14 +156,23 @@ async def test_bad_requests_name_the_field(cold, request_args, error, param):
 async def test_valid_request_reaches_the_engine_check(cold):
     with pytest.raises(EngineError) as info:
         await cold.recommend(RecommendRequest(history=STAR_WARS, k=3))
-    assert info.value.retryable and info.value.status_code == 503
+    assert info.value.retryable and http_status(info.value) == 503
 
 
 async def test_prompt_longer_than_context(cold, ml100k_index):
+    from genrec.engines.inprocess import InProcessEngine
+
     history = [str(i) for i in range(1, 201)]  # 200 titles, far more than 2048 tokens
+    long_prompts = cold.settings.model_copy(update={"prompt_history": 200})
+    cold = Recommender(
+        long_prompts,
+        index=ml100k_index,
+        engine=InProcessEngine(long_prompts),
+        tokenizer=cold.tokenizer,
+    )
     with pytest.raises(PromptTooLong) as info:
         await cold.recommend(RecommendRequest(history=history, k=3))
-    assert info.value.param == "history" and info.value.status_code == 400
+    assert info.value.param == "history" and http_status(info.value) == 400
     assert "2048" in info.value.message or "tokens" in info.value.message
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from genrec.engines.base import EngineRequest
 from genrec.engines.inprocess import InProcessEngine
 from genrec.engines.remote import RemoteEngine
 from genrec.errors import ConfigError, EngineError
 from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
+from genrec.server.errors import http_status
 from tests.fixtures_catalog import free_port, stop_process
 
 pytestmark = pytest.mark.slow
@@ -129,8 +131,8 @@ async def test_remote_labels_are_revalidated(remote):
     tok = remote.tokenizer
     prompt = tok.chat_prompt([{"role": "user", "content": "Pick A or B."}])
     ids = tok.label_token_ids(["A", "B"], prompt)
-    got = await remote.engine.rank_labels(prompt, allowed_token_ids=ids)
-    assert set(got.logprobs) == set(ids) and got.prompt_tokens > 0
+    got = await remote.engine.complete(EngineRequest.labels(prompt, ids))
+    assert set(got.label_logprobs) == set(ids) and got.prompt_tokens > 0
 
 
 async def test_unreachable_server_is_a_retryable_engine_error(settings):
@@ -139,7 +141,7 @@ async def test_unreachable_server_is_a_retryable_engine_error(settings):
     started = time.monotonic()
     with pytest.raises(EngineError) as info:
         await engine.start()
-    assert info.value.retryable and info.value.status_code == 503
+    assert info.value.retryable and http_status(info.value) == 503
     assert time.monotonic() - started < 60
     assert not engine.healthy
 

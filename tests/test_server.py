@@ -24,8 +24,8 @@ import openai
 import pytest
 
 from genrec.catalog import load_dataset
+from genrec.conversation import parse_answer
 from genrec.schema import Recommendation
-from genrec.server.chat import parse_answer
 from genrec.server.responses import RECOMMENDATIONS_SCHEMA
 from tests.fixtures_catalog import free_port, stop_process
 

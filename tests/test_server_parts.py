@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from genrec.catalog import Item
+from genrec.conversation import find_references, parse_answer
 from genrec.errors import ConfigError, NotFound, RateLimited
 from genrec.schema import Recommendation, RecommendedItem, Usage
-from genrec.server.chat import find_references, parse_answer, title_core
-from genrec.server.errors import from_validation, param_path
+from genrec.server.errors import from_validation, http_status, param_path
 from genrec.server.guard import InFlightLimiter, bearer_ok
 from genrec.server.openai_schema import ChatCompletionRequest, finish_reason
 from genrec.server.profiles import get_profile, load_profiles
@@ -23,6 +23,7 @@ from genrec.server.responses import (
     json_pieces,
 )
 from genrec.settings import Settings
+from genrec.titles import title_key
 
 
 def result_of(*items: tuple[str, str]) -> Recommendation:
@@ -75,7 +76,7 @@ def test_invalid_fields_name_their_param(fields: dict, param: str) -> None:
     with pytest.raises(ValidationError) as info:
         chat(**fields)
     err = from_validation(info.value.errors())
-    assert err.status_code == 400
+    assert http_status(err) == 400
     assert err.param == param, err.message
     assert err.message.startswith(param)
 
@@ -130,7 +131,7 @@ def test_in_flight_limiter_refuses_past_its_limit_and_recovers() -> None:
     with limiter.slot():
         with pytest.raises(RateLimited) as info:
             limiter.acquire()
-        assert info.value.status_code == 429 and info.value.retryable
+        assert http_status(info.value) == 429 and info.value.retryable
     assert limiter.active == 1
     limiter.release()
     with limiter.slot():
@@ -283,7 +284,7 @@ def test_ordinal_references(text: str, expected: list) -> None:
     assert [(r.positions, r.negated) for r in refs] == expected
 
 
-def test_title_core_ignores_year_alt_titles_and_articles() -> None:
-    assert title_core("Usual Suspects, The (1995)") == "the usual suspects"
-    assert title_core("Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)") == "shanghai triad"
-    assert title_core("Heat") == "heat"
+def test_title_key_ignores_year_alt_titles_and_articles() -> None:
+    assert title_key("Usual Suspects, The (1995)") == "the usual suspects"
+    assert title_key("Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)") == "shanghai triad"
+    assert title_key("Heat") == "heat"

@@ -44,7 +44,11 @@ def handles_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GenrecError as exc:
-            fail(exc.message, 2 if exc.status_code < 500 else 1)
+            # Exit 2 for what the caller can fix (a 4xx over HTTP), 1 for a failure: the server's
+            # table decides both, imported only when there is an error to report.
+            from genrec.server.errors import http_status
+
+            fail(exc.message, 2 if http_status(exc) < 500 else 1)
         except ValueError as exc:  # pydantic validation of options
             fail(str(exc), 2)
 

@@ -27,6 +27,7 @@ from genrec.cli.common import (
     stdout_to_stderr,
 )
 from genrec.errors import GenrecError
+from genrec.schema import STAGES
 from genrec.settings import Settings
 from genrec.stats import rounded_percentile
 
@@ -35,7 +36,6 @@ HistoryOption = typer.Option(
 )
 ModeOption = typer.Option(None, "--mode", help="rank | generate | describe (default: settings).")
 DEMO_TITLES = ["Star Wars", "Empire Strikes Back, The", "Return of the Jedi"]
-BENCH_STAGES = ("retrieve", "render", "llm", "ground", "total")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -68,8 +68,14 @@ def open_catalog(settings: Settings) -> Any:
     collection is filled from the default dataset on first use (so `genrec recommend` works on
     a fresh machine); any other collection must be ingested first."""
     from genrec.ingest import open_catalog as open_index
+    from genrec.training.default import ensure_default_retrievers
 
-    return open_index(settings, notice=lambda line: typer.echo(line, err=True))
+    def notice(line: str) -> None:
+        typer.echo(line, err=True)
+
+    index = open_index(settings, notice=notice)
+    ensure_default_retrievers(settings, index, notice=notice)
+    return index
 
 
 def _request(**fields: Any) -> Any:
@@ -292,7 +298,7 @@ def prompts_render_command(
         tokenizer = ChatTokenizer.load(model_path(settings))
         rec = Recommender(settings, index=index, prompts=registry, tokenizer=tokenizer)
         plan = rec.plan(request)
-        hist, cands = rec._retrieve(plan)
+        hist, cands = rec.retrieve(plan)
         rendered = rec.render(plan, hist, cands)
     if as_json:
         print_json(
@@ -367,7 +373,7 @@ async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[s
         "throughput_rps": round(len(ok) / wall, 2) if wall > 0 else None,
     }
     if ok:
-        for stage in BENCH_STAGES:
+        for stage in STAGES:
             values = [getattr(r.timings, f"{stage}_ms") for r in ok]
             cell[stage] = {
                 "p50_ms": rounded_percentile(values, 50),
@@ -391,6 +397,9 @@ def bench_recommend_command(
     k: int = typer.Option(10, "--k"),
     candidates: int = typer.Option(20, "--candidates"),
     warmup: int = typer.Option(2, "--warmup", help="Untimed requests per mode first."),
+    retriever: str | None = typer.Option(
+        None, "--retriever", help="content | itemknn | ease | sasrec | hybrid (default: auto)."
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
     """Latency p50/p95 per mode and per stage, at concurrency 1 and 8, on the embedded default
@@ -412,7 +421,10 @@ def bench_recommend_command(
             cells = []
             for mode in mode_list:
                 make = [
-                    _request(history=h, k=k, candidates=candidates, mode=mode) for h in histories
+                    _request(
+                        history=h, k=k, candidates=candidates, mode=mode, retriever=retriever
+                    )
+                    for h in histories
                 ]
                 for req in make[:warmup]:
                     await rec.recommend(req)
@@ -424,7 +436,12 @@ def bench_recommend_command(
                         f"{mode} c={level}: p50 {cell.get('total', {}).get('p50_ms')} ms",
                         err=True,
                     )
-            return {"startup_s": round(startup, 1), "model": rec.model_name, "cells": cells}
+            return {
+                "startup_s": round(startup, 1),
+                "model": rec.model_name,
+                "retriever": rec.retrievers.get(retriever).name,
+                "cells": cells,
+            }
 
     with stdout_to_stderr():
         out = asyncio.run(run())
@@ -436,6 +453,7 @@ def bench_recommend_command(
             "engine": "remote" if settings.engine_url else "in-process",
             "model": out["model"],
             "catalog": settings.collection,
+            "retriever": out["retriever"],
             "candidates": candidates,
             "k": k,
             "cpus": os.cpu_count(),

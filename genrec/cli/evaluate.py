@@ -146,12 +146,10 @@ def validate_cmd(
 
 
 def _print_summary(doc: dict) -> None:
-    from genrec.evaluation.report import fmt
+    from genrec.evaluation.report_tables import all_rows, fmt, headline_keys
 
-    ks = doc["protocol"]["ks"]
-    k = 10 if 10 in ks else max(ks)
-    keys = [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}", "candidate_recall", "validity_rate"]
-    rows = list(doc["cells"]) + list(doc["baselines"])
+    keys = headline_keys(doc["protocol"]["ks"])
+    rows = all_rows(doc)
     width = max(len(r["id"]) for r in rows)
     typer.echo(f"{'cell':<{width}}  {'n':>4}  " + "  ".join(f"{key:>16}" for key in keys))
     for r in rows:

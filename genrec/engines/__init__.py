@@ -3,20 +3,45 @@
 ``make_engine(settings)`` picks the engine: the remote OpenAI-compatible vLLM server named by
 ``GENREC_ENGINE_URL``, else the embedded in-process vLLM engine with the default model (or
 ``GENREC_MODEL``). Engines are imported lazily: the remote one never imports vLLM.
+
+Which settings belong to the engine is said once, on the settings fields themselves
+(``engine="outputs"`` for those that change what the engine answers, ``engine="runtime"`` for
+those that only change how it runs); :func:`engine_settings` and :func:`engine_identity` are
+derived from those marks.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from genrec.engines.base import Completion, Engine, LabelLogprobs
+from genrec.engines.base import (
+    Choice,
+    Constraint,
+    Engine,
+    EngineRequest,
+    EngineResult,
+    Labels,
+    Regex,
+)
 from genrec.settings import Settings
 
 if TYPE_CHECKING:
     from genrec.engines.inprocess import InProcessEngine
     from genrec.engines.remote import RemoteEngine
 
-__all__ = ["Completion", "Engine", "LabelLogprobs", "make_engine"]
+__all__ = [
+    "Choice",
+    "Constraint",
+    "Engine",
+    "EngineRequest",
+    "EngineResult",
+    "Labels",
+    "Regex",
+    "engine_identity",
+    "engine_settings",
+    "make_engine",
+]
 
 
 def make_engine(settings: Settings) -> InProcessEngine | RemoteEngine:
@@ -27,3 +52,32 @@ def make_engine(settings: Settings) -> InProcessEngine | RemoteEngine:
     from genrec.engines.inprocess import InProcessEngine
 
     return InProcessEngine(settings)
+
+
+def _marked(kinds: tuple[str, ...]) -> list[str]:
+    return [
+        name
+        for name, f in Settings.model_fields.items()
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("engine") in kinds
+    ]
+
+
+def engine_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting of the engine itself: two Settings with equal values can share one engine."""
+    return {name: getattr(settings, name) for name in _marked(("outputs", "runtime"))}
+
+
+def engine_identity(settings: Settings) -> dict[str, Any]:
+    """What an engine's outputs depend on besides the request: the settings marked
+    ``engine="outputs"``, with the model named so that two different folders differ (a local
+    folder by its resolved path, a name as given, the packaged default by its name). Used as the
+    engine cache's key and in the evaluation fingerprint; touches no engine, converts no model."""
+    identity = {name: getattr(settings, name) for name in _marked(("outputs",))}
+    if settings.model:
+        local = Path(settings.model).expanduser()
+        identity["model"] = str(local.resolve()) if local.exists() else settings.model
+    else:
+        from genrec.model_files import DEFAULT_MODEL_NAME
+
+        identity["model"] = f"default:{DEFAULT_MODEL_NAME}"
+    return identity

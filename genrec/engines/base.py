@@ -2,39 +2,94 @@
 
 genrec renders every prompt itself, through the model's chat template, into ONE prompt string, so
 all engines receive identical input: the in-process engine tokenizes it, the remote one sends it to
-``/v1/completions``. An engine only has to do two things: generate text (optionally constrained to a
-choice, a JSON schema or a regex) and return the next-token log-probabilities of a set of allowed
-tokens (the single-pass ranking verbalizer). Failures raise :class:`genrec.errors.EngineError`
-(retryable, HTTP 503), never hang: every call is bounded by ``settings.engine_timeout_s``.
+``/v1/completions``. An engine does one thing: run an :class:`EngineRequest` (a prompt, sampling,
+and an optional output constraint) and return an :class:`EngineResult`. The constraint is a typed
+value:
+
+- :class:`Labels`: one next token among these token ids; their log-probabilities come back (the
+  single-pass ranking verbalizer; vLLM's ``processed_logprobs`` reports them after masking);
+- :class:`Choice`: the text is one of these strings (vLLM structured outputs);
+- :class:`Regex`: the text matches this pattern (vLLM structured outputs).
+
+Callers still re-validate what comes back: a remote server may not enforce a constraint.
+Failures raise :class:`genrec.errors.EngineError` (retryable, HTTP 503), never hang: every call is
+bounded by ``settings.engine_timeout_s``.
+
+Ownership: an engine is an async context manager, and whoever starts an engine stops it.
+``async with engine:`` starts it unless it is already running, and on exit stops it only if that
+``async with`` started it. The Recommender, the evaluation runner and the engine cache all follow
+this one rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
-class Completion:
+class Labels:
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Regex:
+    pattern: str
+
+
+Constraint = Labels | Choice | Regex
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    prompt: str
+    max_tokens: int = 1
+    temperature: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    constraint: Constraint | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.constraint, Labels) and (self.max_tokens != 1 or self.temperature):
+            raise ValueError("a Labels request reads one greedy next token: max_tokens=1, T=0")
+
+    @classmethod
+    def labels(cls, prompt: str, token_ids: list[int] | tuple[int, ...]) -> EngineRequest:
+        return cls(prompt, constraint=Labels(tuple(token_ids)))
+
+    @property
+    def reproducible(self) -> bool:
+        """Greedy or seeded: the same request gives the same answer (so it may be cached)."""
+        return self.temperature == 0.0 or self.seed is not None
+
+    def key(self) -> dict[str, Any]:
+        """Everything the answer depends on, as plain JSON (the constraint by its kind)."""
+        doc = asdict(self)
+        if self.constraint is not None:
+            doc["constraint"] = {"kind": type(self.constraint).__name__, **doc["constraint"]}
+        return doc
+
+
+@dataclass(frozen=True)
+class EngineResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
-
-
-@dataclass(frozen=True)
-class LabelLogprobs:
-    logprobs: dict[
-        int, float
-    ]  # token id -> log-probability (processed: after allowed_token_ids masking)
-    prompt_tokens: int
+    # Labels requests: token id -> log-probability (processed: after the allowed-token mask)
+    label_logprobs: dict[int, float] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Engine(Protocol):
     model_name: str
     max_model_len: int
-    max_logprobs: int  # how many log-probabilities one rank_labels call may return
+    max_logprobs: int  # how many label log-probabilities one Labels request may return
 
     @property
     def healthy(self) -> bool: ...
@@ -43,26 +98,36 @@ class Engine(Protocol):
 
     async def shutdown(self) -> None: ...
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        choice: list[str] | None = None,
-        json_schema: dict | None = None,
-        regex: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Completion:
-        """Sample text. At most one of choice/json_schema/regex constrains it (vLLM structured
-        outputs); callers still re-validate the text, since a remote server may not enforce it."""
-        ...
+    async def complete(self, request: EngineRequest) -> EngineResult: ...
 
-    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs: ...
+    async def __aenter__(self) -> Engine: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
 
-def check_one_constraint(choice: object, json_schema: object, regex: object) -> None:
-    """Structured outputs take at most one constraint; mixing them is a programming error."""
-    if sum(c is not None for c in (choice, json_schema, regex)) > 1:
-        raise ValueError("give at most one of choice, json_schema, regex")
+class Owned:
+    """``async with`` for engines: start unless running; on exit, stop only what this entry
+    started (entries nest: each remembers whether it was the one that started the engine)."""
+
+    _entries: list[bool]
+
+    async def __aenter__(self) -> Any:
+        entries = self.__dict__.setdefault("_entries", [])
+        started = not self.healthy  # type: ignore[attr-defined]
+        if started:
+            await self.start()  # type: ignore[attr-defined]
+        entries.append(started)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.__dict__.setdefault("_entries", []).pop():
+            await self.shutdown()  # type: ignore[attr-defined]
+
+
+def check_labels(request: EngineRequest, max_logprobs: int) -> tuple[int, ...]:
+    """The label ids of a Labels request, within what one engine call can return."""
+    assert isinstance(request.constraint, Labels)
+    ids = request.constraint.token_ids
+    if not 0 < len(ids) <= max_logprobs:
+        raise ValueError(f"rank 1..{max_logprobs} labels per call")
+    return ids

@@ -19,7 +19,15 @@ import time
 import uuid
 from typing import Any
 
-from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
+from genrec.engines.base import (
+    Choice,
+    EngineRequest,
+    EngineResult,
+    Labels,
+    Owned,
+    Regex,
+    check_labels,
+)
 from genrec.errors import EngineError, PromptTooLong
 from genrec.model_files import model_display_name, model_path
 from genrec.settings import Settings
@@ -42,7 +50,7 @@ def configure_vllm_env(settings: Settings) -> None:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(settings.kv_cache_gib)))
 
 
-class InProcessEngine:
+class InProcessEngine(Owned):
     """vLLM ``AsyncLLM`` behind the Engine protocol."""
 
     def __init__(self, settings: Settings, model: str | None = None) -> None:
@@ -134,9 +142,13 @@ class InProcessEngine:
     async def _warm_up(self) -> None:
         t0 = time.monotonic()
         ids = [self._tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABC"]
-        await self.rank_labels(_WARM_PROMPT, allowed_token_ids=ids)
-        await self.generate(_WARM_PROMPT, max_tokens=4, choice=["A", "B"])
-        await self.generate(_WARM_PROMPT, max_tokens=8, regex="(A|B)(\n(A|B))?")
+        await self.complete(EngineRequest.labels(_WARM_PROMPT, ids))
+        await self.complete(
+            EngineRequest(_WARM_PROMPT, max_tokens=4, constraint=Choice(("A", "B")))
+        )
+        await self.complete(
+            EngineRequest(_WARM_PROMPT, max_tokens=8, constraint=Regex("(A|B)(\n(A|B))?"))
+        )
         log.info("engine warm-up took %.1f s", time.monotonic() - t0)
 
     async def shutdown(self) -> None:
@@ -161,59 +173,45 @@ class InProcessEngine:
         del llm
         gc.collect()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        choice: list[str] | None = None,
-        json_schema: dict | None = None,
-        regex: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Completion:
-        check_one_constraint(choice, json_schema, regex)
-        structured = None
-        if choice is not None or json_schema is not None or regex is not None:
-            structured = self._vllm["Structured"](
-                choice=choice, json=json_schema, regex=regex, disable_any_whitespace=True
+    async def complete(self, request: EngineRequest) -> EngineResult:
+        sampling = self._vllm["SamplingParams"]
+        c = request.constraint
+        if isinstance(c, Labels):
+            ids = check_labels(request, self.max_logprobs)
+            params = sampling(
+                max_tokens=1, temperature=0.0, allowed_token_ids=list(ids), logprobs=len(ids)
             )
-        params = self._vllm["SamplingParams"](
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            stop=stop,
-            structured_outputs=structured,
-        )
-        out = await self._run(prompt, params)
-        c = out.outputs[0]
-        return Completion(
-            text=c.text,
-            prompt_tokens=len(out.prompt_token_ids or ()),
-            completion_tokens=len(c.token_ids),
-            finish_reason=c.finish_reason,
-        )
-
-    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
-        if not 0 < len(allowed_token_ids) <= self.max_logprobs:
-            raise ValueError(f"rank 1..{self.max_logprobs} labels per call")
-        params = self._vllm["SamplingParams"](
-            max_tokens=1,
-            temperature=0.0,
-            allowed_token_ids=list(allowed_token_ids),
-            logprobs=len(allowed_token_ids),
-        )
-        out = await self._run(prompt, params)
-        allowed = set(allowed_token_ids)
-        top = out.outputs[0].logprobs[0]
-        return LabelLogprobs(
-            logprobs={
+        else:
+            structured = None
+            if c is not None:
+                structured = self._vllm["Structured"](
+                    choice=list(c.options) if isinstance(c, Choice) else None,
+                    regex=c.pattern if isinstance(c, Regex) else None,
+                    disable_any_whitespace=True,
+                )
+            params = sampling(
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                seed=request.seed,
+                stop=list(request.stop) or None,
+                structured_outputs=structured,
+            )
+        out = await self._run(request.prompt, params)
+        first = out.outputs[0]
+        label_logprobs: dict[int, float] = {}
+        if isinstance(c, Labels):
+            allowed = set(c.token_ids)
+            label_logprobs = {
                 tid: lp.logprob
-                for tid, lp in top.items()
+                for tid, lp in first.logprobs[0].items()
                 if tid in allowed and math.isfinite(lp.logprob)
-            },
+            }
+        return EngineResult(
+            text=first.text,
             prompt_tokens=len(out.prompt_token_ids or ()),
+            completion_tokens=len(first.token_ids),
+            finish_reason=first.finish_reason,
+            label_logprobs=label_logprobs,
         )
 
     async def _run(self, prompt: str, params: Any) -> Any:

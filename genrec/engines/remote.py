@@ -19,12 +19,20 @@ from typing import Any
 
 import httpx
 
-from genrec.engines.base import Completion, LabelLogprobs, check_one_constraint
+from genrec.engines.base import (
+    Choice,
+    EngineRequest,
+    EngineResult,
+    Labels,
+    Owned,
+    Regex,
+    check_labels,
+)
 from genrec.errors import ConfigError, EngineError, PromptTooLong
 from genrec.settings import Settings
 
 
-class RemoteEngine:
+class RemoteEngine(Owned):
     connect_wait_s = 10.0  # how long start() waits for a server that is still coming up
 
     def __init__(self, settings: Settings, url: str | None = None) -> None:
@@ -93,69 +101,48 @@ class RemoteEngine:
         if client is not None:
             await client.aclose()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        choice: list[str] | None = None,
-        json_schema: dict | None = None,
-        regex: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Completion:
-        check_one_constraint(choice, json_schema, regex)
+    async def complete(self, request: EngineRequest) -> EngineResult:
+        c = request.constraint
         body: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
+            "prompt": request.prompt,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
             "add_special_tokens": False,
         }
-        if seed is not None:
-            body["seed"] = seed
-        if stop:
-            body["stop"] = stop
-        structured = {
-            key: value
-            for key, value in (("choice", choice), ("json", json_schema), ("regex", regex))
-            if value is not None
-        }
-        if structured:
+        if isinstance(c, Labels):
+            ids = check_labels(request, self.max_logprobs)
+            body |= {
+                "allowed_token_ids": list(ids),
+                "logprobs": len(ids),
+                "return_tokens_as_token_ids": True,
+            }
+        elif c is not None:
+            structured = {"choice": list(c.options)} if isinstance(c, Choice) else {}
+            if isinstance(c, Regex):
+                structured = {"regex": c.pattern}
             body["structured_outputs"] = {**structured, "disable_any_whitespace": True}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = list(request.stop)
         data = await self._complete(body)
-        c = data["choices"][0]
+        first = data["choices"][0]
         usage = data.get("usage") or {}
-        return Completion(
-            text=c.get("text") or "",
+        label_logprobs: dict[int, float] = {}
+        if isinstance(c, Labels):
+            top = ((first.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
+            for token, lp in top.items():
+                tid = _token_id(token)
+                # Re-validate: only the labels we allowed, only real numbers.
+                if tid in c.token_ids and lp is not None and math.isfinite(lp):
+                    label_logprobs[tid] = float(lp)
+        return EngineResult(
+            text=first.get("text") or "",
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason=c.get("finish_reason"),
+            finish_reason=first.get("finish_reason"),
+            label_logprobs=label_logprobs,
         )
-
-    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
-        if not 0 < len(allowed_token_ids) <= self.max_logprobs:
-            raise ValueError(f"rank 1..{self.max_logprobs} labels per call")
-        body = {
-            "prompt": prompt,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "add_special_tokens": False,
-            "allowed_token_ids": list(allowed_token_ids),
-            "logprobs": len(allowed_token_ids),
-            "return_tokens_as_token_ids": True,
-        }
-        data = await self._complete(body)
-        top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
-        allowed = set(allowed_token_ids)
-        logprobs: dict[int, float] = {}
-        for token, lp in top.items():
-            tid = _token_id(token)
-            # Re-validate: only the labels we allowed, only real numbers.
-            if tid in allowed and lp is not None and math.isfinite(lp):
-                logprobs[tid] = float(lp)
-        usage = data.get("usage") or {}
-        return LabelLogprobs(logprobs=logprobs, prompt_tokens=int(usage.get("prompt_tokens") or 0))
 
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         data = await self._call("POST", "/v1/completions", json={"model": self._served, **body})

@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from genrec.evaluation.metrics import mean, percentile, ranking_metrics, ratio
 from genrec.evaluation.splits import EvalCase
-
-STAGES = ("retrieve", "render", "llm", "ground", "total")
+from genrec.schema import STAGES
 
 
 def masked_ranking(items: Sequence[str], history: set[str]) -> list[str]:

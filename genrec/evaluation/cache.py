@@ -1,8 +1,9 @@
 """An on-disk cache of engine outputs: `CachingEngine` wraps any Engine, speaking its protocol.
 
-Keys are a hash of (engine identity, rendered prompt, every decoding parameter), so a cached
-answer is reused only for exactly the same question to exactly the same engine: the identity
-(`engine_identity`) is the resolved model path and every engine setting that changes outputs.
+Keys are a hash of (engine identity, the whole EngineRequest), so a cached answer is reused only
+for exactly the same question to exactly the same engine: the identity
+(`genrec.engines.engine_identity`) is the resolved model and every engine setting that changes
+outputs. A table of another layout (an older genrec) is simply not read: a new table is created.
 The inner engine is started lazily, on the first miss: a rerun of an unchanged evaluation answers
 everything from SQLite and never starts vLLM at all.
 
@@ -22,13 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from genrec.engines.base import Completion, Engine, LabelLogprobs
-from genrec.settings import Settings
+from genrec.engines.base import Engine, EngineRequest, EngineResult
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS outputs (
+CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
     model TEXT NOT NULL,
     value TEXT NOT NULL,
     created REAL NOT NULL
@@ -40,27 +39,6 @@ CREATE TABLE IF NOT EXISTS outputs (
 request_stats: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "genrec_eval_cache_stats", default=None
 )
-
-
-def engine_identity(settings: Settings) -> dict:
-    """What an engine's outputs depend on besides the request: the model (a local folder by its
-    resolved path, so two checkpoints both called `final` differ; a name as given; the packaged
-    default by its name) and the engine settings that change outputs. Used both as the cache key's
-    model part and in the evaluation fingerprint. Touches no engine and converts no model."""
-    if settings.model:
-        local = Path(settings.model).expanduser()
-        model = str(local.resolve()) if local.exists() else settings.model
-    else:
-        from genrec.model_files import DEFAULT_MODEL_NAME
-
-        model = f"default:{DEFAULT_MODEL_NAME}"
-    return {
-        "model": model,
-        "engine_url": settings.engine_url,
-        "dtype": settings.dtype,
-        "max_model_len": settings.max_model_len,
-        "max_logprobs": settings.max_logprobs,
-    }
 
 
 def _count(event: str) -> None:
@@ -75,8 +53,10 @@ class CachingEngine:
     Attributes the inner engine has and this class does not (a tokenizer, say) are delegated, so
     it can stand in wherever the inner engine could.
 
-    `identity` says which engine this is (pass `engine_identity(settings)`); without it, only what
-    the Engine protocol exposes (model name, context length, logprobs limit) tells engines apart.
+    `identity` says which engine this is (pass `genrec.engines.engine_identity(settings)`);
+    without it, only what the Engine protocol exposes (model name, context length, logprobs
+    limit) tells engines apart. Ownership as for every engine: the inner engine is stopped at
+    exit only if a cache miss started it.
     """
 
     def __init__(self, inner: Engine, directory: str | Path, identity: dict | str | None = None):
@@ -132,10 +112,16 @@ class CachingEngine:
         """Nothing to do: the inner engine starts on the first cache miss."""
 
     async def shutdown(self) -> None:
-        # Only stop what we started: an engine handed to us already running belongs to its owner.
+        # Whoever starts an engine stops it: the inner engine only if a miss here started it.
         if self._we_started:
-            await self.inner.shutdown()
             self._we_started = False
+            await self.inner.shutdown()
+
+    async def __aenter__(self) -> CachingEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
 
     def close(self) -> None:
         self._reader.close()
@@ -152,82 +138,44 @@ class CachingEngine:
                 self._we_started = True
 
     # ---- storage ----
-    def _key(self, kind: str, prompt: str, params: dict) -> str:
-        doc = {"kind": kind, "model": self.identity, "prompt": prompt, "params": params}
+    def _key(self, request: EngineRequest) -> str:
+        doc = {"model": self.identity, "request": request.key()}
         blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _get(self, key: str) -> dict | None:
-        row = self._reader.execute("SELECT value FROM outputs WHERE key = ?", (key,)).fetchone()
+        row = self._reader.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def _put_sync(self, key: str, kind: str, value: dict) -> None:
+    def _put_sync(self, key: str, value: dict) -> None:
         with self._write_lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO outputs (key, kind, model, value, created) "
-                "VALUES (?,?,?,?,?)",
-                (key, kind, self.inner.model_name, json.dumps(value), time.time()),
+                "INSERT OR REPLACE INTO answers (key, model, value, created) VALUES (?,?,?,?)",
+                (key, self.inner.model_name, json.dumps(value), time.time()),
             )
             self._db.commit()
 
-    async def _put(self, key: str, kind: str, value: dict) -> None:
+    async def _put(self, key: str, value: dict) -> None:
         # The commit (an fsync) runs off the event loop, so it does not stall other requests.
-        await asyncio.to_thread(self._put_sync, key, kind, value)
+        await asyncio.to_thread(self._put_sync, key, value)
 
     def __len__(self) -> int:
-        return self._reader.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        return self._reader.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
-    # ---- protocol calls ----
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        choice: list[str] | None = None,
-        json_schema: dict | None = None,
-        regex: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Completion:
-        params = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": seed,
-            "choice": choice,
-            "json_schema": json_schema,
-            "regex": regex,
-            "stop": stop,
-        }
-        cacheable = temperature == 0.0 or seed is not None
-        key = self._key("generate", prompt, params)
-        if cacheable and (hit := self._get(key)) is not None:
-            self.hits += 1
-            _count("hits")
-            return Completion(**hit)
-        self.misses += 1
-        _count("misses")
-        await self._ensure_inner()
-        self.inner_calls += 1
-        out = await self.inner.generate(prompt, **params)
-        if cacheable:
-            await self._put(key, "generate", asdict(out))
-        return out
-
-    async def rank_labels(self, prompt: str, *, allowed_token_ids: list[int]) -> LabelLogprobs:
-        key = self._key("rank_labels", prompt, {"allowed_token_ids": list(allowed_token_ids)})
-        if (hit := self._get(key)) is not None:
+    # ---- the protocol call ----
+    async def complete(self, request: EngineRequest) -> EngineResult:
+        key = self._key(request)
+        if request.reproducible and (hit := self._get(key)) is not None:
             self.hits += 1
             _count("hits")
             # JSON object keys are strings; token ids are ints.
-            return LabelLogprobs(
-                logprobs={int(t): lp for t, lp in hit["logprobs"].items()},
-                prompt_tokens=hit["prompt_tokens"],
-            )
+            hit["label_logprobs"] = {int(t): lp for t, lp in hit["label_logprobs"].items()}
+            return EngineResult(**hit)
         self.misses += 1
         _count("misses")
         await self._ensure_inner()
         self.inner_calls += 1
-        out = await self.inner.rank_labels(prompt, allowed_token_ids=allowed_token_ids)
-        await self._put(key, "rank_labels", asdict(out))
+        out = await self.inner.complete(request)
+        if request.reproducible:
+            await self._put(key, asdict(out))
         return out

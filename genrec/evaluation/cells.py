@@ -25,14 +25,14 @@ MAX_CONSECUTIVE_FAILURES = 25  # the engine is down, not one request bad: stop, 
 
 
 def request_for(case: EvalCase, cell: PreparedCell, suite: Suite):
-    """The request of one case: the last `history_len` items are the history the LM sees (and
-    retrieval uses); older ones are excluded, so the whole history stays masked."""
-    from genrec.schema import RecommendRequest
+    """The request of one case: the user's whole history (the most recent MAX_HISTORY items as
+    the history, older ones excluded, so all of it stays masked); the prompt shows the last
+    `protocol.history_len` of them (the cell's `prompt_history` setting)."""
+    from genrec.schema import MAX_HISTORY, RecommendRequest
 
-    n = suite.protocol.history_len
     return RecommendRequest(
-        history=list(case.history[-n:]),
-        exclude=list(case.history[:-n]),
+        history=list(case.history[-MAX_HISTORY:]),
+        exclude=list(case.history[:-MAX_HISTORY]),
         k=suite.candidates,
         candidates=suite.candidates,
         mode=cell.spec.mode,

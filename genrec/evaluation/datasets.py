@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from genrec.catalog import Item
 from genrec.errors import CatalogError
@@ -58,13 +59,7 @@ def read_movielens_ratings(folder: Path) -> Iterator[Interaction]:
         missing = {"userId", "movieId", "timestamp"} - set(reader.fieldnames or ())
         if missing:
             raise CatalogError(f"{path}: missing columns {sorted(missing)}", param="dataset.path")
-        for line, row in enumerate(reader, start=2):
-            try:
-                yield Interaction(row["userId"], row["movieId"], float(row["timestamp"]))
-            except (TypeError, ValueError) as exc:
-                raise CatalogError(
-                    f"{path}:{line}: bad row ({exc})", param="dataset.path"
-                ) from None
+        yield from _interactions(path, enumerate(reader, start=2), "userId", "movieId", "timestamp")
 
 
 def read_atomic_inter(path: Path) -> Iterator[Interaction]:
@@ -79,16 +74,28 @@ def read_atomic_inter(path: Path) -> Iterator[Interaction]:
                 f"{path}: header needs user_id, item_id and timestamp, has {header}",
                 param="dataset.path",
             ) from None
-        for line, raw in enumerate(f, start=2):
-            if not raw.strip():
-                continue
-            cols = raw.rstrip("\n").split("\t")
-            try:
-                yield Interaction(cols[iu], cols[ii], float(cols[it]))
-            except (IndexError, ValueError) as exc:
-                raise CatalogError(
-                    f"{path}:{line}: bad row ({exc})", param="dataset.path"
-                ) from None
+        rows = (
+            (line, raw.rstrip("\n").split("\t"))
+            for line, raw in enumerate(f, start=2)
+            if raw.strip()
+        )
+        yield from _interactions(path, rows, iu, ii, it)
+
+
+def _interactions(
+    path: Path,
+    rows: Iterable[tuple[int, Any]],
+    user: str | int,
+    item: str | int,
+    timestamp: str | int,
+) -> Iterator[Interaction]:
+    """(line number, row) pairs as interactions, the row indexed by the three column keys; a
+    short or unparsable row is an error naming its line."""
+    for line, row in rows:
+        try:
+            yield Interaction(row[user], row[item], float(row[timestamp]))
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise CatalogError(f"{path}:{line}: bad row ({exc})", param="dataset.path") from None
 
 
 def read_cases_jsonl(path: Path) -> list[EvalCase]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genrec.engines import engine_identity
 from genrec.errors import CatalogError, ConfigError
-from genrec.evaluation.cache import engine_identity
 from genrec.evaluation.datasets import EvalDataset, _id_key, load_eval_dataset
 from genrec.evaluation.splits import EvalCase
 from genrec.evaluation.suite import CellSpec, Suite
@@ -130,7 +130,9 @@ def prepare(suite: Suite, settings: Settings, options: RunOptions) -> Prepared:
     registry, serves = template_checker(settings)
     cells = []
     for spec_cell in suite.cells(serves):
-        s = profile_settings(settings, spec_cell.profile.settings)
+        # The LM sees the protocol's most recent history items; retrievers see them all.
+        overrides = {"prompt_history": suite.protocol.history_len, **spec_cell.profile.settings}
+        s = profile_settings(settings, overrides)
         n = min(spec_cell.users or len(cases), len(cases))
         template = _template_digest(registry, spec_cell.template, spec_cell.mode)
         fingerprint = _fingerprint(suite, dataset, spec_cell, s, template)
@@ -188,6 +190,7 @@ def _fingerprint(
         "dataset": [suite.dataset.format, ds.source, suite.dataset.min_interactions],
         "split": suite.protocol.split,
         "history_len": suite.protocol.history_len,
+        "retrieval": suite.retrieval.model_dump(),
         "candidates": suite.candidates,
         "cell": cell.id,
         "profile": cell.profile.settings,

@@ -1,5 +1,6 @@
-"""report.html: the markdown report's tables plus matplotlib plots (Agg backend), embedded as
-base64 PNG so the one file is the whole report: no scripts, no external links."""
+"""report.html: the markdown report's tables (rows from report_tables.py) plus matplotlib plots
+(Agg backend), embedded as base64 PNG so the one file is the whole report: no scripts, no external
+links."""
 
 from __future__ import annotations
 
@@ -9,18 +10,8 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 
-from genrec.evaluation.report import (
-    LOWER_IS_BETTER,
-    RATE_METRICS,
-    STAGES,
-    _headline,
-    _ms,
-    all_rows,
-    fmt,
-    pivot,
-    ranking_keys,
-    render_markdown,
-)
+from genrec.evaluation import report_tables as tables
+from genrec.schema import STAGES
 
 # ---- plots --------------------------------------------------------------------------------------
 
@@ -42,14 +33,14 @@ def plot_metric_curves(doc: Mapping) -> str:
 
     ks = doc["protocol"]["ks"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    rows = all_rows(doc)
+    rows = tables.all_rows(doc)
     colors = plt.get_cmap("tab20").colors  # 20 distinct colours: cells and baselines
     for ax, name in zip(axes, ("recall", "ndcg", "mrr"), strict=True):
         for i, r in enumerate(rows):
             ys = [r["metrics"].get(f"{name}@{k}") for k in ks]
             if any(y is None for y in ys):
                 continue
-            base = r["id"].startswith("baseline/")
+            base = tables.is_baseline(r["id"])
             ax.plot(
                 ks,
                 ys,
@@ -92,7 +83,7 @@ def plot_latency(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> str | 
     import statistics
 
     left = [0.0] * len(cells)
-    for stage in ("retrieve", "render", "llm", "ground"):
+    for stage in STAGES[:-1]:  # the parts of the total, stacked
         meds = [statistics.median(samples[c].get(stage) or [0.0]) for c in cells]
         ax2.barh(range(len(cells)), meds, left=left, label=stage)
         left = [a + b for a, b in zip(left, meds, strict=True)]
@@ -131,8 +122,7 @@ def render_html(
     doc: Mapping, samples: Mapping[str, Mapping[str, Sequence[float]]] | None = None
 ) -> str:
     """A single self-contained HTML file: the markdown report's tables, plus plots."""
-    p = doc["protocol"]
-    ks = p["ks"]
+    ks = doc["protocol"]["ks"]
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -140,79 +130,28 @@ def render_html(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>genrec eval: {esc(doc['suite']['name'])}</h1>",
     ]
-    md = render_markdown(doc).splitlines()
-    # The protocol bullets, as written for the markdown report.
-    bullets = [line[2:] for line in md if line.startswith("- ")][:4]
-    parts.append(
-        "<ul>" + "".join(f"<li>{esc(b).replace('**', '')}</li>" for b in bullets) + "</ul>"
-    )
+    bullets = tables.protocol_lines(doc, strong=lambda s: s)
+    parts.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in bullets) + "</ul>")
 
-    for metric in _headline(ks)[:3]:
-        header, rows = pivot(doc, metric)
+    for metric in tables.headline_keys(ks)[:3]:
+        header, rows = tables.pivot(doc, metric)
         classes = ["baseline" if r[0] == "baseline" else "" for r in rows]
         parts.append(f"<h2>{esc(metric)}: templates × modes</h2>")
-        parts.append(_html_table(header, [[esc(x) for x in r] for r in rows], classes))
+        parts.append(_html_table(header, _escaped(rows), classes))
 
-    rk = ranking_keys(ks)
-    rows_all = all_rows(doc)
     parts.append("<h2>Ranking</h2>")
-    parts.append(
-        _html_table(
-            ["cell", "n", *rk],
-            [
-                [
-                    esc(r["id"]),
-                    str(r.get("users_completed", "")),
-                    *(fmt(r["metrics"].get(m)) for m in rk),
-                ]
-                for r in rows_all
-            ],
-            ["baseline" if r["id"].startswith("baseline/") else "" for r in rows_all],
-        )
-    )
+    header, rows = tables.ranking_table(doc)
+    classes = ["baseline" if tables.is_baseline(r["id"]) else "" for r in tables.all_rows(doc)]
+    parts.append(_html_table(header, _escaped(rows), classes))
     parts.append(
         f"<img alt='metric@K curves' src='data:image/png;base64,{plot_metric_curves(doc)}'>"
     )
     parts.append("<h2>Outputs</h2>")
-    parts.append(
-        _html_table(
-            ["cell", *RATE_METRICS],
-            [
-                [esc(c["id"]), *(fmt(c["metrics"].get(m)) for m in RATE_METRICS)]
-                for c in doc.get("cells", [])
-            ],
-        )
-    )
+    header, rows = tables.output_table(doc)
+    parts.append(_html_table(header, _escaped(rows)))
     parts.append("<h2>Cost</h2>")
-    lat_rows = []
-    for c in doc.get("cells", []):
-        lat = c.get("latency_ms", {})
-        lat_rows.append(
-            [
-                esc(c["id"]),
-                *(
-                    f"{_ms(lat.get(s, {}).get('p50'))} / {_ms(lat.get(s, {}).get('p95'))}"
-                    for s in STAGES
-                ),
-                fmt(c["metrics"].get("prompt_tokens"), 1),
-                fmt(c["metrics"].get("completion_tokens"), 1),
-                str(c.get("latency_requests", 0)),
-                fmt(c.get("cache", {}).get("hit_rate"), 2),
-            ]
-        )
-    parts.append(
-        _html_table(
-            [
-                "cell",
-                *(f"{s} p50/p95 ms" for s in STAGES),
-                "prompt tok",
-                "completion tok",
-                "timed n",
-                "cache hits",
-            ],
-            lat_rows,
-        )
-    )
+    header = ["cell", *(f"{s} p50/p95 ms" for s in STAGES), *tables.COST_COLUMNS]
+    parts.append(_html_table(header, _escaped(tables.cost_rows(doc))))
     if samples and (img := plot_latency(samples)):
         parts.append(f"<img alt='latency distributions' src='data:image/png;base64,{img}'>")
     else:
@@ -223,53 +162,35 @@ def render_html(
         )
     if doc.get("thresholds"):
         parts.append("<h2>Thresholds</h2>")
-        parts.append(
-            _html_table(
-                ["metric", "cells", "bound", "value", "result"],
-                [
-                    [
-                        esc(t["metric"]),
-                        esc(t["cell"]),
-                        esc(t["bound"]),
-                        fmt(t["value"]),
-                        "<span class='pass'>pass</span>"
-                        if t["passed"]
-                        else "<span class='fail'>FAIL</span>",
-                    ]
-                    for t in doc["thresholds"]
-                ],
-            )
-        )
+        rows = [
+            [
+                *map(esc, cells),
+                "<span class='pass'>pass</span>" if passed else "<span class='fail'>FAIL</span>",
+            ]
+            for cells, passed in tables.threshold_rows(doc)
+        ]
+        parts.append(_html_table(tables.THRESHOLD_HEADER, rows))
     if cmp := doc.get("comparison"):
-        keys = _headline(ks)
+        keys = tables.headline_keys(ks)
         parts.append(
             f"<h2>Compared with {esc(str(cmp.get('previous_commit') or 'the previous run'))}</h2>"
         )
-        if cmp.get("protocol_changes"):
-            parts.append(
-                "<p>Protocol differs: "
-                + esc(
-                    "; ".join(
-                        f"{k}: {v['previous']} → {v['current']}"
-                        for k, v in cmp["protocol_changes"].items()
-                    )
-                )
-                + "</p>"
-            )
-        rows = []
-        for c in cmp["cells"]:
-            row = [esc(c["id"])]
-            for k in keys:
-                d = c["metrics"].get(k)
-                if d is None:
-                    row.append("–")
-                    continue
-                better = d["delta"] < 0 if k in LOWER_IS_BETTER else d["delta"] > 0
-                cls = "" if d["delta"] == 0 else ("up" if better else "down")
-                row.append(f"{fmt(d['current'])} <span class='{cls}'>({d['delta']:+.4f})</span>")
-            rows.append(row)
+        if changes := tables.protocol_changes(cmp):
+            parts.append(f"<p>Protocol differs: {esc(changes)}</p>")
+        rows = [[esc(cid), *shown] for cid, shown in tables.comparison_rows(cmp, keys, _delta)]
         parts.append(_html_table(["cell", *(f"{k} (Δ)" for k in keys)], rows))
     env = doc.get("environment", {})
     parts.append("<h2>Environment</h2><pre>" + esc(json.dumps(env, indent=2)) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _escaped(rows: Sequence[Sequence[str]]) -> list[list[str]]:
+    return [[html.escape(x) for x in r] for r in rows]
+
+
+def _delta(metric: str, d: Mapping) -> str:
+    """The current value and its change, coloured by whether the change is for the better."""
+    better = d["delta"] < 0 if metric in tables.LOWER_IS_BETTER else d["delta"] > 0
+    cls = "" if d["delta"] == 0 else ("up" if better else "down")
+    return f"{tables.fmt(d['current'])} <span class='{cls}'>({d['delta']:+.4f})</span>"

@@ -12,6 +12,7 @@ from pathlib import Path
 from genrec.evaluation.aggregate import cell_summary
 from genrec.evaluation.prepare import Prepared
 from genrec.evaluation.report import compare
+from genrec.evaluation.report_tables import all_rows
 from genrec.evaluation.suite import Suite, matches
 
 
@@ -80,7 +81,7 @@ def results_document(
 
 def check_thresholds(doc: dict, suite: Suite) -> list[dict]:
     """One entry per (threshold, matching cell); a threshold matching no cell fails too."""
-    rows = list(doc["cells"]) + list(doc["baselines"])
+    rows = all_rows(doc)
     out = []
     for t in suite.thresholds:
         bound = " and ".join(

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from genrec.engines import engine_identity, engine_settings, make_engine
 from genrec.evaluation import baselines as bl
 from genrec.evaluation.aggregate import latency_samples
-from genrec.evaluation.cache import CachingEngine, engine_identity
+from genrec.evaluation.cache import CachingEngine
 from genrec.evaluation.cells import read_records, request_for, run_cell
 from genrec.evaluation.metrics import mean
 from genrec.evaluation.prepare import (
@@ -33,6 +34,7 @@ from genrec.evaluation.prepare import (
 )
 from genrec.evaluation.report import write_reports
 from genrec.evaluation.results import check_thresholds, environment, results_document
+from genrec.evaluation.retrievers import prepare_retrievers
 from genrec.evaluation.splits import EvalCase, training_counts
 from genrec.settings import Settings
 
@@ -47,71 +49,68 @@ __all__ = [
     "sample_cases",
 ]
 
-# Settings that change the engine itself: a profile that overrides one needs its own engine.
-ENGINE_FIELDS = frozenset(
-    {
-        "model",
-        "model_cache",
-        "engine_url",
-        "engine_api_key",
-        "dtype",
-        "max_model_len",
-        "kv_cache_gib",
-        "max_logprobs",
-        "engine_timeout_s",
-    }
-)
-
 
 def open_index(prepared: Prepared, settings: Settings, embedder: Any = None) -> Any:
     """The evaluation's own collection, holding exactly the filtered catalog."""
     from genrec.index import CatalogIndex
 
     index = CatalogIndex(settings, prepared.collection, embedder)
+    # A collection of that name built from other data becomes exactly this catalog.
     items = list(prepared.dataset.items.values())
-    index.upsert(items, progress=prepared.options.progress, source=prepared.dataset.source)
-    stale = set(index.ids()) - prepared.dataset.items.keys()
-    if stale:  # a collection of that name built from other data: make it exactly this catalog
-        index.delete(sorted(stale))
-        index.upsert(items, progress=False, source=prepared.dataset.source)
+    index.sync(items, progress=prepared.options.progress, source=prepared.dataset.source)
     return index
 
 
-def compute_baselines(prepared: Prepared, index: Any) -> tuple[list[dict], dict[str, list[str]]]:
-    """Popularity, retrieval order and random order, on each distinct user sample of the cells."""
+def compute_baselines(
+    prepared: Prepared, index: Any, retrievers: Any = None
+) -> tuple[list[dict], dict[str, list[str]]]:
+    """Popularity, each retriever's order, and a random order of the default retriever's
+    candidates (what the LM cells re-rank), on each distinct user sample of the cells."""
+    from genrec.evaluation.retrievers import candidate_lists
+    from genrec.retrieval.registry import content_only
+
     suite, ks = prepared.suite, prepared.suite.ks
-    n = suite.protocol.history_len
-    candidates: dict[str, list[str]] = {}
-    for case in prepared.cases:
-        hits = index.search(
-            history=list(case.history[-n:]), k=suite.candidates, exclude=list(case.history[:-n])
-        )
-        candidates[case.user_id] = [h.item.id for h in hits]
+    retrievers = retrievers or content_only(index)
+    lists = candidate_lists(prepared, index, retrievers)
+    candidates = lists[retrievers.default]
     scores = bl.popularity_scores(training_counts(prepared.dataset.cases), prepared.dataset.items)
     sizes = sorted({len(c.cases) for c in prepared.cells} | {len(prepared.cases)}, reverse=True)
+    per_name: dict[str, Callable[[EvalCase], dict]] = {
+        "popularity": lambda c: bl.popularity_metrics(c, scores, ks),
+        "random": lambda c: bl.random_metrics(
+            c, candidates[c.user_id], ks, seed=suite.protocol.seed
+        ),
+    }
+    names = []
+    for name in suite.baselines:
+        if name != "retrieval":
+            names.append((name, name))
+            continue
+        # The default retriever's order (what the LM re-ranks), then every retriever's own.
+        names.append(("retrieval", retrievers.default))
+        names += [(f"retrieval/{r}", r) for r in sorted(lists)]
     rows = []
     for size in sizes:
         cases = prepared.cases[:size]
         suffix = "" if size == len(prepared.cases) else f"[n={size}]"
-        per_name: dict[str, Callable[[EvalCase], dict]] = {
-            "popularity": lambda c: bl.popularity_metrics(c, scores, ks),
-            "retrieval": lambda c: bl.retrieval_metrics(c, candidates[c.user_id], ks),
-            "random": lambda c: bl.random_metrics(
-                c, candidates[c.user_id], ks, seed=suite.protocol.seed
-            ),
-        }
-        for name in suite.baselines:
-            per_case = [per_name[name](c) for c in cases]
+        for label, source in names:
+            if source in lists:
+                got = lists[source]
+                per_case = [bl.retrieval_metrics(c, got[c.user_id], ks) for c in cases]
+            else:
+                got = candidates
+                per_case = [per_name[source](c) for c in cases]
             metrics = {key: mean([m[key] for m in per_case]) for key in per_case[0]}
-            if name != "popularity":
+            if source != "popularity":
                 metrics["candidate_recall"] = mean(
-                    [1.0 if c.target in candidates[c.user_id] else 0.0 for c in cases]
+                    [1.0 if c.target in got[c.user_id] else 0.0 for c in cases]
                 )
             rows.append(
                 {
-                    "id": f"baseline/{name}{suffix}",
-                    "name": f"{name}{suffix}",
+                    "id": f"baseline/{label}{suffix}",
+                    "name": f"{label}{suffix}",
                     "mode": "baseline",
+                    "retriever": source if source in lists else retrievers.default,
                     "users_completed": len(cases),
                     "metrics": metrics,
                 }
@@ -119,16 +118,12 @@ def compute_baselines(prepared: Prepared, index: Any) -> tuple[list[dict], dict[
     return rows, candidates
 
 
-def _engine_for(settings: Settings, shared: Any, shared_settings: Settings) -> tuple[Any, bool]:
-    """(engine, created here): the caller's engine when the profile keeps its engine settings,
-    else a new one (not started: the Recommender or the cache starts it when needed)."""
-    if shared is not None and all(
-        getattr(settings, f) == getattr(shared_settings, f) for f in ENGINE_FIELDS
-    ):
-        return shared, False
-    from genrec.engines import make_engine
-
-    return make_engine(settings), True
+def _engine_for(settings: Settings, shared: Any, shared_settings: Settings) -> Any:
+    """The caller's engine when the profile keeps its engine settings, else a new one (not
+    started: whoever needs it first starts it, and stops it)."""
+    if shared is not None and engine_settings(settings) == engine_settings(shared_settings):
+        return shared
+    return make_engine(settings)
 
 
 async def run(
@@ -143,8 +138,8 @@ async def run(
     """Run every cell and write the reports; returns the results document.
 
     `engine` (optional, started or not) is used for profiles that keep the engine settings of
-    `settings`; it is never shut down here unless this run started it (then it is, after each
-    profile's cells). `tokenizer` is used only for profiles that keep the model of `settings`.
+    `settings`; it is shut down here only if this run started it (after that profile's cells).
+    `tokenizer` is used only for profiles that keep the model of `settings`.
     """
     from genrec.recommender import Recommender
 
@@ -157,7 +152,8 @@ async def run(
         for p in cells_dir.glob("*.jsonl"):
             p.unlink()
     index = index or open_index(prepared, settings, embedder)
-    baseline_rows, _ = compute_baselines(prepared, index)
+    retrievers = prepare_retrievers(prepared, settings, index)
+    baseline_rows, _ = compute_baselines(prepared, index, retrievers)
 
     concurrency = opts.concurrency or suite.concurrency
     records: dict[str, dict[str, dict]] = {}
@@ -178,33 +174,24 @@ async def run(
             if not pending or opts.report_only:
                 continue  # nothing to do (or not asked to): no engine, no Recommender
             s = cells[0].settings
-            inner, created = _engine_for(s, engine, settings)
-            was_up = bool(inner.healthy)
+            eng = _engine_for(s, engine, settings)
             if opts.cache_dir is not None:
-                eng = CachingEngine(inner, opts.cache_dir, identity=engine_identity(s))
+                eng = CachingEngine(eng, opts.cache_dir, identity=engine_identity(s))
                 caches.append(eng)
-            else:
-                eng = inner
             # The caller's tokenizer belongs to its model; another model loads its own.
             same_model = all(
                 getattr(s, f) == getattr(settings, f) for f in ("model", "model_cache")
             )
             tok = tokenizer if same_model else None
-            try:
-                async with Recommender(s, index=index, engine=eng, tokenizer=tok) as rec:
-                    for c in pending:
-                        path = cells_dir / f"{c.slug}.jsonl"
-                        records[c.id] = await run_cell(
-                            rec, c, suite, path, concurrency, opts.progress
-                        )
-            finally:
-                # Stop what this run started; an engine the caller passed in running stays up.
-                if isinstance(eng, CachingEngine):
-                    await eng.shutdown()
-                elif created or (not was_up and inner.healthy):
-                    # Created here, or handed in stopped and started by the Recommender (which
-                    # stops only engines it made itself): this run started it, this run stops it.
-                    await inner.shutdown()
+            # Whoever starts an engine stops it: the Recommender enters the engine's context,
+            # which starts it if it is not running (a cache starts its inner engine on the first
+            # miss instead) and stops it at the end if it did; a running engine stays up.
+            async with Recommender(
+                s, index=index, engine=eng, tokenizer=tok, retrievers=retrievers
+            ) as rec:
+                for c in pending:
+                    path = cells_dir / f"{c.slug}.jsonl"
+                    records[c.id] = await run_cell(rec, c, suite, path, concurrency, opts.progress)
     finally:
         for cache in caches:
             cache.close()

@@ -24,6 +24,7 @@ class Interaction:
     user: str
     item: str
     timestamp: float
+    rating: float | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,16 @@ class ProtocolSpec(_Strict):
     history_len: int = Field(default=20, ge=1, le=200)  # most recent items shown to the LM
 
 
+class RetrievalSpec(_Strict):
+    """Retrievers learned on the split's training part (every interaction before each user's
+    target; choices made on the item before it), and the one whose candidates the LM cells
+    re-rank (``auto``: the best by validation NDCG@10; ``content`` when nothing is trained)."""
+
+    train: list[Literal["itemknn", "ease", "sasrec"]] = Field(default_factory=list)
+    retriever: str = "auto"
+    max_seconds: float | None = Field(default=None, gt=0)  # SASRec's training budget
+
+
 class ProfileSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     settings: dict[str, Any] = Field(default_factory=dict)  # Settings overrides
@@ -111,6 +121,7 @@ class Suite(_Strict):
     description: str = ""
     dataset: DatasetSpec
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     candidates: int = Field(default=20, ge=1, le=200)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
     matrix: list[MatrixSpec] = Field(min_length=1)  # blocks; each a templates x modes x profiles

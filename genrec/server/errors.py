@@ -1,43 +1,75 @@
 """Every error the server sends is OpenAI's `{"error": {message, type, param, code}}`.
 
 Bad input is a 400 naming the field (never FastAPI's 422); unexpected failures are a 500 whose
-body says nothing about the internals (the log has the traceback).
+body says nothing about the internals (the log has the traceback). genrec's own errors know
+nothing of HTTP: their status, OpenAI error type and headers come from one table here, `WIRE`,
+read along the error class's MRO.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genrec.errors import (
-    EngineError,
-    GenrecError,
-    InvalidRequest,
-    RateLimited,
-    Unauthorized,
-)
+import genrec.errors as e
+from genrec.errors import GenrecError, InvalidRequest
 
 log = logging.getLogger("genrec.server")
 
 
-def error_headers(exc: GenrecError) -> dict[str, str]:
-    if isinstance(exc, RateLimited):
-        return {"Retry-After": "1"}
-    if isinstance(exc, EngineError):
-        return {"Retry-After": "5"}
-    if isinstance(exc, Unauthorized):
-        return {"WWW-Authenticate": "Bearer"}
-    return {}
+class Wire(NamedTuple):
+    """What an error is over HTTP."""
+
+    status: int
+    type: str  # OpenAI's error type
+    headers: Mapping[str, str] = {}  # read only: shared by every error of the class
+
+
+# The nearest entry along an error's MRO wins (PromptTooLong is an InvalidRequest: 400).
+WIRE: dict[type[GenrecError], Wire] = {
+    e.GenrecError: Wire(500, "server_error"),
+    e.InvalidRequest: Wire(400, "invalid_request_error"),
+    e.Unauthorized: Wire(401, "invalid_request_error", {"WWW-Authenticate": "Bearer"}),
+    e.NotFound: Wire(404, "invalid_request_error"),
+    e.BodyTooLarge: Wire(413, "invalid_request_error"),
+    e.CatalogError: Wire(400, "invalid_request_error"),
+    e.CatalogBusy: Wire(503, "server_error"),
+    e.ConfigError: Wire(500, "server_error"),
+    e.RateLimited: Wire(429, "rate_limit_error", {"Retry-After": "1"}),
+    e.EngineError: Wire(503, "server_error", {"Retry-After": "5"}),
+}
+
+
+def wire(exc: GenrecError | type[GenrecError]) -> Wire:
+    cls = exc if isinstance(exc, type) else type(exc)
+    return next(WIRE[c] for c in cls.__mro__ if c in WIRE)
+
+
+def http_status(exc: GenrecError | type[GenrecError]) -> int:
+    return wire(exc).status
+
+
+def openai_error(exc: GenrecError) -> dict[str, Any]:
+    """The error body OpenAI clients expect."""
+    return {
+        "error": {
+            "message": exc.message,
+            "type": wire(exc).type,
+            "param": exc.param,
+            "code": exc.code,
+        }
+    }
 
 
 def error_response(exc: GenrecError) -> JSONResponse:
-    return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=error_headers(exc))
+    w = wire(exc)
+    return JSONResponse(openai_error(exc), status_code=w.status, headers=dict(w.headers))
 
 
 def param_path(loc: Sequence[Any]) -> str | None:
@@ -96,7 +128,7 @@ def _union_branch(part: object) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(GenrecError)
     async def _genrec(request: Request, exc: GenrecError) -> JSONResponse:
-        if exc.status_code >= 500 and not exc.retryable:
+        if http_status(exc) >= 500 and not exc.retryable:
             log.error("request failed: %s", exc.message)
         return error_response(exc)
 

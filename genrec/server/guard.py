@@ -15,17 +15,17 @@ from contextlib import contextmanager
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genrec.errors import BodyTooLarge, GenrecError, RateLimited, Unauthorized
-from genrec.server.errors import error_headers
+from genrec.server.errors import openai_error, wire
 from genrec.server.metrics import Metrics
 
 
 async def _send_error(send: Send, exc: GenrecError) -> None:
-    body = json.dumps(exc.to_openai()).encode()
+    body = json.dumps(openai_error(exc)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+    headers += [(k.lower().encode(), v.encode()) for k, v in wire(exc).headers.items()]
     if isinstance(exc, BodyTooLarge):
         headers.append((b"connection", b"close"))  # the rest of the body is not read
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": wire(exc).status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -84,6 +84,7 @@ class Service:
         if self.ready and rec is not None:
             doc["model"] = rec.model_name
             doc["collection"] = rec.index.name
+            doc["retriever"] = rec.retrievers.describe()
             doc["ready_after_s"] = self.ready_after_s
         return doc
 
@@ -106,6 +107,13 @@ class Service:
             ingest = await anyio.to_thread.run_sync(importlib.import_module, "genrec.ingest")
             index = await anyio.to_thread.run_sync(
                 lambda: ingest.open_catalog(self.settings, progress=False)
+            )
+            self.stage = "retrievers"
+            default = await anyio.to_thread.run_sync(
+                importlib.import_module, "genrec.training.default"
+            )
+            await anyio.to_thread.run_sync(
+                lambda: default.ensure_default_retrievers(self.settings, index, notice=log.info)
             )
             self.stage = "engine"
             module = await anyio.to_thread.run_sync(importlib.import_module, "genrec.recommender")

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from genrec.errors import GenrecError
 from genrec.schema import Recommendation
+from genrec.server.errors import http_status, openai_error
 from genrec.server.metrics import outcome_of
 
 log = logging.getLogger("genrec.server")
@@ -56,6 +57,15 @@ async def run_watching(request: Request, work: Awaitable[T]) -> T:
         await _cancel(task)
 
 
+async def run_for_client(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None when the client left first (recorded as a cancelled request)."""
+    try:
+        return await run_watching(request, work)
+    except ClientGone:
+        request.state.genrec_outcome = "cancelled"
+        return None
+
+
 def sse(doc: Any) -> str:
     return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
 
@@ -87,8 +97,8 @@ async def stream_events(
     try:
         docs = await render(await task)
     except GenrecError as exc:
-        state["genrec_outcome"] = outcome_of(exc.status_code)
-        docs = [exc.to_openai()]
+        state["genrec_outcome"] = outcome_of(http_status(exc))
+        docs = [openai_error(exc)]
     except asyncio.CancelledError:
         state["genrec_outcome"] = "cancelled"
         await _cancel(task)

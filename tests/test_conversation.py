@@ -1,4 +1,7 @@
-"""A chat conversation -> RecommendRequest, over the real ML-100K index (no engine needed)."""
+"""A chat conversation -> RecommendRequest, over the real ML-100K index (no engine needed).
+
+Conversations arrive as the server receives them (an OpenAI request and a model profile), so
+these also cover the wire mapping in front of genrec.conversation."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import json
 
 import pytest
 
+from genrec.conversation import items_named, map_conversation
 from genrec.errors import InvalidRequest
 from genrec.index import CatalogIndex
-from genrec.server.chat import items_named, map_conversation
+from genrec.server.chat_service import conversation_of
 from genrec.server.openai_schema import ChatCompletionRequest
 from genrec.server.profiles import load_profiles
 from genrec.server.responses import ResponseRenderer, json_pieces
@@ -31,7 +35,7 @@ def answer(index: CatalogIndex, ids: list[str], *, as_json: bool = False) -> dic
 def mapped(settings: Settings, index: CatalogIndex, messages: list[dict], **fields):
     body = ChatCompletionRequest.model_validate({"model": "genrec", "messages": messages, **fields})
     profile = load_profiles(settings)[body.model]
-    return map_conversation(body, profile, index)
+    return map_conversation(conversation_of(body, profile), index)
 
 
 def user(text: str) -> dict:
@@ -198,7 +202,7 @@ def test_options_profiles_and_bad_requests(settings: Settings, ml100k_index: Cat
             "temperature": 0.5,
         }
     )
-    req = map_conversation(body, load_profiles(s)["old"], ml100k_index).request
+    req = map_conversation(conversation_of(body, load_profiles(s)["old"]), ml100k_index).request
     assert req.filters == {"$and": [{"year": {"$lt": 1980}}, {"tags": {"$contains": "Western"}}]}
     assert (req.k, req.mode, req.user_id, req.max_tokens, req.seed) == (3, "generate", "u1", 40, 7)
     assert req.temperature == 0.5

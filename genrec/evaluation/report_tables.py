@@ -1,0 +1,178 @@
+"""What report.md and report.html both show: number formatting and the rows of their tables.
+
+The rows are plain text; each renderer escapes and marks them up its own way (markdown bold, HTML
+spans), so the two reports cannot drift apart in what they say. Everything here reads the results
+document the runner builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from genrec.schema import STAGES
+
+RATE_METRICS = (
+    "candidate_recall",
+    "validity_rate",
+    "hallucination_rate",
+    "duplicate_rate",
+    "in_history_rate",
+    "outside_candidates_rate",
+    "empty_rate",
+    "error_rate",
+)
+# Rates where lower is better, for the sign of a comparison.
+LOWER_IS_BETTER = {
+    "hallucination_rate",
+    "duplicate_rate",
+    "in_history_rate",
+    "empty_rate",
+    "error_rate",
+    "prompt_tokens",
+    "completion_tokens",
+} | {f"latency_{s}_p{q}" for s in STAGES for q in (50, 95)}
+# The cost table's columns after the per-stage latencies.
+COST_COLUMNS = ("prompt tok", "completion tok", "timed n", "cache hits")
+THRESHOLD_HEADER = ("metric", "cells", "bound", "value", "result")
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def fmt_ms(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+
+
+def ranking_keys(ks: Sequence[int]) -> list[str]:
+    return [f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks]
+
+
+def headline_keys(ks: Sequence[int]) -> list[str]:
+    """The metrics a summary leads with: ranking at K=10 (or the largest K), then the ceiling
+    and the validity of the outputs."""
+    k = 10 if 10 in ks else max(ks)
+    return [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}", "candidate_recall", "validity_rate"]
+
+
+def all_rows(doc: Mapping) -> list[Mapping]:
+    return list(doc.get("cells", [])) + list(doc.get("baselines", []))
+
+
+def is_baseline(row_id: str) -> bool:
+    return row_id.startswith("baseline/")
+
+
+def protocol_lines(doc: Mapping, strong: Callable[[str], str]) -> list[str]:
+    """The protocol in four sentences; `strong` marks the key values (or leaves them plain)."""
+    p = doc["protocol"]
+    env = doc.get("environment", {})
+    models = ", ".join(sorted({c.get("model") or "?" for c in doc.get("cells", [])})) or "–"
+    return [
+        f"dataset: {strong(str(p['dataset']))} ({p['source']}); {p['stats'].get('users')} users, "
+        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} interactions "
+        f"after the {p['min_interactions']}-core filter",
+        f"split: chronological leave-one-out, {strong(str(p['split']))} target; full ranking over "
+        f"all {p['stats'].get('items')} items with the history masked; a target outside the "
+        "returned list is a miss; errors count as misses",
+        f"users evaluated: {strong(str(p['users_evaluated']))} of {p['users_available']} "
+        f"(seed {p['seed']}); {p['candidates']} candidates; the LM sees the last "
+        f"{p['history_len']} history items",
+        f"model: {models}; "
+        f"genrec {env.get('packages', {}).get('genrec', '?')} at {env.get('git_commit') or '?'}; "
+        f"{doc.get('wall_s', 0):.0f} s",
+    ]
+
+
+def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Templates x modes for one metric (a row per profile/template); the baselines, which use
+    no LM, are rows with their value in a column of their own."""
+    cells = doc.get("cells", [])
+    modes = list(dict.fromkeys(c["mode"] for c in cells))
+    rows_by: dict[tuple[str, str], dict[str, str]] = {}
+    for c in cells:
+        key = (c["profile"], c["template_spec"] or "default")
+        val = fmt(c["metrics"].get(metric))
+        if c.get("users_completed") != doc["protocol"].get("users_evaluated"):
+            val += f" (n={c.get('users_completed')})"
+        rows_by.setdefault(key, {})[c["mode"]] = val
+    header = ["profile", "template", *modes, "no LM"]
+    rows = [[p, t, *(v.get(m, "") for m in modes), ""] for (p, t), v in rows_by.items()]
+    for b in doc.get("baselines", []):
+        rows.append(["baseline", b["name"], *([""] * len(modes)), fmt(b["metrics"].get(metric))])
+    return header, rows
+
+
+def ranking_table(doc: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Every ranking metric at every K, for the cells and the baselines."""
+    rk = ranking_keys(doc["protocol"]["ks"])
+    rows = [
+        [r["id"], str(r.get("users_completed", "")), *(fmt(r["metrics"].get(m)) for m in rk)]
+        for r in all_rows(doc)
+    ]
+    return ["cell", "n", *rk], rows
+
+
+def output_table(doc: Mapping) -> tuple[list[str], list[list[str]]]:
+    """What the LM's outputs were like, per cell (baselines have no outputs)."""
+    rows = [
+        [c["id"], *(fmt(c["metrics"].get(m)) for m in RATE_METRICS)] for c in doc.get("cells", [])
+    ]
+    return ["cell", *RATE_METRICS], rows
+
+
+def cost_rows(doc: Mapping) -> list[list[str]]:
+    """Per cell: p50 / p95 latency of each stage, tokens per request, timed requests, cache
+    hits. The header is the renderer's (its wording of the latency columns differs)."""
+    rows = []
+    for c in doc.get("cells", []):
+        lat = c.get("latency_ms", {})
+        rows.append(
+            [
+                c["id"],
+                *(
+                    f"{fmt_ms(lat.get(s, {}).get('p50'))} / {fmt_ms(lat.get(s, {}).get('p95'))}"
+                    for s in STAGES
+                ),
+                fmt(c["metrics"].get("prompt_tokens"), 1),
+                fmt(c["metrics"].get("completion_tokens"), 1),
+                str(c.get("latency_requests", 0)),
+                fmt(c.get("cache", {}).get("hit_rate"), 2),
+            ]
+        )
+    return rows
+
+
+def threshold_rows(doc: Mapping) -> list[tuple[list[str], bool]]:
+    """Per threshold: its text cells (all but the result) and whether it passed."""
+    return [
+        ([t["metric"], t["cell"], t["bound"], fmt(t["value"])], t["passed"])
+        for t in doc.get("thresholds", [])
+    ]
+
+
+def protocol_changes(cmp: Mapping) -> str:
+    """What differs between the compared runs' protocols, in one line ("" when nothing)."""
+    return "; ".join(
+        f"{k}: {v['previous']} → {v['current']}" for k, v in cmp.get("protocol_changes", {}).items()
+    )
+
+
+def comparison_rows(
+    cmp: Mapping, keys: Sequence[str], show: Callable[[str, Mapping], str]
+) -> list[tuple[str, list[str]]]:
+    """Per compared cell: its id and, per key, `show(key, difference)` ("–" where either run
+    lacks the metric)."""
+    rows = []
+    for c in cmp["cells"]:
+        shown = []
+        for k in keys:
+            d = c["metrics"].get(k)
+            shown.append("–" if d is None else show(k, d))
+        rows.append((c["id"], shown))
+    return rows

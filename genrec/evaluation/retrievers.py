@@ -1,0 +1,97 @@
+"""The evaluation's retrievers: trained on the split's training part only, then asked for every
+user's candidates (the baselines' rows and what the LM cells re-rank).
+
+No leakage: a case's history is everything before its target (for the test split: all but the
+user's last item; for validation: all but the last two), so the training sequences never hold a
+target, and ``genrec train``'s own held-out item (each sequence's last) is the item before the
+target: choices are made on it, never on the target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genrec.catalog import Item
+from genrec.evaluation.prepare import Prepared
+from genrec.evaluation.splits import EvalCase
+from genrec.index import CatalogIndex
+from genrec.retrieval import RetrievalQuery
+from genrec.retrieval.registry import Retrievers, content_only, load_retrievers
+from genrec.schema import MAX_HISTORY
+from genrec.settings import Settings
+
+
+def training_sequences(prepared: Prepared) -> dict[str, list[str]]:
+    """Per user, the items before the split's target, oldest first."""
+    return {case.user_id: list(case.history) for case in prepared.dataset.cases}
+
+
+def prepare_retrievers(prepared: Prepared, settings: Settings, index: CatalogIndex) -> Retrievers:
+    """Train what the suite asks for (or reuse the bundle trained on exactly this data), then
+    load the retrievers with the suite's choice as the default."""
+    spec = prepared.suite.retrieval
+    if not spec.train:
+        return content_only(index)
+    from genrec.training import artifacts
+    from genrec.training.data import build
+    from genrec.training.train import train_retrievers
+
+    data = build(training_sequences(prepared), index.ids(), source=prepared.dataset.source)
+    try:
+        bundle = artifacts.current(settings, index.name)
+    except (OSError, ValueError):
+        bundle = None
+    same = bundle is not None and _trained_on(bundle.manifest, data.fingerprint(), prepared)
+    if not same:
+        progress = None if not prepared.options.progress else _say
+        train_retrievers(
+            settings,
+            data,
+            index,
+            models=spec.train,
+            seed=prepared.suite.protocol.seed,
+            max_seconds=spec.max_seconds,
+            progress=progress,
+        )
+    return load_retrievers(settings.model_copy(update={"retriever": spec.retriever}), index)
+
+
+def _trained_on(manifest: dict[str, Any], fingerprint: str, prepared: Prepared) -> bool:
+    spec = prepared.suite.retrieval
+    return (
+        manifest["data"].get("fingerprint") == fingerprint
+        and set(manifest["models"]) - {"hybrid"} == set(spec.train)
+        and manifest.get("seed") == prepared.suite.protocol.seed
+    )
+
+
+def _say(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def query_for(case: EvalCase, items: dict[str, Item], k: int) -> RetrievalQuery:
+    """What a retriever is asked for one case: the same as the LM cells' requests."""
+    recent = case.history[-MAX_HISTORY:]
+    return RetrievalQuery(
+        text="",
+        history=tuple(items[i] for i in recent),
+        k=k,
+        exclude=frozenset(case.history[:-MAX_HISTORY]),
+    )
+
+
+def candidate_lists(
+    prepared: Prepared, index: CatalogIndex, retrievers: Retrievers
+) -> dict[str, dict[str, list[str]]]:
+    """retriever name -> user -> candidate IDs (suite.candidates of them, best first)."""
+    items = {it.id: it for it in index.get(list(prepared.dataset.items))}
+    k = prepared.suite.candidates
+    queries = {case.user_id: query_for(case, items, k) for case in prepared.cases}
+    return {
+        name: {
+            user: [c.item.id for c in retriever.retrieve(query)] for user, query in queries.items()
+        }
+        for name, retriever in retrievers.by_name.items()
+    }

@@ -1,0 +1,21 @@
+"""The catalog index: a Chroma collection per catalog, read through an in-process mirror.
+
+- :mod:`.store`: Chroma plumbing (client, collection, metadata, the write lock, item records);
+- :mod:`.mirror`: the items and title maps kept in process, revalidated against a write stamp;
+- :mod:`.writer`: upsert / delete / ``sync`` (the one write path of ingest and the eval suite);
+- :mod:`.catalog_index`: :class:`CatalogIndex`, which resolves histories and searches.
+"""
+
+from genrec.filters import validate_where
+from genrec.index.catalog_index import CatalogIndex, SearchHit
+from genrec.index.store import item_from_metadata, item_to_metadata
+from genrec.index.writer import IngestReport
+
+__all__ = [
+    "CatalogIndex",
+    "IngestReport",
+    "SearchHit",
+    "item_from_metadata",
+    "item_to_metadata",
+    "validate_where",
+]

@@ -1,0 +1,263 @@
+"""The catalog index: items embedded into a Chroma collection (:mod:`.store`), mirrored in
+process (:mod:`.mirror`), written by :mod:`.writer`, searched here by text or by history.
+
+History search
+    A history (oldest first) becomes one query vector: the normalised sum of the history items'
+    vectors, item ``i`` of ``n`` weighted ``0.5 ** ((n - 1 - i) / history_half_life)``: the most
+    recent item weighs 1, one ``history_half_life`` (3) items earlier weighs 1/2, and so on. With a
+    text as well, the query is the normalised sum of the text vector and that history vector
+    (equal weight). History items and excluded IDs are never returned (the query over-fetches by
+    their number, then filters).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from genrec.catalog import Item
+from genrec.embeddings import Embedder
+from genrec.errors import InvalidRequest
+from genrec.filters import validate_where
+from genrec.index import writer
+from genrec.index.mirror import ItemMirror
+from genrec.index.store import ChromaStore
+from genrec.settings import Settings
+
+
+class SearchHit(BaseModel):
+    item: Item
+    score: float  # 1 - cosine distance: higher is more similar
+
+
+class CatalogIndex:
+    """A catalog in a Chroma collection. Thread-safe for searching; open it once and share it."""
+
+    history_half_life = 3.0  # items; see the module docstring
+
+    def __init__(
+        self, settings: Settings, collection: str | None = None, embedder: Embedder | None = None
+    ):
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings)
+        self.store = ChromaStore(
+            settings, collection or settings.collection, self.embedder.model_id
+        )
+        self.name = self.store.name
+        self.mirror = ItemMirror(self.store)
+        self._lock = threading.Lock()
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ the store, briefly
+
+    def exists(self) -> bool:
+        return self.store.exists()
+
+    @property
+    def metadata(self) -> dict:
+        return self.store.metadata
+
+    def set_metadata(self, **values: object) -> None:
+        self.store.set_metadata(**values)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.metadata.get("genrec_complete"))
+
+    @property
+    def freshness_s(self) -> float:
+        return self.mirror.freshness_s
+
+    @freshness_s.setter
+    def freshness_s(self, seconds: float) -> None:
+        self.mirror.freshness_s = seconds
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def ids(self) -> list[str]:
+        return self.store.ids()
+
+    def all_items(self) -> list[Item]:
+        return self.store.all_items()
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.store.vectors(ids)
+
+    # ------------------------------------------------------------------ writing (see .writer)
+
+    def upsert(
+        self, items: Iterable[Item], *, progress: bool = True, source: str = ""
+    ) -> writer.IngestReport:
+        return writer.upsert(self, items, progress=progress, source=source)
+
+    def sync(
+        self, items: Sequence[Item], *, progress: bool = True, source: str = ""
+    ) -> writer.IngestReport:
+        return writer.sync(self, items, progress=progress, source=source)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        writer.delete(self, ids)
+
+    def drop(self) -> None:
+        """Delete the collection (used by `genrec ingest --recreate` and benchmarks)."""
+        self.store.drop()
+        self.mirror.forget()
+
+    # ------------------------------------------------------------------ items
+
+    def get(self, ids: Sequence[str]) -> list[Item]:
+        """The items with these IDs, in the order asked; unknown IDs are left out."""
+        if not ids or not self.store.exists():
+            return []
+        wanted = [str(i) for i in ids]
+        found = self.mirror.by_id(list(dict.fromkeys(wanted)))
+        return [found[i] for i in wanted if i in found]
+
+    def resolve(self, ref: str) -> Item | None:
+        """An item by ID, else by exact title (case-insensitive), else by normalised title
+        (year suffix and trailing article ignored: "The Godfather" finds "Godfather, The").
+        Several items with one title: the most popular wins."""
+        ref = str(ref).strip()
+        if not ref:
+            return None
+        hit = self.get([ref])
+        if hit:
+            return hit[0]
+        item_id = self.mirror.by_title(ref)
+        hit = self.get([item_id]) if item_id else []
+        return hit[0] if hit else None
+
+    def resolve_history(self, refs: Sequence[str]) -> list[Item]:
+        """History entries (IDs or titles) -> items, in order: the one place a history is
+        resolved. Any unknown entry is a 400 on ``history``."""
+        found = {item.id: item for item in self.get(list(refs))}
+        out: list[Item] = []
+        missing: list[str] = []
+        for ref in refs:
+            item = found.get(str(ref)) or self.resolve(ref)
+            if item is None:
+                missing.append(ref)
+            else:
+                out.append(item)
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise InvalidRequest(
+                f"history has {len(missing)} item(s) not in the catalog: {shown}; "
+                f"use item IDs or exact titles from collection {self.name!r}",
+                param="history",
+            )
+        return out
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embedder.embed(texts)
+
+    def warm(self) -> None:
+        """Load the embedding model, the item mirror and the title maps now, so that the first
+        search does not pay for them."""
+        self.embedder.encode(["warm up"])
+        if self.exists():
+            self.mirror.title_maps()
+
+    # ------------------------------------------------------------------ search
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """One query's vector, remembered for the last few hundred distinct queries."""
+        vector = self._text_cache.get(text)
+        if vector is None:
+            vector = self.embedder.encode([text])[0]
+            with self._lock:
+                if len(self._text_cache) >= 512:
+                    self._text_cache.pop(next(iter(self._text_cache)))
+                self._text_cache[text] = vector
+        return vector
+
+    def history_vector(self, history_ids: Sequence[str]) -> np.ndarray:
+        """The decayed, normalised profile of a history of item IDs (see the module docstring);
+        the IDs come from :meth:`resolve_history`."""
+        vectors = self.vectors(history_ids)
+        if missing := [i for i in history_ids if i not in vectors]:
+            raise InvalidRequest(
+                f"history has {len(missing)} unknown item ID(s): {missing[:5]}", param="history"
+            )
+        n = len(history_ids)
+        weights = 0.5 ** ((n - 1 - np.arange(n)) / self.history_half_life)
+        profile = (weights[:, None] * np.stack([vectors[i] for i in history_ids])).sum(axis=0)
+        return _unit(profile)
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        history: Sequence[str] = (),
+        k: int = 20,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+    ) -> list[SearchHit]:
+        """Top-k items for a text, a history (IDs or titles, oldest first), or both."""
+        if not isinstance(k, int) or k < 1:
+            raise InvalidRequest("k must be a positive integer", param="k")
+        validate_where(where, param=param)
+        text = (text or "").strip()
+        if not text and not history:
+            raise InvalidRequest("give a query text or a history of item IDs", param="query")
+        self.store.require()
+        history_ids = [item.id for item in self.resolve_history(history)] if history else []
+        return self.search_profile(
+            text, history_ids, k=k, where=where, exclude=exclude, param=param
+        )
+
+    def search_profile(
+        self,
+        text: str,
+        history_ids: Sequence[str],
+        *,
+        k: int,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+    ) -> list[SearchHit]:
+        """:meth:`search` for a history already resolved to item IDs."""
+        vector: np.ndarray | None = self.history_vector(history_ids) if history_ids else None
+        if text:
+            text_vec = self.text_vector(text)
+            vector = text_vec if vector is None else _unit(vector + text_vec)
+        if vector is None:
+            raise InvalidRequest("give a query text or a history of item IDs", param="query")
+        return self.search_vector(
+            vector, k=k, where=where, exclude=[*exclude, *history_ids], param=param
+        )
+
+    def search_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+    ) -> list[SearchHit]:
+        """Nearest items to a vector, honouring ``where``, never returning ``exclude``."""
+        if k < 1:
+            raise InvalidRequest("k must be a positive integer", param="k")
+        banned = {str(e) for e in exclude}
+        found = [
+            (item_id, dist)
+            for item_id, dist in self.store.query(vector, k + len(banned), where, param=param)
+            if item_id not in banned
+        ][:k]
+        items = self.mirror.by_id([item_id for item_id, _ in found])
+        return [
+            SearchHit(item=items[item_id], score=1.0 - float(dist))
+            for item_id, dist in found
+            if item_id in items  # one deleted between the query and the lookup is left out
+        ]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v

@@ -1,0 +1,335 @@
+"""Chroma plumbing for one catalog collection: the client, the collection, its metadata, the
+write lock, and how an :class:`Item` is stored.
+
+One Chroma collection per catalog, cosine space, embedded ``PersistentClient`` at
+``settings.chroma_path`` or ``HttpClient`` when ``settings.chroma_url`` is set. genrec always
+computes the vectors itself (:class:`genrec.embeddings.Embedder`); Chroma's own embedding
+function, which downloads a model, is never used.
+
+Each record: id = item id, document = ``Item.embedding_text()``, metadata = the item's fields
+so ``where`` filters work and the :class:`Item` can be rebuilt:
+
+===============  ===========================================================
+``title``        str
+``category``     str ("" when none)
+``description``  str (only when non-empty)
+``tags``         list of str (only when non-empty): ``{"tags": {"$contains": "Comedy"}}``
+``popularity``   float (only when known): ``{"popularity": {"$gte": 100}}``
+attributes       flattened to top-level keys, e.g. ``{"year": {"$lt": 1980}}``
+``_hash``        content hash of the item and embedding model (skip unchanged on re-ingest)
+``_attrs``       the attribute names, so attributes come back as attributes
+===============  ===========================================================
+
+Collection metadata ``genrec_complete`` is false while an upsert is writing and true only
+after the last batch landed, so an interrupted ingest never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from genrec.catalog import Item
+from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
+from genrec.filters import validate_where
+from genrec.folder_lock import FolderLock
+from genrec.settings import Settings
+
+_RESERVED = frozenset({"title", "category", "description", "tags", "popularity", "_hash", "_attrs"})
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+_PAGE = 5000
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_RE.match(name):
+        raise InvalidRequest(
+            f"bad collection name {name!r}: use 3-512 characters from "
+            f"[A-Za-z0-9._-], starting and ending with a letter or digit",
+            param="collection",
+        )
+    return name
+
+
+def item_hash(item: Item, model_id: str) -> str:
+    payload = json.dumps([model_id, item.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def catalog_digest(hashes: dict[str, str]) -> str:
+    h = hashlib.sha1()
+    for item_id in sorted(hashes):
+        h.update(f"{item_id}\0{hashes[item_id]}\n".encode())
+    return h.hexdigest()
+
+
+def item_to_metadata(item: Item, content_hash: str) -> dict[str, Any]:
+    md: dict[str, Any] = {"title": item.title, "category": item.category, "_hash": content_hash}
+    if item.description:
+        md["description"] = item.description
+    if item.tags:
+        md["tags"] = list(item.tags)
+    if item.popularity is not None:
+        md["popularity"] = float(item.popularity)
+    if item.attributes:
+        md["_attrs"] = list(item.attributes)
+        for key, value in item.attributes.items():
+            md[_attr_key(key)] = value
+    return md
+
+
+def item_from_metadata(item_id: str, md: dict[str, Any]) -> Item:
+    attributes = {
+        name: md[_attr_key(name)] for name in md.get("_attrs") or () if _attr_key(name) in md
+    }
+    return Item(
+        id=item_id,
+        title=md["title"],
+        description=md.get("description", ""),
+        category=md.get("category", ""),
+        tags=list(md.get("tags") or []),
+        attributes=attributes,
+        popularity=md.get("popularity"),
+    )
+
+
+def _attr_key(name: str) -> str:
+    return f"attr_{name}" if name in _RESERVED else name
+
+
+def chroma_client(settings: Settings) -> tuple[Any, FolderLock | None]:
+    """A Chroma client for the settings, and the folder's shared lock when it is embedded."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    url = settings.chroma_url
+    if not url:
+        lock = FolderLock.open_shared(settings.chroma_path)
+        client = chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+        return client, lock
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    try:
+        client = chromadb.HttpClient(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+            ssl=parsed.scheme == "https",
+            settings=chroma_settings,
+        )
+    except Exception as exc:  # noqa: BLE001 - chromadb raises bare ValueErrors here
+        raise ConfigError(
+            f"cannot reach the Chroma server at {url} ({exc}); start it with "
+            f"`chroma run --path DIR --port N` or unset GENREC_CHROMA_URL"
+        ) from exc
+    return client, None
+
+
+class ChromaStore:
+    """One collection: opened lazily, checked against the embedding model that must fill it.
+
+    ``space`` is the vector space of a new collection (cosine for catalog text; inner product
+    for learned item vectors, genrec.retrieval). ``model_id`` names what made the vectors: a
+    collection made by another model is refused, so two embedders never mix in one collection.
+    """
+
+    def __init__(
+        self, settings: Settings, name: str, model_id: str, *, space: str = "cosine"
+    ) -> None:
+        self.settings = settings
+        self.name = check_collection_name(name)
+        self.model_id = model_id
+        self.space = space
+        self._lock = threading.Lock()
+        self._col: Any = None
+        self._folder_lock: FolderLock | None = None  # embedded Chroma only (genrec.folder_lock)
+
+    @cached_property
+    def client(self) -> Any:
+        client, self._folder_lock = chroma_client(self.settings)
+        return client
+
+    def collection(self, create: bool = False) -> Any:
+        if self._col is not None:
+            return self._col
+        with self._lock:
+            if self._col is None:
+                col = self._open(create)
+                if col is None:
+                    return None
+                self._check_model(col)
+                self._col = col
+        return self._col
+
+    def _open(self, create: bool) -> Any:
+        from chromadb.errors import NotFoundError
+
+        try:
+            return self.client.get_collection(self.name, embedding_function=None)
+        except NotFoundError:
+            if not create:
+                return None
+        return self.client.get_or_create_collection(
+            self.name,
+            configuration={"hnsw": {"space": self.space}},
+            metadata={"genrec_embedding_model": self.model_id, "genrec_complete": False},
+            embedding_function=None,
+        )
+
+    def _check_model(self, col: Any) -> None:
+        stored = (col.metadata or {}).get("genrec_embedding_model")
+        if stored and stored != self.model_id:
+            raise ConfigError(
+                f"collection {self.name!r} was embedded with {stored}, not "
+                f"{self.model_id}; use that embedding model or another --collection"
+            )
+
+    def require(self) -> Any:
+        col = self.collection()
+        if col is None:
+            raise NotFound(
+                f"collection {self.name!r} does not exist; run `genrec ingest --dataset ml-100k` "
+                f"or `genrec ingest FILE --collection {self.name}` first",
+                param="collection",
+            )
+        return col
+
+    def exists(self) -> bool:
+        return self.collection() is not None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        if self.collection() is None:
+            return {}
+        # Re-read: another process (or server client) may have changed it.
+        return dict(self.client.get_collection(self.name, embedding_function=None).metadata or {})
+
+    def set_metadata(self, **values: Any) -> None:
+        """Merge ``values`` into the collection metadata (Chroma replaces it whole)."""
+        with self.writing():
+            col = self.collection(create=True)
+            merged = {**self.metadata, **values}
+            col.modify(metadata={k: v for k, v in merged.items() if v is not None})
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold an embedded Chroma folder exclusively while writing (see genrec.folder_lock); a
+        Chroma server orders writes itself."""
+        self.client  # noqa: B018 - opening the folder takes its shared lock first
+        if self._folder_lock is None:
+            yield
+        else:
+            with self._folder_lock.exclusive():
+                yield
+
+    def drop(self) -> None:
+        from chromadb.errors import NotFoundError
+
+        with self.writing(), self._lock:
+            try:
+                self.client.delete_collection(self.name)
+            except (NotFoundError, ValueError):
+                pass
+            self._col = None
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, min(self.settings.ingest_batch_size, self.client.get_max_batch_size()))
+
+    def count(self) -> int:
+        col = self.collection()
+        return 0 if col is None else int(col.count())
+
+    def ids(self) -> list[str]:
+        col = self.collection()
+        out: list[str] = []
+        while col is not None:
+            got = col.get(include=[], limit=_PAGE, offset=len(out))
+            out.extend(got["ids"])
+            if len(got["ids"]) < _PAGE:
+                break
+        return out
+
+    def ids_where(self, where: dict, *, param: str = "where") -> set[str]:
+        """The IDs of every record matching a filter (for retrievers that score in process)."""
+        validate_where(where, param=param)
+        try:
+            return set(self.require().get(where=where, include=[])["ids"])
+        except GenrecError:
+            raise
+        except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
+            msg = f"bad {param}: the catalog store rejected it: {exc}"
+            raise InvalidRequest(msg, param=param) from exc
+
+    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        col = self.collection()
+        out: dict[str, str] = {}
+        for start in range(0, len(ids) if col is not None else 0, self.batch_size):
+            got = col.get(ids=list(ids[start : start + self.batch_size]), include=["metadatas"])
+            for item_id, md in zip(got["ids"], got["metadatas"], strict=True):
+                out[item_id] = (md or {}).get("_hash", "")
+        return out
+
+    def items(self, ids: Sequence[str]) -> dict[str, Item]:
+        got = self.require().get(ids=list(ids), include=["metadatas"])
+        return {
+            item_id: item_from_metadata(item_id, md)
+            for item_id, md in zip(got["ids"], got["metadatas"], strict=True)
+        }
+
+    def all_items(self) -> list[Item]:
+        col = self.require()
+        items: list[Item] = []
+        while True:
+            got = col.get(include=["metadatas"], limit=_PAGE, offset=len(items))
+            items += [
+                item_from_metadata(i, m) for i, m in zip(got["ids"], got["metadatas"], strict=True)
+            ]
+            if len(got["ids"]) < _PAGE:
+                return items
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by ID (unknown IDs left out)."""
+        col = self.collection()
+        if col is None or not ids:
+            return {}
+        got = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        return {
+            i: np.asarray(e, dtype=np.float32)
+            for i, e in zip(got["ids"], got["embeddings"], strict=True)
+        }
+
+    def query(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        n: int,
+        where: dict | None,
+        *,
+        param: str = "where",
+    ) -> list[tuple[str, float]]:
+        """(id, distance) of the ``n`` nearest records matching ``where``. A filter the store
+        rejects is the caller's 400 on ``param``, never a 500."""
+        validate_where(where, param=param)
+        col = self.require()
+        try:
+            res = col.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=n,
+                where=where,
+                include=["distances"],  # item fields come from the mirror
+            )
+        except GenrecError:
+            raise
+        except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
+            if where is None:
+                raise
+            msg = f"bad {param}: the catalog store rejected it: {exc}"
+            raise InvalidRequest(msg, param=param) from exc
+        return list(zip(res["ids"][0], res["distances"][0], strict=True))

@@ -1,0 +1,180 @@
+"""Interaction logs: who interacted with which item when (what ``genrec train`` learns from).
+
+Formats (``fmt``, or guessed from the path):
+
+- ``movielens``: a MovieLens folder (``ratings.csv``: userId, movieId, rating, timestamp);
+- ``ml-100k``: MovieLens 100K as the recbole wheel ships it (``ml-100k.inter``), or that file;
+- ``csv``: a header with ``user_id``, ``item_id``, ``timestamp`` and optionally ``rating``;
+- ``jsonl``: one ``{"user_id", "item_id", "timestamp", "rating"?}`` object per line.
+
+Timestamps are numbers (Unix seconds) or ISO 8601 strings. A bad row is reported by its line
+number and skipped (``strict``: the first one is fatal); an empty log, or one without a timestamp
+column, is an error naming the file before any training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from genrec.errors import CatalogError
+from genrec.evaluation.splits import Interaction
+
+FORMATS = ("movielens", "ml-100k", "csv", "jsonl")
+
+
+@dataclass
+class LogRead:
+    source: str
+    interactions: list[Interaction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "FILE:LINE: reason"
+
+
+def parse_timestamp(value: object) -> float:
+    """Unix seconds from a number or an ISO 8601 string; ValueError otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"bad timestamp {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"bad timestamp {text!r} (use Unix seconds or ISO 8601)") from None
+
+
+def _rating(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    return float(value)  # type: ignore[arg-type]
+
+
+def guess_format(path: Path) -> str:
+    if path.is_dir():
+        return "ml-100k" if (path / "ml-100k.inter").is_file() else "movielens"
+    if path.name.endswith(".inter"):
+        return "ml-100k"
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return "jsonl"
+    return "csv"
+
+
+def read_log(path: Path | None, fmt: str | None = None, *, strict: bool = False) -> LogRead:
+    """Read an interaction log (``path`` None with ``fmt`` ml-100k: the packaged ML-100K)."""
+    if path is None:
+        if fmt not in (None, "ml-100k"):
+            raise CatalogError(f"an interaction log of format {fmt!r} needs a path", param="log")
+        from genrec.catalog import ml100k_dir
+
+        path, fmt = Path(ml100k_dir()), "ml-100k"
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CatalogError(f"interaction log not found: {path}", param="log")
+    fmt = fmt or guess_format(path)
+    if fmt not in FORMATS:
+        raise CatalogError(f"unknown log format {fmt!r}; use one of {FORMATS}", param="format")
+    if fmt == "movielens":
+        file = path / "ratings.csv" if path.is_dir() else path
+        rows = _csv_rows(file, ("userId", "movieId", "timestamp", "rating"))
+    elif fmt == "ml-100k":
+        file = path / "ml-100k.inter" if path.is_dir() else path
+        rows = _atomic_rows(file)
+    elif fmt == "csv":
+        file = path
+        rows = _csv_rows(file, ("user_id", "item_id", "timestamp", "rating"))
+    else:
+        file = path
+        rows = _jsonl_rows(file)
+    read = LogRead(source=str(file))
+    for line, row in rows:
+        try:
+            if isinstance(row, str):
+                raise ValueError(row)
+            user, item, ts, rating = row
+            if not str(user).strip() or not str(item).strip():
+                raise ValueError("empty user or item id")
+            read.interactions.append(
+                Interaction(
+                    str(user).strip(), str(item).strip(), parse_timestamp(ts), _rating(rating)
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            message = f"{file}:{line}: {exc}"
+            if strict:
+                raise CatalogError(f"bad row: {message}", param="log") from None
+            read.errors.append(message)
+    if not read.interactions:
+        raise CatalogError(
+            f"{file}: no usable interactions ({len(read.errors)} bad rows)", param="log"
+        )
+    return read
+
+
+# (user, item, timestamp, rating) as read, or why the line cannot be read
+Row = tuple[object, object, object, object] | str
+
+
+def _csv_rows(file: Path, columns: tuple[str, str, str, str]) -> Iterator[tuple[int, Row]]:
+    user_col, item_col, ts_col, rating_col = columns
+    if not file.is_file():
+        raise CatalogError(f"interaction file not found: {file}", param="log")
+    with file.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        names = set(reader.fieldnames or ())
+        missing = [c for c in (user_col, item_col, ts_col) if c not in names]
+        if missing:
+            raise CatalogError(
+                f"{file}: missing column(s) {missing} (has {sorted(names)}); a log needs "
+                f"{user_col}, {item_col} and {ts_col} (the order of events matters)",
+                param="log",
+            )
+        for line, row in enumerate(reader, start=2):
+            yield line, (row[user_col], row[item_col], row[ts_col], row.get(rating_col))
+
+
+def _atomic_rows(file: Path) -> Iterator[tuple[int, Row]]:
+    if not file.is_file():
+        raise CatalogError(f"interaction file not found: {file}", param="log")
+    with file.open(encoding="utf-8") as f:
+        header = [h.split(":", 1)[0] for h in f.readline().rstrip("\n").split("\t")]
+        try:
+            iu, ii, it = (header.index(c) for c in ("user_id", "item_id", "timestamp"))
+        except ValueError:
+            raise CatalogError(
+                f"{file}: header needs user_id, item_id and timestamp, has {header}", param="log"
+            ) from None
+        ir = header.index("rating") if "rating" in header else None
+        for line, raw in enumerate(f, start=2):
+            if not raw.strip():
+                continue
+            cols = raw.rstrip("\n").split("\t")
+            if len(cols) < len(header):
+                yield line, f"{len(cols)} columns, the header has {len(header)}"
+                continue
+            yield line, (cols[iu], cols[ii], cols[it], cols[ir] if ir is not None else None)
+
+
+def _jsonl_rows(file: Path) -> Iterator[tuple[int, Row]]:
+    with file.open(encoding="utf-8") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                missing = [k for k in ("user_id", "item_id", "timestamp") if k not in doc]
+                if missing:
+                    raise ValueError(f"missing {missing}")
+            except ValueError as exc:
+                yield line, f"bad line ({exc})"
+                continue
+            yield line, (doc["user_id"], doc["item_id"], doc["timestamp"], doc.get("rating"))

@@ -1,0 +1,21 @@
+"""The decoding modes, one object each (:mod:`.base` says what a mode owns)."""
+
+from genrec.modes.base import Decoded, DecodingMode, Grounding, ModeContext, Picks, Plan
+from genrec.modes.describe import DescribeMode
+from genrec.modes.generate import GenerateMode
+from genrec.modes.rank import RankMode
+
+MODES: dict[str, DecodingMode] = {m.name: m for m in (RankMode(), GenerateMode(), DescribeMode())}
+
+__all__ = [
+    "MODES",
+    "Decoded",
+    "DecodingMode",
+    "DescribeMode",
+    "GenerateMode",
+    "Grounding",
+    "ModeContext",
+    "Picks",
+    "Plan",
+    "RankMode",
+]

@@ -1,0 +1,108 @@
+"""What a decoding mode is: one object that owns its request checks, its answer room, its output
+constraint, its decode and its grounding. The Recommender runs every mode the same way::
+
+    mode.check(plan)                       # before any I/O: a 400 naming the field
+    room = mode.answer_room(plan, candidates)       # tokens the answer needs in the context
+    decoded = await mode.decode(ctx, plan, rendered)        # engine calls
+    picks = await mode.ground(ctx, plan, rendered, decoded)  # text -> catalog items + scores
+
+Adding a mode is one new module here and one entry in :data:`genrec.modes.MODES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from genrec.catalog import Item
+from genrec.engines.base import Engine, EngineResult
+from genrec.grounding import Grounded, Match
+from genrec.schema import RecommendRequest, Usage
+
+if TYPE_CHECKING:
+    from genrec.index import CatalogIndex
+    from genrec.prompts import ChatTokenizer, PromptTemplate, RenderedPrompt
+
+
+@dataclass
+class Plan:
+    """A validated request: everything decided before any I/O."""
+
+    request: RecommendRequest
+    mode: DecodingMode
+    template: PromptTemplate
+    k: int
+    n: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class ModeContext:
+    """What a mode may use: the engine, the model's tokenizer, the catalog index."""
+
+    engine: Engine
+    tokenizer: ChatTokenizer
+    index: CatalogIndex
+
+
+@dataclass
+class Decoded:
+    """What the engine produced, before grounding."""
+
+    outputs: list[str]  # one entry per produced label/line/description
+    usage: Usage = field(default_factory=Usage)
+    calls: int = 0  # engine calls made
+    ranked: list[tuple[int, float]] = field(default_factory=list)  # rank: (candidate, prob)
+
+
+@dataclass
+class Picks:
+    """Grounded items with their scores (parallel lists), plus what did not ground."""
+
+    grounded: Grounded
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The request-side facts grounding needs."""
+
+    candidates: list[Item]
+    banned: set[str]  # history + exclusions: never returned
+
+
+class DecodingMode(Protocol):
+    name: str
+
+    def check(self, plan: Plan) -> None: ...
+
+    def answer_room(self, plan: Plan, candidates: list[Item]) -> int: ...
+
+    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded: ...
+
+    async def ground(
+        self,
+        ctx: ModeContext,
+        plan: Plan,
+        rendered: RenderedPrompt,
+        decoded: Decoded,
+        grounding: Grounding,
+    ) -> Picks: ...
+
+
+def add_usage(decoded: Decoded, result: EngineResult) -> None:
+    decoded.calls += 1
+    decoded.usage.prompt_tokens += result.prompt_tokens
+    decoded.usage.completion_tokens += result.completion_tokens
+
+
+__all__ = [
+    "Decoded",
+    "DecodingMode",
+    "Grounding",
+    "Match",
+    "ModeContext",
+    "Picks",
+    "Plan",
+    "add_usage",
+]

@@ -1,0 +1,76 @@
+"""describe: the LM writes a free description of the ideal item; grounding searches the whole
+catalog by embedding similarity (BIGRec-style), so it can reach beyond the candidates."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from genrec.catalog import Item
+from genrec.engines.base import Engine, EngineRequest
+from genrec.grounding import Grounded, ground_description
+from genrec.modes.base import Decoded, Grounding, ModeContext, Picks, Plan, add_usage
+from genrec.schema import Usage
+
+if TYPE_CHECKING:
+    from genrec.prompts import RenderedPrompt
+
+
+async def describe_item(
+    engine: Engine,
+    prompt: str,
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> Decoded:
+    """A free description of the ideal item (one paragraph)."""
+    done = await engine.complete(
+        EngineRequest(
+            prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, stop=("\n\n",)
+        )
+    )
+    text = " ".join(done.text.split())
+    decoded = Decoded(outputs=[text] if text else [], usage=Usage())
+    add_usage(decoded, done)
+    return decoded
+
+
+class DescribeMode:
+    name = "describe"
+
+    def check(self, plan: Plan) -> None:
+        return None
+
+    def answer_room(self, plan: Plan, candidates: list[Item]) -> int:
+        return plan.max_new_tokens
+
+    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded:
+        return await describe_item(
+            ctx.engine,
+            rendered.prompt,
+            max_tokens=plan.max_new_tokens,
+            temperature=plan.request.temperature,
+            seed=plan.request.seed,
+        )
+
+    async def ground(
+        self,
+        ctx: ModeContext,
+        plan: Plan,
+        rendered: RenderedPrompt,
+        decoded: Decoded,
+        grounding: Grounding,
+    ) -> Picks:
+        if not decoded.outputs:
+            return Picks(Grounded(), [])
+        matches = await asyncio.to_thread(
+            ground_description,
+            ctx.index,
+            decoded.outputs[0],
+            plan.k,
+            banned=grounding.banned,
+            where=plan.request.filters,
+            candidates=grounding.candidates,
+        )
+        return Picks(Grounded(matches=matches), [m.confidence for m in matches])

@@ -1,0 +1,45 @@
+"""The retrieval seam: a request's need in, scored candidates out.
+
+Every retriever honours the same contract: it never returns an item of the history or of
+``exclude``, it honours ``where`` (a Chroma filter over item metadata), and it returns at most
+``k`` candidates, best first, each with the retriever's own score (higher is better; scores of
+different retrievers are on different scales, which is why fusion normalises them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from genrec.catalog import Item
+
+
+@dataclass(frozen=True)
+class RetrievalQuery:
+    text: str  # "" when the request has no query
+    history: tuple[Item, ...]  # resolved once (CatalogIndex.resolve_history), oldest first
+    k: int
+    where: dict | None = None
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def history_ids(self) -> list[str]:
+        return [item.id for item in self.history]
+
+    @property
+    def banned(self) -> set[str]:
+        """What may never be returned: the history and the exclusions."""
+        return set(self.exclude) | set(self.history_ids)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item: Item
+    score: float
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    name: str
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]: ...

@@ -1,0 +1,80 @@
+"""hybrid: content and learned retrievers fused by a weighted sum of normalised scores.
+
+Each member retrieves its top ``pool`` candidates; its scores are min-max normalised within that
+list (each member's scale is its own: cosine similarities, co-occurrence sums, dot products), an
+item a member did not return counts 0 for it, and the fused score is the weighted sum. A weighted
+sum rather than reciprocal-rank fusion because the weights are chosen on validation data
+(``genrec train``): a sum keeps how far ahead a member's top items are, which ranks alone lose,
+and the search over weights finds when a member should count little or nothing.
+
+A request with a query text gives the content member at least ``TEXT_WEIGHT`` of the total, so
+a text still steers a user with a long history. The content member's weight is never zero, so
+items nobody has interacted with yet stay reachable.
+"""
+
+from __future__ import annotations
+
+from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
+
+TEXT_WEIGHT = 0.5
+MIN_POOL = 100
+
+
+Scored = list[tuple[str, float]]  # (item ID, score), best first
+
+
+def normalised(scored: Scored) -> dict[str, float]:
+    if not scored:
+        return {}
+    lo = min(s for _, s in scored)
+    hi = max(s for _, s in scored)
+    span = hi - lo
+    return {item_id: (s - lo) / span if span > 0 else 1.0 for item_id, s in scored}
+
+
+def fuse(lists: dict[str, Scored], weights: dict[str, float], k: int) -> Scored:
+    """The top k of the weighted sum of each list's normalised scores (ties: first seen)."""
+    fused: dict[str, float] = {}
+    for name, scored in lists.items():
+        w = weights.get(name, 0.0)
+        for item_id, s in normalised(scored).items():
+            fused[item_id] = fused.get(item_id, 0.0) + w * s
+    order = sorted(fused, key=lambda i: -fused[i])[:k]
+    return [(i, fused[i]) for i in order]
+
+
+class HybridRetriever:
+    name = "hybrid"
+
+    def __init__(self, members: dict[str, Retriever], weights: dict[str, float]) -> None:
+        if "content" not in members:
+            raise ValueError("hybrid needs the content retriever among its members")
+        self.members = members
+        self.weights = {name: float(weights.get(name, 0.0)) for name in members}
+
+    def weights_for(self, query: RetrievalQuery) -> dict[str, float]:
+        weights = dict(self.weights)
+        total = sum(weights.values()) or 1.0
+        if query.text and weights["content"] / total < TEXT_WEIGHT:
+            others = total - weights["content"]
+            weights["content"] = others * TEXT_WEIGHT / (1 - TEXT_WEIGHT) if others else 1.0
+        return weights
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        pool = max(MIN_POOL, 5 * query.k)
+        wide = RetrievalQuery(
+            text=query.text,
+            history=query.history,
+            k=pool,
+            where=query.where,
+            exclude=query.exclude,
+        )
+        weights = self.weights_for(query)
+        items = {}
+        lists: dict[str, Scored] = {}
+        for name, member in self.members.items():
+            if weights.get(name, 0.0) > 0:
+                got = member.retrieve(wide)
+                items.update((c.item.id, c.item) for c in got)
+                lists[name] = [(c.item.id, c.score) for c in got]
+        return [Candidate(items[i], s) for i, s in fuse(lists, weights, query.k)]

@@ -1,0 +1,129 @@
+"""Retrievers trained on interactions (genrec.training), served from their bundle.
+
+- :class:`ScoringRetriever` (``itemknn``, ``ease``): an in-process model scores every item it
+  knows for the history; filters are applied through the catalog store (the IDs matching
+  ``where``). Zero-evidence ties are broken by training popularity, so it always has candidates
+  for a known history.
+- :class:`VectorRetriever` (``sasrec``): the sequential encoder runs in process over the
+  history and gives one user vector; the item vectors live in a Chroma collection of their own
+  (inner-product space, the catalog's metadata copied beside them so ``where`` filters work), so a
+  Chroma server serves them to every genrec process.
+- :class:`WithContentFallback`: a learned retriever knows only items seen in training; when it
+  has fewer than ``k`` candidates (a history of unseen items, a text-only request) the content
+  retriever fills the rest, so cold start stays served.
+
+History items the model never saw are ignored by the model (content still sees them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genrec.index import CatalogIndex
+from genrec.index.store import ChromaStore
+from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
+
+
+class _Indexed:
+    def __init__(self, item_ids: list[str], index: CatalogIndex) -> None:
+        self.item_ids = item_ids
+        self.position = {item_id: i for i, item_id in enumerate(item_ids)}
+        self.index = index
+
+    def known_history(self, query: RetrievalQuery) -> list[int]:
+        return [self.position[i] for i in query.history_ids if i in self.position]
+
+
+class ScoringRetriever(_Indexed):
+    def __init__(
+        self,
+        name: str,
+        model: object,
+        item_ids: list[str],
+        index: CatalogIndex,
+        popularity: np.ndarray,
+    ) -> None:
+        super().__init__(item_ids, index)
+        self.name = name
+        self.model = model
+        # A tie-breaker far below any real score: among items with no evidence, popular first.
+        pop = np.asarray(popularity, dtype=np.float64)
+        self._tiebreak = 1e-9 * pop / max(float(pop.max()), 1.0)
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        history = self.known_history(query)
+        if not history:
+            return []
+        scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak  # type: ignore[attr-defined]
+        banned = [self.position[i] for i in query.banned if i in self.position]
+        scores[banned] = -np.inf
+        if query.where is not None:
+            allowed = self.index.store.ids_where(query.where, param="filters")
+            keep = np.zeros(len(scores), dtype=bool)
+            keep[[self.position[i] for i in allowed if i in self.position]] = True
+            scores[~keep] = -np.inf
+        # An over-fetch covers items deleted from the catalog since training.
+        n = min(len(scores), query.k + 32)
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = [int(i) for i in top if np.isfinite(scores[i])]
+        items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
+        out = [
+            Candidate(items[self.item_ids[i]], float(scores[i]))
+            for i in top
+            if self.item_ids[i] in items
+        ]
+        return out[: query.k]
+
+
+class VectorRetriever(_Indexed):
+    def __init__(
+        self,
+        name: str,
+        model: object,
+        item_ids: list[str],
+        index: CatalogIndex,
+        vectors: ChromaStore,
+    ) -> None:
+        super().__init__(item_ids, index)
+        self.name = name
+        self.model = model
+        self.vectors = vectors
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        history = self.known_history(query)
+        if not history:
+            return []
+        user = self.model.user_vectors([history])[0]  # type: ignore[attr-defined]
+        banned = query.banned
+        found = self.vectors.query(user, query.k + len(banned), query.where, param="filters")
+        found = [(i, d) for i, d in found if i not in banned]
+        items = {it.id: it for it in self.index.get([i for i, _ in found])}
+        # Chroma's inner-product distance is 1 - u.v: the score is the dot product itself.
+        out = [Candidate(items[i], 1.0 - float(d)) for i, d in found if i in items]
+        return out[: query.k]
+
+
+class WithContentFallback:
+    def __init__(self, learned: Retriever, content: Retriever) -> None:
+        self.name = learned.name
+        self.learned = learned
+        self.content = content
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        out = self.learned.retrieve(query)
+        if len(out) >= query.k:
+            return out
+        seen = {c.item.id for c in out}
+        rest = RetrievalQuery(
+            text=query.text,
+            history=query.history,
+            k=query.k + len(seen),
+            where=query.where,
+            exclude=query.exclude,
+        )
+        # Below every learned score: the learned ranking keeps its order, content fills in.
+        floor = min((c.score for c in out), default=0.0)
+        filled = [c for c in self.content.retrieve(rest) if c.item.id not in seen]
+        out += [Candidate(c.item, floor - 1.0 - r) for r, c in enumerate(filled)]
+        return out[: query.k]

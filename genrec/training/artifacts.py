@@ -1,0 +1,141 @@
+"""Trained retrievers on disk: one versioned bundle per training run, switched atomically.
+
+``$GENREC_HOME/retrievers/<collection>/``::
+
+    CURRENT                    the version that serves (replaced atomically, last)
+    <version>/manifest.json    what was trained, on what, how long, validation metrics, weights
+    <version>/items.json       index -> catalog ID
+    <version>/itemknn.npz      a model's weights (one file per model)
+    <version>/sasrec.pt
+
+A bundle is written into a temporary folder, renamed into place complete, and only then named
+in ``CURRENT``: a killed training leaves the previous bundle serving, and a half-written folder
+is never read (its name starts with a dot and is swept by the next training). The previous
+bundle is kept for rollback; older ones (and their item-vector collections) are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genrec.settings import Settings
+
+FORMAT = 1
+KEEP = 2  # bundles kept: the serving one and the one before it
+
+
+def retrievers_dir(settings: Settings, collection: str) -> Path:
+    return settings.home / "retrievers" / collection
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def item_ids(self) -> list[str]:
+        return json.loads((self.path / "items.json").read_text(encoding="utf-8"))
+
+
+def new_version(fingerprint: str) -> str:
+    return (
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{fingerprint[:8]}-{uuid.uuid4().hex[:4]}"
+    )
+
+
+def current(settings: Settings, collection: str) -> Bundle | None:
+    """The serving bundle of a collection, or None when none was trained (or it is unreadable:
+    then content retrieval serves, and the reason is in the ValueError's message)."""
+    root = retrievers_dir(settings, collection)
+    pointer = root / "CURRENT"
+    if not pointer.is_file():
+        return None
+    version = pointer.read_text(encoding="utf-8").strip()
+    path = root / version
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"{pointer} names {version}, which has no manifest.json")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path}: format {manifest.get('format')}, expected {FORMAT}")
+    return Bundle(path, manifest)
+
+
+def write_bundle(
+    settings: Settings,
+    collection: str,
+    manifest: dict[str, Any],
+    item_ids: list[str],
+    writers: dict[str, Callable[[Path], None]],
+) -> Bundle:
+    """Write a complete bundle (each writer writes its file at the path it is given), then make
+    it current. Returns the new bundle."""
+    root = retrievers_dir(settings, collection)
+    root.mkdir(parents=True, exist_ok=True)
+    version = manifest["version"]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
+    try:
+        for name, write in writers.items():
+            write(tmp / name)
+        _write_json(tmp / "items.json", item_ids)
+        _write_json(tmp / "manifest.json", {**manifest, "format": FORMAT})
+        _fsync_dir(tmp)
+        os.rename(tmp, root / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer_tmp = root / f".CURRENT.{uuid.uuid4().hex}"
+    pointer_tmp.write_text(version + "\n", encoding="utf-8")
+    os.replace(pointer_tmp, root / "CURRENT")
+    _fsync_dir(root)
+    return Bundle(root / version, {**manifest, "format": FORMAT})
+
+
+def stale_bundles(settings: Settings, collection: str) -> list[Path]:
+    """Bundles beyond the KEEP newest, and temporary folders of interrupted trainings."""
+    root = retrievers_dir(settings, collection)
+    if not root.is_dir():
+        return []
+    pointer = root / "CURRENT"
+    serving = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+    done = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+        reverse=True,
+    )
+    keep = {p.name for p in done[:KEEP]} | ({serving} if serving else set())
+    tmp = [p for p in root.iterdir() if p.name.startswith(".") and p.is_dir()]
+    return [p for p in done if p.name not in keep] + tmp
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

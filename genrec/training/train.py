@@ -1,0 +1,319 @@
+"""``genrec train``: retrievers learned from interactions, chosen on a held-out item per user.
+
+One run, start to end (every choice on validation, never on a test item):
+
+1. index the log against the catalog (:mod:`.data`); hold out each user's last item;
+2. fit each model on the rest and score the held-out items (full ranking, history masked);
+   ``sasrec`` keeps its best epoch by validation NDCG@10;
+3. fuse content with the learned models (``hybrid``), weights searched on the same held-out items;
+4. refit the non-iterative models on everything (the held-out items included: serving should
+   know the latest behaviour; SASRec keeps the weights chosen on validation);
+5. write the SASRec item vectors into a Chroma collection of their own, then the bundle
+   (:mod:`.artifacts`), which becomes current last: a killed run leaves the previous one serving.
+
+The default retriever of the collection is the one with the best validation NDCG@10.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genrec.errors import CatalogBusy, InvalidRequest
+from genrec.evaluation.metrics import mean, ranking_metrics
+from genrec.index import CatalogIndex
+from genrec.index.store import ChromaStore, item_to_metadata
+from genrec.retrieval.base import Candidate, RetrievalQuery
+from genrec.retrieval.content import ContentRetriever
+from genrec.retrieval.hybrid import MIN_POOL, Scored, fuse
+from genrec.settings import Settings
+from genrec.training import artifacts
+from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
+from genrec.training.data import TrainingData
+from genrec.training.metrics import full_ranking_metrics
+
+# Non-iterative models that score every item in process, by name; then the sequential one.
+SCORING = {"itemknn": ItemKNN, "ease": EASE}
+SCORING_PARAMS = {"itemknn": ItemKNNParams, "ease": EASEParams}
+MODELS = (*SCORING, "sasrec")
+KS = (1, 5, 10, 20)
+WEIGHT_STEP = 0.1
+MIN_CONTENT_WEIGHT = 0.05  # content keeps a voice: items without interactions stay reachable
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def vectors_collection(collection: str, version: str, model: str) -> str:
+    return f"{collection}.{model}.{version}"
+
+
+def train_retrievers(
+    settings: Settings,
+    data: TrainingData,
+    index: CatalogIndex,
+    *,
+    models: Sequence[str] = MODELS,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    sasrec_params: Any = None,
+    progress: Progress | None = _stderr,
+) -> dict[str, Any]:
+    """Train, choose on validation, write the bundle; returns its manifest."""
+    say = progress or (lambda _msg: None)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise InvalidRequest(f"unknown model(s) {unknown}; train from {MODELS}", param="models")
+    if "sasrec" in models:  # its item vectors go into Chroma; the other models are files only
+        with index.store.writing():
+            pass  # an embedded catalog another process holds open: CatalogBusy now, not later
+    started = time.perf_counter()
+    train, val_hist, val_targets = data.holdout()
+    n = data.n_items
+    popularity = np.bincount([i for seq in data.sequences for i in seq], minlength=n).astype(
+        np.float32
+    )
+    say(
+        f"train: {data.stats['users']} users, {data.stats['interactions']} interactions, "
+        f"{n} items; validating on {len(val_targets)} held-out items"
+    )
+    manifest: dict[str, Any] = {
+        "version": artifacts.new_version(data.fingerprint()),
+        "collection": index.name,
+        "catalog_digest": index.metadata.get("genrec_digest"),
+        "data": {**data.stats, "fingerprint": data.fingerprint()},
+        "seed": seed,
+        "models": {},
+    }
+    val_pop = np.bincount([i for seq in train for i in seq], minlength=n).astype(np.float32)
+    manifest["popularity"] = {
+        "validation": _rounded(
+            full_ranking_metrics(np.tile(val_pop, (len(val_hist), 1)), val_hist, val_targets, KS)
+        )
+    }
+    writers: dict[str, Callable[[Path], None]] = {
+        "popularity.npy": lambda p: np.save(p, popularity)
+    }
+    lists: dict[str, list[Scored]] = {}  # member -> per user: top pool
+    fitted: dict[str, Any] = {}
+
+    for name in (m for m in SCORING if m in models):
+        t0 = time.perf_counter()
+        cls, params = SCORING[name], SCORING_PARAMS[name]()
+        model = cls.fit(train, n, params)
+        scores = _batched_scores(model, val_hist)
+        metrics = full_ranking_metrics(scores, val_hist, val_targets, KS)
+        lists[name] = _top_lists(scores, val_hist, data.item_ids)
+        final = cls.fit(data.sequences, n, params)  # serving knows the latest behaviour
+        writers[f"{name}.npz"] = lambda p, m=final: _save_npz(p, m.to_arrays())
+        manifest["models"][name] = {
+            "kind": "scoring",
+            "file": f"{name}.npz",
+            "params": asdict(params),
+            "validation": _rounded(metrics),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
+
+    if "sasrec" in models:
+        from genrec.training.sequential import SASRec, SASRecParams
+
+        t0 = time.perf_counter()
+        params = sasrec_params or SASRecParams()
+
+        def epoch_done(event: dict) -> None:
+            line = f"sasrec: epoch {event['epoch']} loss {event['loss']:.4f} {event['seconds']}s"
+            if "validation" in event:
+                line += f" validation NDCG@10 {event['validation']['ndcg@10']:.4f}"
+            say(line)
+
+        model, report = SASRec.fit(
+            train,
+            n,
+            params,
+            validation=(val_hist, val_targets),
+            seed=seed,
+            progress=epoch_done,
+            max_seconds=max_seconds,
+        )
+        scores = _batched_scores(model, val_hist)
+        metrics = full_ranking_metrics(scores, val_hist, val_targets, KS)
+        lists["sasrec"] = _top_lists(scores, val_hist, data.item_ids)
+        fitted["sasrec"] = model
+        writers["sasrec.pt"] = lambda p, m=model: m.save(p)
+        manifest["models"]["sasrec"] = {
+            "kind": "vector",
+            "file": "sasrec.pt",
+            "params": asdict(params),
+            "validation": _rounded(metrics),
+            "training": report,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "vectors": vectors_collection(index.name, manifest["version"], "sasrec"),
+        }
+        say(f"sasrec: validation NDCG@10 {metrics['ndcg@10']:.4f} ({report['epochs']} epochs)")
+
+    t0 = time.perf_counter()
+    lists["content"] = _content_lists(index, val_hist, data.item_ids)
+    content_metrics = _list_metrics(lists["content"], val_targets, data.item_ids)
+    manifest["content"] = {"validation": content_metrics}
+    weights, hybrid_metrics = choose_weights(lists, val_targets, data.item_ids)
+    manifest["models"]["hybrid"] = {
+        "kind": "fusion",
+        "weights": weights,
+        "validation": hybrid_metrics,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    say(f"hybrid: weights {weights}, validation NDCG@10 {hybrid_metrics['ndcg@10']:.4f}")
+
+    candidates = {name: m["validation"]["ndcg@10"] for name, m in manifest["models"].items()}
+    manifest["default"] = max(candidates, key=lambda name: candidates[name])
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+
+    if "sasrec" in fitted:
+        write_vectors(
+            settings, index, manifest["models"]["sasrec"]["vectors"], fitted["sasrec"], data
+        )
+    bundle = artifacts.write_bundle(settings, index.name, manifest, data.item_ids, writers)
+    prune(settings, index.name)
+    say(f"train: {bundle.path} is current (default retriever: {manifest['default']})")
+    return bundle.manifest
+
+
+def write_vectors(
+    settings: Settings, index: CatalogIndex, name: str, model: Any, data: TrainingData
+) -> None:
+    """The model's item vectors, with the items' metadata (so filters work), in ``name``."""
+    store = ChromaStore(settings, name, model_id=f"genrec:{name}", space="ip")
+    vectors = model.item_vectors()
+    items = {it.id: it for it in index.get(data.item_ids)}
+    ids = [i for i in data.item_ids if i in items]
+    rows = {item_id: r for r, item_id in enumerate(data.item_ids)}
+    with store.writing():
+        col = store.collection(create=True)
+        for start in range(0, len(ids), store.batch_size):
+            batch = ids[start : start + store.batch_size]
+            col.upsert(
+                ids=batch,
+                embeddings=vectors[[rows[i] for i in batch]],
+                metadatas=[item_to_metadata(items[i], "") for i in batch],
+            )
+        store.set_metadata(genrec_complete=True)
+
+
+def prune(settings: Settings, collection: str) -> None:
+    """Remove bundles beyond the kept ones, and their item-vector collections."""
+    import json
+    import shutil
+
+    for path in artifacts.stale_bundles(settings, collection):
+        manifest = path / "manifest.json"
+        if manifest.is_file():
+            doc = json.loads(manifest.read_text(encoding="utf-8"))
+            try:
+                for model in doc.get("models", {}).values():
+                    if model.get("vectors"):
+                        ChromaStore(settings, model["vectors"], model_id="").drop()
+            except CatalogBusy:
+                continue  # another process holds the embedded catalog: the next run cleans up
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- validation helpers -------------------------------------------------------------------------
+
+
+def choose_weights(
+    lists: dict[str, list[Scored]], targets: Sequence[int], item_ids: list[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The fusion weights (summing to 1, content at least MIN_CONTENT_WEIGHT) with the best
+    validation NDCG@10 over a grid of WEIGHT_STEP."""
+    names = list(lists)
+    steps = round(1 / WEIGHT_STEP)
+    best: tuple[float, dict[str, float], dict[str, float]] | None = None
+    for combo in itertools.product(range(steps + 1), repeat=len(names) - 1):
+        if sum(combo) > steps:
+            continue
+        raw = [c / steps for c in combo] + [1 - sum(combo) / steps]
+        weights = dict(zip(names, raw, strict=True))
+        weights["content"] = max(weights["content"], MIN_CONTENT_WEIGHT)
+        metrics = _fused_metrics(lists, weights, targets, item_ids)
+        if best is None or metrics["ndcg@10"] > best[0] + 1e-12:
+            best = (metrics["ndcg@10"], weights, metrics)
+    assert best is not None
+    return {k: round(v, 4) for k, v in best[1].items()}, best[2]
+
+
+def _fused_metrics(
+    lists: dict[str, list[Scored]],
+    weights: dict[str, float],
+    targets: Sequence[int],
+    item_ids: list[str],
+) -> dict[str, float]:
+    per_user = []
+    for u, target in enumerate(targets):
+        fused = fuse({name: lists[name][u] for name in lists}, weights, max(KS))
+        per_user.append(ranking_metrics([i for i, _ in fused], item_ids[target], KS))
+    return _rounded({key: mean([m[key] for m in per_user]) or 0.0 for key in per_user[0]})
+
+
+def _list_metrics(
+    lists: list[Scored], targets: Sequence[int], item_ids: list[str]
+) -> dict[str, float]:
+    per_user = [
+        ranking_metrics([i for i, _ in lists[u]], item_ids[t], KS) for u, t in enumerate(targets)
+    ]
+    return _rounded({key: mean([m[key] for m in per_user]) or 0.0 for key in per_user[0]})
+
+
+def _batched_scores(model: Any, histories: Sequence[Sequence[int]], batch: int = 512) -> np.ndarray:
+    return np.concatenate(
+        [model.scores(histories[i : i + batch]) for i in range(0, len(histories), batch)]
+    )
+
+
+def _top_lists(
+    scores: np.ndarray, histories: Sequence[Sequence[int]], item_ids: list[str]
+) -> list[Scored]:
+    """Per user: the top MIN_POOL items by score, history masked."""
+    out = []
+    pool = min(MIN_POOL, scores.shape[1] - 1)
+    for row, hist in zip(scores, histories, strict=True):
+        s = row.astype(np.float64).copy()
+        s[list(hist)] = -np.inf
+        top = np.argpartition(-s, pool)[:pool]
+        top = top[np.argsort(-s[top], kind="stable")]
+        out.append([(item_ids[i], float(s[i])) for i in top if np.isfinite(s[i])])
+    return out
+
+
+def _content_lists(
+    index: CatalogIndex, histories: Sequence[Sequence[int]], item_ids: list[str]
+) -> list[Scored]:
+    content = ContentRetriever(index)
+    items = {it.id: it for it in index.get(item_ids)}
+    out = []
+    for hist in histories:
+        history = tuple(items[item_ids[i]] for i in hist if item_ids[i] in items)
+        got: list[Candidate] = content.retrieve(
+            RetrievalQuery(text="", history=history, k=MIN_POOL)
+        )
+        out.append([(c.item.id, c.score) for c in got])
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 5) for k, v in metrics.items()}
