@@ -72,7 +72,7 @@ def read_log(path: Path | None, fmt: str | None = None, *, strict: bool = False)
     if path is None:
         if fmt not in (None, "ml-100k"):
             raise CatalogError(f"an interaction log of format {fmt!r} needs a path", param="log")
-        from genrec.catalog import ml100k_dir
+        from genrec.movielens import ml100k_dir
 
         path, fmt = Path(ml100k_dir()), "ml-100k"
     path = Path(path).expanduser()

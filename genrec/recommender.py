@@ -30,7 +30,7 @@ from genrec.errors import CatalogError, EngineError, GenrecError, InvalidRequest
 from genrec.filters import validate_where
 from genrec.index import CatalogIndex
 from genrec.model_files import model_path
-from genrec.modes import MODES, Grounding, ModeContext, Picks, Plan
+from genrec.modes import MODES, Job, Picks, Plan
 from genrec.prompts import (
     ChatTokenizer,
     PromptRegistry,
@@ -157,14 +157,19 @@ class Recommender:
         # Only a valid request that fits the model reaches the engine.
         if not self.ready:
             raise EngineError("the recommender is not ready (engine starting, stopped or dead)")
-        ctx = ModeContext(self.engine, self.tokenizer, self.index)  # type: ignore[arg-type]
+        job = Job(
+            engine=self.engine,
+            tokenizer=self.tokenizer,  # type: ignore[arg-type]
+            index=self.index,
+            plan=plan,
+            rendered=rendered,
+            candidates=candidates,
+            banned={h.id for h in history} | set(request.exclude),
+        )
         with clock("llm"):
-            decoded = await plan.mode.decode(ctx, plan, rendered)
+            decoded = await plan.mode.decode(job)
         with clock("ground"):
-            banned = {h.id for h in history} | set(request.exclude)
-            picks = await plan.mode.ground(
-                ctx, plan, rendered, decoded, Grounding(candidates, banned)
-            )
+            picks = await plan.mode.ground(job, decoded)
         return Recommendation(
             items=_items(picks),
             mode=plan.mode.name,  # type: ignore[arg-type]

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import (
-    Item,
-    load_catalog,
-    load_dataset,
-    load_movielens_folder,
-    ml100k_dir,
-    parse_mapping,
-    split_year,
-)
+from genrec.catalog import Item, load_catalog, load_dataset, parse_mapping
 from genrec.errors import CatalogError
+from genrec.movielens import load_movielens_folder, ml100k_dir, split_year
 from genrec.server.errors import http_status
 
 

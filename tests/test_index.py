@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genrec.catalog import Item, load_dataset, load_movielens_folder
+from genrec.catalog import Item, load_dataset
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, InvalidRequest, NotFound
 from genrec.index import CatalogIndex, validate_where
+from genrec.movielens import load_movielens_folder
 from genrec.server.errors import http_status
 from genrec.settings import Settings
 from genrec.titles import title_key

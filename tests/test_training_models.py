@@ -104,7 +104,7 @@ def test_itemknn_beats_popularity_and_round_trips(ml100k: dict, tmp_path: Path) 
 def test_itemknn_neighbour_pruning_keeps_at_most_k(ml100k: dict) -> None:
     params = ItemKNNParams(neighbours=20, window=5)
     model = ItemKNN.fit(ml100k["histories"][:200], ml100k["n_items"], params)
-    nonzero = (model.similarity > 0).sum(axis=1)
+    nonzero = (model.matrix > 0).sum(axis=1)
     assert nonzero.max() <= 20 + 5  # ties at the cut-off may keep a few more
 
 

@@ -524,19 +524,19 @@ async def test_a_valid_request_reaches_the_cold_servers_engine_check(
     assert resp.status_code == 503
 
 
-async def test_chat_catalogue_is_refused_before_the_route(
-    cold_url: str, http: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("route", "cases", "body"),
+    [
+        ("/v1/chat/completions", CHAT_CASES, chat_body),
+        ("/v1/recommendations", NATIVE_CASES, native_body),
+    ],
+    ids=["chat", "native"],
+)
+async def test_catalogue_is_refused_before_the_route(
+    cold_url: str, http: httpx.AsyncClient, route: str, cases: list, body
 ) -> None:
-    for fields, param in CHAT_CASES:
-        resp = await post(http, cold_url + "/v1/chat/completions", chat_body(fields))
-        assert_error(resp, 400, param)
-
-
-async def test_native_catalogue_is_refused_before_the_route(
-    cold_url: str, http: httpx.AsyncClient
-) -> None:
-    for fields, param in NATIVE_CASES:
-        resp = await post(http, cold_url + "/v1/recommendations", native_body(fields))
+    for fields, param in cases:
+        resp = await post(http, cold_url + route, body(fields))
         assert_error(resp, 400, param)
 
 

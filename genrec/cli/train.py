@@ -19,7 +19,6 @@ LogArgument = typer.Argument(
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("train")(train_command)
-    bench.command("retrieve")(bench_retrieve_command)
 
 
 @handles_errors
@@ -84,52 +83,3 @@ def train_command(
         typer.echo(f"  {model:8s} validation NDCG@10 {info['validation']['ndcg@10']:.4f}")
     typer.echo(f"  content  validation NDCG@10 {manifest['content']['validation']['ndcg@10']:.4f}")
     typer.echo(f"default retriever: {manifest['default']} (version {manifest['version']})")
-
-
-@handles_errors
-def bench_retrieve_command(
-    requests: int = typer.Option(200, "--requests", help="Timed requests per retriever."),
-    k: int = typer.Option(20, "--k", help="Candidates per request."),
-    length: int = typer.Option(50, "--length", help="History items per request."),
-    config: Path | None = ConfigOption,
-) -> None:
-    """Retrieval latency p50/p99 of every retriever the default collection serves (no LM), on
-    real ML-100K user histories. Prints JSON."""
-    import time
-
-    from genrec.cli.core import bench_histories, open_catalog
-    from genrec.retrieval import RetrievalQuery
-    from genrec.retrieval.registry import load_retrievers
-    from genrec.stats import rounded_percentile
-
-    settings = load_settings(config)
-    index = open_catalog(settings)
-    index.warm()
-    retrievers = load_retrievers(settings, index)
-    histories = bench_histories(requests + 10, index, length=length)
-    queries = [RetrievalQuery(text="", history=tuple(index.get(h)), k=k) for h in histories]
-    cells = {}
-    for name, retriever in sorted(retrievers.by_name.items()):
-        for q in queries[:10]:  # warm-up: first calls load lazily
-            retriever.retrieve(q)
-        ms = []
-        for q in queries[10:]:
-            t0 = time.perf_counter()
-            retriever.retrieve(q)
-            ms.append((time.perf_counter() - t0) * 1000)
-        cells[name] = {
-            "p50_ms": rounded_percentile(ms, 50),
-            "p99_ms": rounded_percentile(ms, 99),
-        }
-        typer.echo(f"{name}: p50 {cells[name]['p50_ms']} ms", err=True)
-    print_json(
-        {
-            "benchmark": "retrieve",
-            "catalog": index.name,
-            "default": retrievers.default,
-            "requests": requests,
-            "k": k,
-            "history_length": length,
-            "retrievers": cells,
-        }
-    )

@@ -19,15 +19,8 @@ from typing import Any
 
 import httpx
 
-from genrec.engines.base import (
-    Choice,
-    EngineRequest,
-    EngineResult,
-    Labels,
-    Owned,
-    Regex,
-    check_labels,
-)
+from genrec.engines import base
+from genrec.engines.base import EngineRequest, EngineResult, Owned, check_labels
 from genrec.errors import ConfigError, EngineError, PromptTooLong
 from genrec.settings import Settings
 
@@ -109,7 +102,7 @@ class RemoteEngine(Owned):
             "temperature": request.temperature,
             "add_special_tokens": False,
         }
-        if isinstance(c, Labels):
+        if isinstance(c, base.Labels):
             ids = check_labels(request, self.max_logprobs)
             body |= {
                 "allowed_token_ids": list(ids),
@@ -117,8 +110,8 @@ class RemoteEngine(Owned):
                 "return_tokens_as_token_ids": True,
             }
         elif c is not None:
-            structured = {"choice": list(c.options)} if isinstance(c, Choice) else {}
-            if isinstance(c, Regex):
+            structured = {"choice": list(c.options)} if isinstance(c, base.Choice) else {}
+            if isinstance(c, base.Regex):
                 structured = {"regex": c.pattern}
             body["structured_outputs"] = {**structured, "disable_any_whitespace": True}
         if request.seed is not None:
@@ -129,7 +122,7 @@ class RemoteEngine(Owned):
         first = data["choices"][0]
         usage = data.get("usage") or {}
         label_logprobs: dict[int, float] = {}
-        if isinstance(c, Labels):
+        if isinstance(c, base.Labels):
             top = ((first.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
             for token, lp in top.items():
                 tid = _token_id(token)

@@ -13,15 +13,12 @@ Everything here runs before any engine work, so bad input fails fast and cheaply
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from genrec.catalog import Item
+from genrec.catalog import Item, id_key
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import (
     EvalCase,
@@ -51,51 +48,15 @@ def _need_file(path: Path, what: str) -> Path:
 # ---- interaction readers ---------------------------------------------------------------------
 
 
-def read_movielens_ratings(folder: Path) -> Iterator[Interaction]:
-    """``ratings.csv`` (userId,movieId,rating,timestamp); all ratings are kept, as in LlamaRec."""
-    path = _need_file(folder / "ratings.csv", "MovieLens ratings file")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"userId", "movieId", "timestamp"} - set(reader.fieldnames or ())
-        if missing:
-            raise CatalogError(f"{path}: missing columns {sorted(missing)}", param="dataset.path")
-        yield from _interactions(path, enumerate(reader, start=2), "userId", "movieId", "timestamp")
+def read_interactions(path: Path, fmt: str) -> list[Interaction]:
+    """A MovieLens ``ratings.csv`` folder or an ML-100K ``.inter`` file, every rating kept (as in
+    LlamaRec); the first bad row is an error naming its line (genrec.interactions reads both)."""
+    from genrec.interactions import read_log
 
-
-def read_atomic_inter(path: Path) -> Iterator[Interaction]:
-    """A recbole atomic ``.inter`` file: tab-separated, typed header (``user_id:token`` ...)."""
-    _need_file(path, "interaction file")
-    with path.open(encoding="utf-8") as f:
-        header = [h.split(":", 1)[0] for h in f.readline().rstrip("\n").split("\t")]
-        try:
-            iu, ii, it = (header.index(c) for c in ("user_id", "item_id", "timestamp"))
-        except ValueError:
-            raise CatalogError(
-                f"{path}: header needs user_id, item_id and timestamp, has {header}",
-                param="dataset.path",
-            ) from None
-        rows = (
-            (line, raw.rstrip("\n").split("\t"))
-            for line, raw in enumerate(f, start=2)
-            if raw.strip()
-        )
-        yield from _interactions(path, rows, iu, ii, it)
-
-
-def _interactions(
-    path: Path,
-    rows: Iterable[tuple[int, Any]],
-    user: str | int,
-    item: str | int,
-    timestamp: str | int,
-) -> Iterator[Interaction]:
-    """(line number, row) pairs as interactions, the row indexed by the three column keys; a
-    short or unparsable row is an error naming its line."""
-    for line, row in rows:
-        try:
-            yield Interaction(row[user], row[item], float(row[timestamp]))
-        except (IndexError, KeyError, TypeError, ValueError) as exc:
-            raise CatalogError(f"{path}:{line}: bad row ({exc})", param="dataset.path") from None
+    try:
+        return read_log(path, fmt, strict=True).interactions
+    except CatalogError as exc:
+        raise CatalogError(exc.message, param="dataset.path") from None
 
 
 def read_cases_jsonl(path: Path) -> list[EvalCase]:
@@ -124,7 +85,7 @@ def read_cases_jsonl(path: Path) -> list[EvalCase]:
 
 
 def _catalog_movielens(folder: Path) -> dict[str, Item]:
-    from genrec.catalog import load_movielens_folder
+    from genrec.movielens import load_movielens_folder
 
     return {item.id: item for item in load_movielens_folder(folder)}
 
@@ -137,7 +98,7 @@ def _catalog_file(path: Path) -> dict[str, Item]:
 
 
 def ml100k_folder() -> Path:
-    from genrec.catalog import ml100k_dir
+    from genrec.movielens import ml100k_dir
 
     return Path(ml100k_dir())
 
@@ -176,14 +137,14 @@ def load_eval_dataset(
             raise CatalogError("a movielens dataset needs a path", param="dataset.path")
         if not path.is_dir():
             raise CatalogError(f"MovieLens folder not found: {path}", param="dataset.path")
-        raw = list(read_movielens_ratings(path))
+        raw = read_interactions(path, "movielens")
         all_items = _catalog_movielens(path)
         default_name = path.name
     elif fmt == "ml-100k":
         folder = path or ml100k_folder()
         if not folder.is_dir():
             raise CatalogError(f"ML-100K folder not found: {folder}", param="dataset.path")
-        raw = list(read_atomic_inter(folder / "ml-100k.inter"))
+        raw = read_interactions(folder / "ml-100k.inter", "ml-100k")
         all_items = _catalog_movielens(folder)  # reads the recbole atomic .item file
         default_name = "ml-100k"
     else:
@@ -203,7 +164,7 @@ def load_eval_dataset(
             f"warning: {len(missing)} rated items are not in the catalog (first: {missing[:3]})",
             file=sys.stderr,
         )
-    items = {i: all_items[i] for i in sorted(used & all_items.keys(), key=_id_key)}
+    items = {i: all_items[i] for i in sorted(used & all_items.keys(), key=id_key)}
     stats = {
         "raw_interactions": len(raw),
         "raw_users": len({x.user for x in raw}),
@@ -217,8 +178,3 @@ def load_eval_dataset(
         "split": split,
     }
     return EvalDataset(name or default_name, str(path or default_name), items, cases, stats)
-
-
-def _id_key(item_id: str) -> tuple[int, int | str]:
-    # Numeric IDs in numeric order, others after them, so the catalog order is stable and natural.
-    return (0, int(item_id)) if item_id.isdigit() else (1, item_id)

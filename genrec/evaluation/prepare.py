@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genrec.catalog import id_key
 from genrec.engines import engine_identity
 from genrec.errors import CatalogError, ConfigError
-from genrec.evaluation.datasets import EvalDataset, _id_key, load_eval_dataset
+from genrec.evaluation.datasets import EvalDataset, load_eval_dataset
 from genrec.evaluation.splits import EvalCase
 from genrec.evaluation.suite import CellSpec, Suite
 from genrec.settings import Settings
@@ -71,7 +72,7 @@ class Prepared:
 def sample_cases(cases: Sequence[EvalCase], size: int | None, seed: int) -> list[EvalCase]:
     """A seeded random order of all users, cut to `size`: any prefix is itself a random sample,
     so --limit and smaller matrix blocks take prefixes of one list."""
-    ordered = sorted(cases, key=lambda c: _id_key(c.user_id))
+    ordered = sorted(cases, key=lambda c: id_key(c.user_id))
     random.Random(seed).shuffle(ordered)
     return ordered[:size] if size is not None else ordered
 

@@ -1,6 +1,6 @@
 """The decoding modes, one object each (:mod:`.base` says what a mode owns)."""
 
-from genrec.modes.base import Decoded, DecodingMode, Grounding, ModeContext, Picks, Plan
+from genrec.modes.base import Decoded, DecodingMode, Job, Picks, Plan
 from genrec.modes.describe import DescribeMode
 from genrec.modes.generate import GenerateMode
 from genrec.modes.rank import RankMode
@@ -13,8 +13,7 @@ __all__ = [
     "DecodingMode",
     "DescribeMode",
     "GenerateMode",
-    "Grounding",
-    "ModeContext",
+    "Job",
     "Picks",
     "Plan",
     "RankMode",

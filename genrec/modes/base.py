@@ -1,10 +1,10 @@
 """What a decoding mode is: one object that owns its request checks, its answer room, its output
 constraint, its decode and its grounding. The Recommender runs every mode the same way::
 
-    mode.check(plan)                       # before any I/O: a 400 naming the field
-    room = mode.answer_room(plan, candidates)       # tokens the answer needs in the context
-    decoded = await mode.decode(ctx, plan, rendered)        # engine calls
-    picks = await mode.ground(ctx, plan, rendered, decoded)  # text -> catalog items + scores
+    mode.check(plan)                           # before any I/O: a 400 naming the field
+    room = mode.answer_room(plan, candidates)  # tokens the answer needs in the context
+    decoded = await mode.decode(job)           # engine calls
+    picks = await mode.ground(job, decoded)    # text -> catalog items + scores
 
 Adding a mode is one new module here and one entry in :data:`genrec.modes.MODES`.
 """
@@ -37,12 +37,18 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class ModeContext:
-    """What a mode may use: the engine, the model's tokenizer, the catalog index."""
+class Job:
+    """One request on its way through a mode: what the mode may use (the engine, the model's
+    tokenizer, the catalog index) and what the request has become (the plan, the rendered
+    prompt, the candidates, the IDs never to return)."""
 
     engine: Engine
     tokenizer: ChatTokenizer
     index: CatalogIndex
+    plan: Plan
+    rendered: RenderedPrompt
+    candidates: list[Item]
+    banned: set[str]  # history + exclusions
 
 
 @dataclass
@@ -63,14 +69,6 @@ class Picks:
     scores: list[float]
 
 
-@dataclass(frozen=True)
-class Grounding:
-    """The request-side facts grounding needs."""
-
-    candidates: list[Item]
-    banned: set[str]  # history + exclusions: never returned
-
-
 class DecodingMode(Protocol):
     name: str
 
@@ -78,16 +76,9 @@ class DecodingMode(Protocol):
 
     def answer_room(self, plan: Plan, candidates: list[Item]) -> int: ...
 
-    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded: ...
+    async def decode(self, job: Job) -> Decoded: ...
 
-    async def ground(
-        self,
-        ctx: ModeContext,
-        plan: Plan,
-        rendered: RenderedPrompt,
-        decoded: Decoded,
-        grounding: Grounding,
-    ) -> Picks: ...
+    async def ground(self, job: Job, decoded: Decoded) -> Picks: ...
 
 
 def add_usage(decoded: Decoded, result: EngineResult) -> None:
@@ -96,13 +87,4 @@ def add_usage(decoded: Decoded, result: EngineResult) -> None:
     decoded.usage.completion_tokens += result.completion_tokens
 
 
-__all__ = [
-    "Decoded",
-    "DecodingMode",
-    "Grounding",
-    "Match",
-    "ModeContext",
-    "Picks",
-    "Plan",
-    "add_usage",
-]
+__all__ = ["Decoded", "DecodingMode", "Job", "Match", "Picks", "Plan", "add_usage"]

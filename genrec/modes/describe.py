@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from genrec.catalog import Item
 from genrec.engines.base import Engine, EngineRequest
 from genrec.grounding import Grounded, ground_description
-from genrec.modes.base import Decoded, Grounding, ModeContext, Picks, Plan, add_usage
+from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
 from genrec.schema import Usage
 
 if TYPE_CHECKING:
-    from genrec.prompts import RenderedPrompt
+    pass
 
 
 async def describe_item(
@@ -45,32 +45,26 @@ class DescribeMode:
     def answer_room(self, plan: Plan, candidates: list[Item]) -> int:
         return plan.max_new_tokens
 
-    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded:
+    async def decode(self, job: Job) -> Decoded:
+        plan, rendered = job.plan, job.rendered
         return await describe_item(
-            ctx.engine,
+            job.engine,
             rendered.prompt,
             max_tokens=plan.max_new_tokens,
             temperature=plan.request.temperature,
             seed=plan.request.seed,
         )
 
-    async def ground(
-        self,
-        ctx: ModeContext,
-        plan: Plan,
-        rendered: RenderedPrompt,
-        decoded: Decoded,
-        grounding: Grounding,
-    ) -> Picks:
+    async def ground(self, job: Job, decoded: Decoded) -> Picks:
         if not decoded.outputs:
             return Picks(Grounded(), [])
         matches = await asyncio.to_thread(
             ground_description,
-            ctx.index,
+            job.index,
             decoded.outputs[0],
-            plan.k,
-            banned=grounding.banned,
-            where=plan.request.filters,
-            candidates=grounding.candidates,
+            job.plan.k,
+            banned=job.banned,
+            where=job.plan.request.filters,
+            candidates=job.candidates,
         )
         return Picks(Grounded(matches=matches), [m.confidence for m in matches])

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from genrec.catalog import Item
 from genrec.engines.base import Engine, EngineRequest, Regex
 from genrec.grounding import Grounder
-from genrec.modes.base import Decoded, Grounding, ModeContext, Picks, Plan, add_usage
+from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
 from genrec.schema import Usage
 
 if TYPE_CHECKING:
-    from genrec.prompts import RenderedPrompt
+    pass
 
 _REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}])")
 
@@ -119,35 +119,30 @@ class GenerateMode:
         longest = sorted((len(c.title) for c in candidates), reverse=True)[: plan.k]
         return sum(n // 2 + 2 for n in longest) + 2
 
-    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded:
+    async def decode(self, job: Job) -> Decoded:
+        plan, rendered = job.plan, job.rendered
         decoded, _ = await generate_titles(
-            ctx.engine,
+            job.engine,
             rendered.prompt,
             rendered.titles,
             plan.k,
-            tokenize=ctx.tokenizer.encode,
+            tokenize=job.tokenizer.encode,
             temperature=plan.request.temperature,
             seed=plan.request.seed,
         )
         return decoded
 
-    async def ground(
-        self,
-        ctx: ModeContext,
-        plan: Plan,
-        rendered: RenderedPrompt,
-        decoded: Decoded,
-        grounding: Grounding,
-    ) -> Picks:
+    async def ground(self, job: Job, decoded: Decoded) -> Picks:
+        k = job.plan.k
         grounder = Grounder(
-            grounding.candidates,
-            rendered.titles,
-            index=ctx.index,
-            banned=grounding.banned,
+            job.candidates,
+            job.rendered.titles,
+            index=job.index,
+            banned=job.banned,
             embedding_scope="candidates",
         )
         # Grounding touches Chroma/embeddings only when exact/fuzzy matching fails.
-        grounded = await asyncio.to_thread(grounder.ground_all, decoded.outputs, plan.k)
+        grounded = await asyncio.to_thread(grounder.ground_all, decoded.outputs, k)
         # Position-based: the LM's order is its ranking (best first).
-        scores = [round(1.0 - r / plan.k, 4) for r in range(len(grounded.matches))]
+        scores = [round(1.0 - r / k, 4) for r in range(len(grounded.matches))]
         return Picks(grounded, scores)

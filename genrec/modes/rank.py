@@ -21,11 +21,11 @@ from genrec.catalog import Item
 from genrec.engines.base import Engine, EngineRequest
 from genrec.errors import InvalidRequest
 from genrec.grounding import Grounded, Match
-from genrec.modes.base import Decoded, Grounding, ModeContext, Picks, Plan
+from genrec.modes.base import Decoded, Job, Picks, Plan
 from genrec.schema import Usage
 
 if TYPE_CHECKING:
-    from genrec.prompts import RenderedPrompt
+    pass
 
 
 def label_chunks(n: int, cap: int) -> list[list[int]]:
@@ -115,21 +115,15 @@ class RankMode:
     def answer_room(self, plan: Plan, candidates: list[Item]) -> int:
         return 1  # one label token
 
-    async def decode(self, ctx: ModeContext, plan: Plan, rendered: RenderedPrompt) -> Decoded:
-        label_ids = ctx.tokenizer.label_token_ids(rendered.labels, rendered.prompt)
-        decoded = await rank_labels(ctx.engine, rendered.prompt, label_ids)
+    async def decode(self, job: Job) -> Decoded:
+        plan, rendered = job.plan, job.rendered
+        label_ids = job.tokenizer.label_token_ids(rendered.labels, rendered.prompt)
+        decoded = await rank_labels(job.engine, rendered.prompt, label_ids)
         decoded.outputs = [rendered.labels[i] for i, _ in decoded.ranked[: plan.k]]
         return decoded
 
-    async def ground(
-        self,
-        ctx: ModeContext,
-        plan: Plan,
-        rendered: RenderedPrompt,
-        decoded: Decoded,
-        grounding: Grounding,
-    ) -> Picks:
+    async def ground(self, job: Job, decoded: Decoded) -> Picks:
         # A label is its candidate: nothing to match, nothing can fall outside the candidates.
-        top = decoded.ranked[: plan.k]
-        matches = [Match(grounding.candidates[i], "label", 1.0) for i, _ in top]
+        top = decoded.ranked[: job.plan.k]
+        matches = [Match(job.candidates[i], "label", 1.0) for i, _ in top]
         return Picks(Grounded(matches=matches), [p for _, p in top])

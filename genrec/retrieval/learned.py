@@ -17,6 +17,8 @@ History items the model never saw are ignored by the model (content still sees t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from genrec.index import CatalogIndex
@@ -24,8 +26,12 @@ from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
 
 
-class _Indexed:
-    def __init__(self, item_ids: list[str], index: CatalogIndex) -> None:
+class _Learned:
+    """A trained model over the item indices of its bundle, reading items from the catalog."""
+
+    def __init__(self, name: str, model: Any, item_ids: list[str], index: CatalogIndex) -> None:
+        self.name = name
+        self.model = model
         self.item_ids = item_ids
         self.position = {item_id: i for i, item_id in enumerate(item_ids)}
         self.index = index
@@ -34,18 +40,11 @@ class _Indexed:
         return [self.position[i] for i in query.history_ids if i in self.position]
 
 
-class ScoringRetriever(_Indexed):
+class ScoringRetriever(_Learned):
     def __init__(
-        self,
-        name: str,
-        model: object,
-        item_ids: list[str],
-        index: CatalogIndex,
-        popularity: np.ndarray,
+        self, name: str, model: Any, item_ids: list[str], index: CatalogIndex, popularity: Any
     ) -> None:
-        super().__init__(item_ids, index)
-        self.name = name
-        self.model = model
+        super().__init__(name, model, item_ids, index)
         # A tie-breaker far below any real score: among items with no evidence, popular first.
         pop = np.asarray(popularity, dtype=np.float64)
         self._tiebreak = 1e-9 * pop / max(float(pop.max()), 1.0)
@@ -54,7 +53,7 @@ class ScoringRetriever(_Indexed):
         history = self.known_history(query)
         if not history:
             return []
-        scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak  # type: ignore[attr-defined]
+        scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak
         banned = [self.position[i] for i in query.banned if i in self.position]
         scores[banned] = -np.inf
         if query.where is not None:
@@ -76,25 +75,18 @@ class ScoringRetriever(_Indexed):
         return out[: query.k]
 
 
-class VectorRetriever(_Indexed):
+class VectorRetriever(_Learned):
     def __init__(
-        self,
-        name: str,
-        model: object,
-        item_ids: list[str],
-        index: CatalogIndex,
-        vectors: ChromaStore,
+        self, name: str, model: Any, item_ids: list[str], index: CatalogIndex, vectors: ChromaStore
     ) -> None:
-        super().__init__(item_ids, index)
-        self.name = name
-        self.model = model
+        super().__init__(name, model, item_ids, index)
         self.vectors = vectors
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         history = self.known_history(query)
         if not history:
             return []
-        user = self.model.user_vectors([history])[0]  # type: ignore[attr-defined]
+        user = self.model.user_vectors([history])[0]
         banned = query.banned
         found = self.vectors.query(user, query.k + len(banned), query.where, param="filters")
         found = [(i, d) for i, d in found if i not in banned]

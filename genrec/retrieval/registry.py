@@ -101,7 +101,7 @@ def _learned(
     out: dict[str, Retriever] = {}
     scoring = [name for name, m in models.items() if m["kind"] == "scoring"]
     if scoring:
-        from genrec.training.train import SCORING, SCORING_PARAMS
+        from genrec.training.collaborative import SCORING, SCORING_PARAMS
 
         popularity = np.load(bundle.file("popularity.npy"))
         for name in scoring:

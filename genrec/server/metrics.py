@@ -22,10 +22,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genrec.schema import Recommendation
+from genrec.schema import STAGES, Recommendation
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
-STAGES = ("retrieve", "render", "llm", "ground", "total")
 
 
 def outcome_of(status: int) -> str:

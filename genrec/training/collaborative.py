@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -74,6 +74,36 @@ def _score_rows(
     return out
 
 
+class _ItemItem:
+    """A square item x item matrix (``KEY`` names it in saved arrays); a user's scores are the
+    recency-weighted sum of the history items' rows."""
+
+    KEY = "matrix"
+
+    def __init__(self, matrix: np.ndarray, params: Any) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"{type(self).__name__} {self.KEY} must be square, got {matrix.shape}")
+        self.params = params
+        self.matrix = matrix.astype(np.float32, copy=False)
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[0]
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        _check_sequences(histories, self.n_items, "histories")
+        return _score_rows(
+            histories, self.matrix, self.params.recency, getattr(self.params, "history_len", 0)
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {self.KEY: self.matrix}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: Any) -> Self:
+        return cls(np.asarray(arrays[cls.KEY]), params)
+
+
 # ---- EASE ---------------------------------------------------------------------------------------
 
 
@@ -86,16 +116,8 @@ class EASEParams:
     recency: float = 0.7
 
 
-class EASE:
-    def __init__(self, weights: np.ndarray, params: EASEParams) -> None:
-        if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
-            raise ValueError(f"EASE weights must be square, got {weights.shape}")
-        self.params = params
-        self.weights = weights.astype(np.float32, copy=False)
-
-    @property
-    def n_items(self) -> int:
-        return self.weights.shape[0]
+class EASE(_ItemItem):
+    KEY = "weights"
 
     @classmethod
     def fit(
@@ -109,17 +131,6 @@ class EASE:
         b = -p / np.diag(p)[None, :]
         b[np.diag_indices(n_items)] = 0.0
         return cls(b.astype(np.float32), params)
-
-    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        _check_sequences(histories, self.n_items, "histories")
-        return _score_rows(histories, self.weights, self.params.recency)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"weights": self.weights}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: EASEParams = EASEParams()) -> Self:
-        return cls(np.asarray(arrays["weights"]), params)
 
 
 # ---- ItemKNN ------------------------------------------------------------------------------------
@@ -172,16 +183,8 @@ def cooccurrence(
     return c
 
 
-class ItemKNN:
-    def __init__(self, similarity: np.ndarray, params: ItemKNNParams) -> None:
-        if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-            raise ValueError(f"ItemKNN similarity must be square, got {similarity.shape}")
-        self.params = params
-        self.similarity = similarity.astype(np.float32, copy=False)
-
-    @property
-    def n_items(self) -> int:
-        return self.similarity.shape[0]
+class ItemKNN(_ItemItem):
+    KEY = "similarity"
 
     @classmethod
     def fit(
@@ -206,15 +209,7 @@ class ItemKNN:
             sim = np.where(sim >= cut[:, None], sim, 0.0)
         return cls(sim.astype(np.float32), params)
 
-    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        _check_sequences(histories, self.n_items, "histories")
-        return _score_rows(histories, self.similarity, self.params.recency, self.params.history_len)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"similarity": self.similarity}
-
-    @classmethod
-    def from_arrays(
-        cls, arrays: dict[str, np.ndarray], params: ItemKNNParams = ItemKNNParams()
-    ) -> Self:
-        return cls(np.asarray(arrays["similarity"]), params)
+# The models that score every item in process, by the name `genrec train --models` knows them.
+SCORING: dict[str, type[_ItemItem]] = {"itemknn": ItemKNN, "ease": EASE}
+SCORING_PARAMS: dict[str, type] = {"itemknn": ItemKNNParams, "ease": EASEParams}

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from genrec.catalog import id_key
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import Interaction
 
@@ -68,7 +69,7 @@ def build(
     catalog = set(catalog_ids)
     used = {item for seq in sequences.values() for item in seq}
     unknown = used - catalog
-    item_ids = sorted(used & catalog, key=_id_key)
+    item_ids = sorted(used & catalog, key=id_key)
     index = {item_id: i for i, item_id in enumerate(item_ids)}
     users, seqs = [], []
     unknown_events = 0
@@ -90,7 +91,7 @@ def build(
         "users_with_one_item": sum(1 for s in seqs if len(s) == 1),
     }
     if unknown:
-        stats["unknown_item_examples"] = sorted(unknown, key=_id_key)[:5]
+        stats["unknown_item_examples"] = sorted(unknown, key=id_key)[:5]
     if not any(len(s) >= 2 for s in seqs):
         raise CatalogError(
             f"{source or 'the interaction log'}: no user has two or more interactions on catalog "
@@ -99,7 +100,3 @@ def build(
             param="log",
         )
     return TrainingData(item_ids=item_ids, users=users, sequences=seqs, stats=stats)
-
-
-def _id_key(item_id: str) -> tuple[int, int | str]:
-    return (0, int(item_id)) if item_id.isdigit() else (1, item_id)

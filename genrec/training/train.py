@@ -35,13 +35,10 @@ from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import MIN_POOL, Scored, fuse
 from genrec.settings import Settings
 from genrec.training import artifacts
-from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
+from genrec.training.collaborative import SCORING, SCORING_PARAMS
 from genrec.training.data import TrainingData
 from genrec.training.metrics import full_ranking_metrics
 
-# Non-iterative models that score every item in process, by name; then the sequential one.
-SCORING = {"itemknn": ItemKNN, "ease": EASE}
-SCORING_PARAMS = {"itemknn": ItemKNNParams, "ease": EASEParams}
 MODELS = (*SCORING, "sasrec")
 KS = (1, 5, 10, 20)
 WEIGHT_STEP = 0.1
