@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     # OpenAI-compatible vLLM server; None = in-process engine
     engine_url: str | None = Field(default=None, json_schema_extra=_OUTPUTS)
     engine_api_key: str | None = Field(default=None, json_schema_extra=_RUNTIME)
-    dtype: str = Field(default="bfloat16", json_schema_extra=_OUTPUTS)
+    # auto: bfloat16 on a GPU or a CPU with native bf16 (AVX-512 BF16, AMX), else float32
+    # (emulated bf16 is ~70x slower than fp32; genrec.engines.hardware)
+    dtype: str = Field(default="auto", json_schema_extra=_OUTPUTS)
     max_model_len: int = Field(default=2048, ge=128, json_schema_extra=_OUTPUTS)
     kv_cache_gib: float = Field(default=1.0, gt=0, json_schema_extra=_RUNTIME)
     max_logprobs: int = Field(default=20, ge=1, json_schema_extra=_OUTPUTS)

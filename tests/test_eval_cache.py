@@ -14,7 +14,7 @@ def test_identity_tells_checkpoints_and_engine_settings_apart(tmp_path):
     ida = engine_identity(base.model_copy(update={"model": str(a)}))
     idb = engine_identity(base.model_copy(update={"model": str(b)}))
     assert ida != idb and ida["model"] == str(a.resolve())
-    for field, value in (("dtype", "float32"), ("max_model_len", 1024), ("max_logprobs", 5)):
+    for field, value in (("dtype", "float16"), ("max_model_len", 1024), ("max_logprobs", 5)):
         assert engine_identity(base.model_copy(update={field: value})) != engine_identity(base)
     # Settings that do not change outputs leave it alone; it is stable and JSON-friendly.
     assert engine_identity(base.model_copy(update={"kv_cache_gib": 2.0})) == engine_identity(base)

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from genrec.engines.base import EngineRequest
+from genrec.engines.hardware import resolve_dtype
 from genrec.engines.inprocess import InProcessEngine
 from genrec.engines.remote import RemoteEngine
 from genrec.errors import ConfigError, EngineError
@@ -51,7 +52,7 @@ def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Po
             "--port",
             str(port),
             "--dtype",
-            "bfloat16",
+            resolve_dtype("auto"),  # the in-process engine's dtype on this machine
             "--max-model-len",
             "2048",
             "--enforce-eager",

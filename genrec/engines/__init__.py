@@ -24,6 +24,7 @@ from genrec.engines.base import (
     Labels,
     Regex,
 )
+from genrec.engines.hardware import resolve_dtype
 from genrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def engine_identity(settings: Settings) -> dict[str, Any]:
     folder by its resolved path, a name as given, the packaged default by its name). Used as the
     engine cache's key and in the evaluation fingerprint; touches no engine, converts no model."""
     identity = {name: getattr(settings, name) for name in _marked(("outputs",))}
+    if not settings.engine_url:  # in process, "auto" is whatever this machine runs
+        identity["dtype"] = resolve_dtype(settings.dtype)
     if settings.model:
         local = Path(settings.model).expanduser()
         identity["model"] = str(local.resolve()) if local.exists() else settings.model

@@ -28,6 +28,7 @@ from genrec.engines.base import (
     Regex,
     check_labels,
 )
+from genrec.engines.hardware import resolve_dtype
 from genrec.errors import EngineError, PromptTooLong
 from genrec.model_files import model_display_name, model_path
 from genrec.settings import Settings
@@ -119,7 +120,7 @@ class InProcessEngine(Owned):
         self._vllm = {"SamplingParams": SamplingParams, "Structured": StructuredOutputsParams}
         args = AsyncEngineArgs(
             model=model,
-            dtype=self._settings.dtype,
+            dtype=resolve_dtype(self._settings.dtype),
             max_model_len=self.max_model_len,
             enforce_eager=True,
             logprobs_mode="processed_logprobs",
