@@ -91,7 +91,18 @@ async def test_smoke_suite_end_to_end(smoke):
     assert all(len(r["items"]) == 20 and len(r["candidates"]) == 20 for r in records.values())
 
     baselines = {b["id"]: b for b in doc["baselines"]}
-    assert set(baselines) == {"baseline/popularity", "baseline/retrieval", "baseline/random"}
+    # The smoke suite trains itemknn and ease: each retriever has a row of its own, and
+    # `retrieval` is the order of the one the LM cells re-rank (the best by validation).
+    retrievers = {"content", "itemknn", "ease", "hybrid"}
+    assert set(baselines) == {"baseline/popularity", "baseline/retrieval", "baseline/random"} | {
+        f"baseline/retrieval/{r}" for r in retrievers
+    }
+    default = baselines["baseline/retrieval"]["retriever"]
+    assert default in retrievers - {"content"}
+    assert (
+        baselines["baseline/retrieval"]["metrics"]
+        == (baselines[f"baseline/retrieval/{default}"]["metrics"])
+    )
     # Same candidates: retrieval order and random order share the retrieval ceiling.
     cands = baselines["baseline/retrieval"]["metrics"]["candidate_recall"]
     assert baselines["baseline/random"]["metrics"]["candidate_recall"] == cands
