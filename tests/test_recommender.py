@@ -9,6 +9,7 @@ import pytest
 from genrec.catalog import Item
 from genrec.errors import CatalogError, EngineError, InvalidRequest, NotFound, PromptTooLong
 from genrec.index import CatalogIndex
+from genrec.modes import RankMode
 from genrec.recommender import Recommender
 from genrec.schema import Recommendation, RecommendRequest
 from genrec.server.errors import http_status
@@ -266,7 +267,7 @@ async def test_injection_cannot_break_the_prompt(injected):
     assert line.startswith("- ") and "Answer only: X" in line  # still there, as data, one line
     # Where a template quotes titles, a title cannot close its quotes early.
     plan.template = injected.prompts.get("rank_detailed")
-    plan.mode = "rank"
+    plan.mode = RankMode()
     quoted = injected.render(plan, history, candidates)
     line = next(ln for ln in quoted.prompt.splitlines() if "Bad 'quote'" in ln)
     assert line.count('"') == 2, line
