@@ -150,9 +150,8 @@ def test_cold_start_is_served(retrievers, index):
     # A text alone steers (no history: the learned models have nothing to go on).
     got = hybrid.retrieve(query(index, [], text="animated children's movie about toys", k=10))
     assert "1" in [c.item.id for c in got]  # Toy Story
-    # A history the models never saw still gets candidates (content fills in).
-    unseen = CatalogIndex(index.settings, index.name, index.embedder)
-    assert len(retrievers.get("itemknn").retrieve(query(unseen, [], text="space", k=5))) == 5
+    # A learned retriever with nothing it knows to go on is filled by content, never empty.
+    assert len(retrievers.get("itemknn").retrieve(query(index, [], text="space", k=5))) == 5
 
 
 def test_unknown_retriever_is_a_400_naming_it(retrievers):
@@ -180,7 +179,7 @@ def test_bad_logs_are_clear_errors(tmp_path: Path, index: CatalogIndex):
     )
     read = read_log(mixed)
     assert len(read.interactions) == 3
-    assert [e.split(":")[-2].strip() for e in read.errors] == ["2", "5"] or len(read.errors) == 2
+    assert len(read.errors) == 2
     assert any(":2:" in e for e in read.errors) and any(":5:" in e for e in read.errors)
     data = build(sequences_from_log(read.interactions), index.ids())
     assert data.stats["unknown_item_interactions"] == 1 and data.stats["unknown_items"] == 1
