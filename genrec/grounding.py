@@ -5,6 +5,7 @@ order; each result says which step found it and how sure it is:
 grounded_by    how                                                             confidence
 =============  ==============================================================  ==============
 ``label``      rank mode: the candidate's label token itself                   1.0
+``score``      likelihood mode: the candidate whose own text was scored         1.0
 ``exact``      the text equals a candidate's title as shown in the prompt      1.0
 ``normalized`` equal after case, punctuation, articles and a year are ignored  0.95
 ``fuzzy``      rapidfuzz similarity to a candidate's title >= 88 (of 100)      score / 100

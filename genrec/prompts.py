@@ -15,6 +15,7 @@ front-matter block in a Jinja comment and defines a ``system`` and a ``user`` bl
     ---#}
     {% block system %}...{% endblock %}
     {% block user %}...{% endblock %}
+    {% block item %}...{% endblock %}  # likelihood templates: one candidate's scored text (``c``)
 
 Templates run in Jinja's immutable sandbox with ``StrictUndefined`` (a misspelt variable fails
 loudly). They receive ``query``, ``history`` (items, oldest first), ``candidates`` (items with a
@@ -91,6 +92,16 @@ class PromptTemplate:
     def serves(self, mode: str) -> bool:
         return mode in self.meta.modes
 
+    @property
+    def variables(self) -> set[str]:
+        """The context variables the template reads (e.g. whether it states a need at all)."""
+        from jinja2 import meta
+
+        return set(meta.find_undeclared_variables(_environment().parse(self.source)))
+
+    def has_block(self, name: str) -> bool:
+        return name in self.compiled.blocks
+
     def summary(self) -> dict[str, Any]:
         return {**self.meta.model_dump(), "path": self.path, "origin": self.origin}
 
@@ -115,6 +126,7 @@ class RenderedPrompt:
     labels: list[str]
     titles: list[str]  # the candidates' titles as the prompt shows them (unique)
     prompt_tokens: int
+    items: list[str] = field(default_factory=list)  # per candidate, the ``item`` block's text
 
 
 # ---------------------------------------------------------------------------------- cleaning
@@ -335,6 +347,15 @@ def render(
         }
     except TemplateError as exc:
         raise ConfigError(f"template {template.name!r} failed to render: {exc}") from exc
+    items = []
+    if "item" in compiled.blocks:
+        try:
+            items = [
+                "".join(compiled.blocks["item"](compiled.new_context({**ctx, "c": c}))).strip()
+                for c in cands
+            ]
+        except TemplateError as exc:
+            raise ConfigError(f"template {template.name!r} failed to render: {exc}") from exc
     messages = [{"role": "system", "content": parts["system"]}] if parts.get("system") else []
     messages.append({"role": "user", "content": parts["user"]})
     prompt = tokenizer.chat_prompt(messages) + template.meta.answer_prefix
@@ -354,6 +375,7 @@ def render(
         labels=labels,
         titles=titles,
         prompt_tokens=n_tokens,
+        items=items,
     )
 
 

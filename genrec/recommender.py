@@ -227,6 +227,7 @@ class Recommender:
             k=k,
             n=n,
             max_new_tokens=request.max_tokens or self.settings.max_new_tokens,
+            settings=self.settings,
         )
         plan.mode.check(plan)
         return plan

@@ -19,7 +19,7 @@ from pydantic import (
 from genrec.filters import bounds_problem, unicode_problem
 from genrec.settings import Mode
 
-GroundedBy = Literal["label", "exact", "normalized", "fuzzy", "embedding"]
+GroundedBy = Literal["label", "score", "exact", "normalized", "fuzzy", "embedding"]
 
 # The wire's scalar types: a JSON value of the wrong type is refused, never coerced ("yes" is not
 # true, "5" and 5.0 are not 5, true is not 1). A float field still takes an integer (1 is 1.0),

@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-Mode = Literal["rank", "generate", "describe"]
+Mode = Literal["rank", "generate", "describe", "likelihood"]
 Backend = Literal["auto", "onnx", "torch"]  # how the embedding model runs; see genrec.embeddings
 
 
@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # the most recent history items a prompt shows (retrievers read the whole history)
     prompt_history: int = Field(default=20, ge=1, le=200)
     max_new_tokens: int = Field(default=48, ge=1)
+    # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum
+    likelihood_score: Literal["pmi", "mean", "sum"] = "pmi"
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 
     # Server

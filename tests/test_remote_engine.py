@@ -99,7 +99,7 @@ async def remote(settings, ml100k_index, recommender, vllm_server):
         yield rec
 
 
-@pytest.mark.parametrize("mode", ["rank", "generate"])
+@pytest.mark.parametrize("mode", ["rank", "generate", "likelihood"])
 async def test_remote_and_in_process_agree(recommender, remote, mode):
     assert remote.model_name == recommender.model_name == "SmolLM2-135M-Instruct"
     assert remote.engine.max_model_len == 2048
@@ -110,7 +110,7 @@ async def test_remote_and_in_process_agree(recommender, remote, mode):
         assert there.candidates == here.candidates
         assert [i.id for i in there.items] == [i.id for i in here.items], (mode, history)
         assert there.usage.prompt_tokens == here.usage.prompt_tokens
-        if mode == "rank":
+        if mode in ("rank", "likelihood"):
             for a, b in zip(here.items, there.items, strict=True):
                 assert b.score == pytest.approx(a.score, abs=0.02)
         else:

@@ -96,7 +96,9 @@ async def _bench_cell(rec: Any, requests: list[Any], concurrency: int) -> dict[s
 @handles_errors
 def bench_recommend_command(
     requests: int = typer.Option(16, "--requests", help="Timed requests per mode and concurrency."),
-    modes: str = typer.Option("rank,generate,describe", "--modes", help="Comma-separated."),
+    modes: str = typer.Option(
+        "rank,likelihood,generate,describe", "--modes", help="Comma-separated."
+    ),
     concurrency: Annotated[
         list[int] | None, typer.Option("--concurrency", help="Repeatable; default 1 and 8.")
     ] = None,

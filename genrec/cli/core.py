@@ -171,7 +171,7 @@ def demo_command(
             history = [h.item.id for h in hits]
         async with Recommender(settings, index=index) as rec:
             results = []
-            for mode in ("rank", "generate", "describe"):
+            for mode in ("rank", "likelihood", "generate", "describe"):
                 results.append(await rec.recommend(_request(history=history, k=5, mode=mode)))
             titles = [i.title for i in await asyncio.to_thread(index.get, history)]
             return titles, results
@@ -272,6 +272,7 @@ def prompts_render_command(
     """Exactly what the LM receives for a request: the final prompt string (chat template
     applied), with real candidates retrieved from the catalog. No engine is started."""
     from genrec.model_files import model_path
+    from genrec.modes.likelihood import scored_texts
     from genrec.prompts import ChatTokenizer, PromptRegistry
     from genrec.recommender import Recommender
 
@@ -294,6 +295,8 @@ def prompts_render_command(
         plan = rec.plan(request)
         hist, cands = rec.retrieve(plan)
         rendered = rec.render(plan, hist, cands)
+    # likelihood templates: the text scored after the prompt, per candidate
+    scored = scored_texts(rendered) if rendered.items else [None] * len(cands)
     if as_json:
         print_json(
             {
@@ -304,7 +307,10 @@ def prompts_render_command(
                 "prompt_tokens": rendered.prompt_tokens,
                 "candidates": [
                     {"label": lab, "id": c.id, "title": t}
-                    for lab, c, t in zip(rendered.labels, cands, rendered.titles, strict=True)
+                    | ({"scored_text": s} if s is not None else {})
+                    for lab, c, t, s in zip(
+                        rendered.labels, cands, rendered.titles, scored, strict=True
+                    )
                 ],
             }
         )
@@ -312,4 +318,8 @@ def prompts_render_command(
         sys.stdout.write(rendered.prompt)
         if not rendered.prompt.endswith("\n"):
             sys.stdout.write("\n")
+        if rendered.items:
+            typer.echo("# scored after the prompt, one engine request per candidate:", err=True)
+            for text in scored:
+                sys.stdout.write(f"{text!r}\n")
         typer.echo(f"[{rendered.prompt_tokens} tokens, template {rendered.template}]", err=True)

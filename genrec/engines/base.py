@@ -9,7 +9,10 @@ value:
 - :class:`Labels`: one next token among these token ids; their log-probabilities come back (the
   single-pass ranking verbalizer; vLLM's ``processed_logprobs`` reports them after masking);
 - :class:`Choice`: the text is one of these strings (vLLM structured outputs);
-- :class:`Regex`: the text matches this pattern (vLLM structured outputs).
+- :class:`Regex`: the text matches this pattern (vLLM structured outputs);
+- :class:`Continuation`: no text is written; the log-probability of each token of this text,
+  read as if it followed the prompt, comes back (vLLM prompt log-probabilities: the likelihood
+  mode's score of an item's description).
 
 Callers still re-validate what comes back: a remote server may not enforce a constraint.
 Failures raise :class:`genrec.errors.EngineError` (retryable, HTTP 503), never hang: every call is
@@ -42,7 +45,16 @@ class Regex:
     pattern: str
 
 
-Constraint = Labels | Choice | Regex
+@dataclass(frozen=True)
+class Continuation:
+    """Score ``text`` after the prompt. The prompt and the text are tokenized together, as one
+    string, and the tokens past the prompt's own token count are the text's: so the prompt should
+    end at a token boundary (a newline, as a chat generation prompt does)."""
+
+    text: str
+
+
+Constraint = Labels | Choice | Regex | Continuation
 
 
 @dataclass(frozen=True)
@@ -57,10 +69,19 @@ class EngineRequest:
     def __post_init__(self) -> None:
         if isinstance(self.constraint, Labels) and (self.max_tokens != 1 or self.temperature):
             raise ValueError("a Labels request reads one greedy next token: max_tokens=1, T=0")
+        if isinstance(self.constraint, Continuation):
+            if self.max_tokens != 1 or self.temperature:
+                raise ValueError("a Continuation request scores text: max_tokens=1, T=0")
+            if not self.constraint.text:
+                raise ValueError("a Continuation request needs text to score")
 
     @classmethod
     def labels(cls, prompt: str, token_ids: list[int] | tuple[int, ...]) -> EngineRequest:
         return cls(prompt, constraint=Labels(tuple(token_ids)))
+
+    @classmethod
+    def continuation(cls, prompt: str, text: str) -> EngineRequest:
+        return cls(prompt, constraint=Continuation(text))
 
     @property
     def reproducible(self) -> bool:
@@ -83,6 +104,8 @@ class EngineResult:
     finish_reason: str | None
     # Labels requests: token id -> log-probability (processed: after the allowed-token mask)
     label_logprobs: dict[int, float] = field(default_factory=dict)
+    # Continuation requests: the log-probability of each of the text's tokens, in order
+    token_logprobs: tuple[float, ...] = ()
 
 
 @runtime_checkable

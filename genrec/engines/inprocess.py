@@ -21,6 +21,7 @@ from typing import Any
 
 from genrec.engines.base import (
     Choice,
+    Continuation,
     EngineRequest,
     EngineResult,
     Labels,
@@ -150,6 +151,7 @@ class InProcessEngine(Owned):
         await self.complete(
             EngineRequest(_WARM_PROMPT, max_tokens=8, constraint=Regex("(A|B)(\n(A|B))?"))
         )
+        await self.complete(EngineRequest.continuation(_WARM_PROMPT, "A"))
         log.info("engine warm-up took %.1f s", time.monotonic() - t0)
 
     async def shutdown(self) -> None:
@@ -177,6 +179,8 @@ class InProcessEngine(Owned):
     async def complete(self, request: EngineRequest) -> EngineResult:
         sampling = self._vllm["SamplingParams"]
         c = request.constraint
+        if isinstance(c, Continuation):
+            return await self._score(request.prompt, c.text)
         if isinstance(c, Labels):
             ids = check_labels(request, self.max_logprobs)
             params = sampling(
@@ -213,6 +217,41 @@ class InProcessEngine(Owned):
             completion_tokens=len(first.token_ids),
             finish_reason=first.finish_reason,
             label_logprobs=label_logprobs,
+        )
+
+    async def _score(self, prompt: str, text: str) -> EngineResult:
+        """The log-probability of each token of ``text`` after ``prompt`` (prompt log-probs).
+
+        vLLM skips the prefix cache for prompt log-probabilities by default, because cached
+        positions get none. Only the text's positions matter here, so the cache is read (the
+        shared prompt is computed once for all candidates) unless it covered a text position
+        (two candidates whose text starts alike may share a cached block): then the request
+        runs again without it."""
+        n_prompt = len(self._tokenizer.encode(prompt, add_special_tokens=False))
+        sampling = self._vllm["SamplingParams"]
+        for skip_cache in (False, True):
+            params = sampling(
+                max_tokens=1,
+                temperature=0.0,
+                prompt_logprobs=0,
+                skip_reading_prefix_cache=skip_cache,
+                # Cached positions come back as uninitialised rows; detokenizing them fails.
+                detokenize=False,
+            )
+            out = await self._run(prompt + text, params)
+            if (out.num_cached_tokens or 0) < n_prompt:
+                break
+        ids = list(out.prompt_token_ids or ())
+        entries = out.prompt_logprobs or []
+        if len(ids) <= n_prompt or len(entries) != len(ids):
+            raise EngineError("the vLLM engine returned no log-probabilities for the scored text")
+        logprobs = tuple(float(entries[pos][ids[pos]].logprob) for pos in range(n_prompt, len(ids)))
+        return EngineResult(
+            text="",
+            prompt_tokens=len(ids),
+            completion_tokens=0,
+            finish_reason="score",
+            token_logprobs=logprobs,
         )
 
     async def _run(self, prompt: str, params: Any) -> Any:

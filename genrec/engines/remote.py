@@ -46,6 +46,7 @@ class RemoteEngine(Owned):
         self.max_logprobs = settings.max_logprobs  # the server's --max-logprobs (default 20)
         self._client: httpx.AsyncClient | None = None
         self._healthy = False
+        self._prompt_lengths: dict[str, int] = {}  # prompt -> token count (likelihood scoring)
 
     @property
     def healthy(self) -> bool:
@@ -96,6 +97,8 @@ class RemoteEngine(Owned):
 
     async def complete(self, request: EngineRequest) -> EngineResult:
         c = request.constraint
+        if isinstance(c, base.Continuation):
+            return await self._score(request.prompt, c.text)
         body: dict[str, Any] = {
             "prompt": request.prompt,
             "max_tokens": request.max_tokens,
@@ -135,6 +138,52 @@ class RemoteEngine(Owned):
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=first.get("finish_reason"),
             label_logprobs=label_logprobs,
+        )
+
+    async def _score(self, prompt: str, text: str) -> EngineResult:
+        """The log-probability of each token of ``text`` after ``prompt``: the server's prompt
+        log-probabilities of the joined string, from the prompt's own token count on (which the
+        server's /tokenize gives once per distinct prompt: all candidates share one)."""
+        n_prompt = self._prompt_lengths.get(prompt)
+        if n_prompt is None:
+            counted = await self._call(
+                "POST",
+                "/tokenize",
+                json={"model": self._served, "prompt": prompt, "add_special_tokens": False},
+            )
+            n_prompt = int(counted.get("count") or len(counted.get("tokens") or ()))
+            if len(self._prompt_lengths) >= 256:
+                self._prompt_lengths.pop(next(iter(self._prompt_lengths)))
+            self._prompt_lengths[prompt] = n_prompt
+        body = {
+            "prompt": prompt + text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "add_special_tokens": False,
+            "prompt_logprobs": 0,
+            "return_token_ids": True,
+        }
+        data = await self._complete(body)
+        first = data["choices"][0]
+        ids = first.get("prompt_token_ids") or []
+        entries = first.get("prompt_logprobs") or []
+        try:
+            logprobs = tuple(
+                float(entries[pos][str(ids[pos])]["logprob"]) for pos in range(n_prompt, len(ids))
+            )
+        except (IndexError, KeyError, TypeError, ValueError):
+            logprobs = ()
+        if not logprobs or len(entries) != len(ids):
+            raise EngineError(
+                f"the engine at {self.base_url} returned no prompt log-probabilities for the "
+                "scored text (a vLLM server new enough for prompt_logprobs and return_token_ids?)"
+            )
+        return EngineResult(
+            text="",
+            prompt_tokens=len(ids),
+            completion_tokens=0,
+            finish_reason="score",
+            token_logprobs=logprobs,
         )
 
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:

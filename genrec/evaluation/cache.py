@@ -170,6 +170,7 @@ class CachingEngine:
             _count("hits")
             # JSON object keys are strings; token ids are ints.
             hit["label_logprobs"] = {int(t): lp for t, lp in hit["label_logprobs"].items()}
+            hit["token_logprobs"] = tuple(hit.get("token_logprobs") or ())
             return EngineResult(**hit)
         self.misses += 1
         _count("misses")

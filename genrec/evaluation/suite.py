@@ -176,7 +176,9 @@ class Suite(_Strict):
                             profile=profile, mode=mode, template=template, users=block.users
                         )
                         seen.setdefault(cell.id, cell)
-        modes = {m: i for i, m in enumerate(("rank", "describe", "generate"))}  # fastest first
+        modes = {
+            m: i for i, m in enumerate(("rank", "likelihood", "describe", "generate"))
+        }  # fastest first
         profiles: dict[str, int] = {}
         for c in seen.values():
             profiles.setdefault(c.profile.name, len(profiles))

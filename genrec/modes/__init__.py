@@ -3,9 +3,12 @@
 from genrec.modes.base import Decoded, DecodingMode, Job, Picks, Plan
 from genrec.modes.describe import DescribeMode
 from genrec.modes.generate import GenerateMode
+from genrec.modes.likelihood import LikelihoodMode
 from genrec.modes.rank import RankMode
 
-MODES: dict[str, DecodingMode] = {m.name: m for m in (RankMode(), GenerateMode(), DescribeMode())}
+MODES: dict[str, DecodingMode] = {
+    m.name: m for m in (RankMode(), GenerateMode(), DescribeMode(), LikelihoodMode())
+}
 
 __all__ = [
     "MODES",
@@ -13,6 +16,7 @@ __all__ = [
     "DecodingMode",
     "DescribeMode",
     "GenerateMode",
+    "LikelihoodMode",
     "Job",
     "Picks",
     "Plan",

@@ -22,6 +22,7 @@ from genrec.schema import RecommendRequest, Usage
 if TYPE_CHECKING:
     from genrec.index import CatalogIndex
     from genrec.prompts import ChatTokenizer, PromptTemplate, RenderedPrompt
+    from genrec.settings import Settings
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Plan:
     k: int
     n: int
     max_new_tokens: int
+    settings: Settings
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,178 @@
+"""likelihood: every candidate scored by how likely the LM finds its description after the need.
+
+genrec's method states a recommendation as text generation: item i's score is the LM's
+probability of its description y_i given the user's need X. The template states the need (its
+system and user turns: the history and/or the query) and renders each candidate's description
+(its ``item`` block: the title, optionally the genres); the engine returns the log-probability of
+each token of y_i read after the prompt (vLLM prompt log-probabilities, a :class:`Continuation`).
+One engine request per candidate: the first puts the shared prompt into vLLM's prefix cache, the
+others then go together, so they batch and each prefills little more than its own text.
+
+Calibration (``settings.likelihood_score``):
+
+- ``sum``: log p(y|X), which favours short titles;
+- ``mean``: the mean per-token log-probability, which removes the length effect;
+- ``pmi``: mean log p(y|X) - mean log p(y|X0), where X0 is the same template with no need stated
+  (domain-conditional PMI, Holtzman et al. 2021): a title the model finds likely whatever the user
+  said gains nothing from that. The unconditional term depends only on the model, the template's
+  framing and the item text, so it is computed once per item and kept (per process; the eval's
+  engine cache keeps it across runs); a changed title, template or model is another key.
+
+Each candidate is scored on its own, so there is no position bias by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from genrec.engines.base import Engine, EngineRequest, EngineResult
+from genrec.errors import InvalidRequest, PromptTooLong
+from genrec.grounding import Grounded, Match
+from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
+
+if TYPE_CHECKING:
+    from genrec.prompts import RenderedPrompt
+
+NEED_SLOTS = frozenset({"history", "query"})
+_PRIOR_CACHE_SIZE = 100_000
+
+
+async def score_texts(engine: Engine, prompt: str, texts: Sequence[str]) -> list[EngineResult]:
+    """Each text's token log-probabilities after ``prompt``, in order. The first request runs
+    alone so the prompt's KV blocks are cached before the others arrive together."""
+    if not texts:
+        return []
+    first = await engine.complete(EngineRequest.continuation(prompt, texts[0]))
+    rest = await asyncio.gather(
+        *(engine.complete(EngineRequest.continuation(prompt, t)) for t in texts[1:])
+    )
+    return [first, *rest]
+
+
+def scored_texts(rendered: RenderedPrompt) -> list[str]:
+    """Exactly what is scored after the prompt for each candidate: the template's ``item``
+    text, starting a new token (after a prompt that ends mid-line, with a space)."""
+    lead = "" if rendered.prompt[-1:].isspace() else " "
+    return [lead + t for t in rendered.items]
+
+
+def mean_logprob(result: EngineResult) -> float:
+    lps = result.token_logprobs
+    return sum(lps) / len(lps) if lps else float("-inf")
+
+
+class LikelihoodMode:
+    name = "likelihood"
+
+    def __init__(self) -> None:
+        # (model, unconditional prompt, text) -> mean log p(text | X0); least recently used out
+        self._prior: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+
+    def check(self, plan: Plan) -> None:
+        template = plan.template
+        if not template.has_block("item"):
+            raise InvalidRequest(
+                f"template {template.name!r} has no {{% block item %}}: likelihood mode scores "
+                "the text that block renders for each candidate",
+                param="template",
+            )
+        if not template.variables & NEED_SLOTS:
+            raise InvalidRequest(
+                f"template {template.name!r} states no need (it reads neither `history` nor "
+                "`query`), so every candidate would get the same score whatever the user wants",
+                param="template",
+            )
+
+    def answer_room(self, plan: Plan, candidates: list) -> int:
+        return 1  # one token is generated; each candidate's own text is checked in decode
+
+    async def decode(self, job: Job) -> Decoded:
+        plan, rendered = job.plan, job.rendered
+        texts = self._texts(job)
+        decoded = Decoded(outputs=[])
+        conditional, prior = await asyncio.gather(
+            score_texts(job.engine, rendered.prompt, texts), self._priors(job, texts, decoded)
+        )
+        for result in conditional:
+            add_usage(decoded, result)
+        how = plan.settings.likelihood_score
+        scores = []
+        for i, result in enumerate(conditional):
+            if how == "sum":
+                scores.append(sum(result.token_logprobs))
+            elif how == "mean":
+                scores.append(mean_logprob(result))
+            else:
+                scores.append(mean_logprob(result) - prior[i])
+        # Stable sort: equal scores keep the retriever's order.
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])
+        decoded.ranked = [(i, scores[i]) for i in order]
+        decoded.outputs = [texts[i] for i in order[: plan.k]]
+        return decoded
+
+    def _texts(self, job: Job) -> list[str]:
+        """Each candidate's scored text, checked to be non-empty and to fit the context."""
+        rendered = job.rendered
+        texts = scored_texts(rendered)
+        limit = job.engine.max_model_len
+        for item, text in zip(job.candidates, texts, strict=True):
+            if not text.strip():
+                raise InvalidRequest(
+                    f"candidate {item.id!r} has an empty description under template "
+                    f"{rendered.template!r}, so likelihood mode has nothing to score",
+                    param="candidates",
+                )
+            need = rendered.prompt_tokens + job.tokenizer.count(text) + 1
+            if need > limit:
+                raise PromptTooLong(
+                    f"the prompt with candidate {item.id!r}'s text appended has {need} tokens, "
+                    f"more than the model's context of {limit}; send a shorter history or query",
+                    param="candidates",
+                )
+        return texts
+
+    async def _priors(self, job: Job, texts: list[str], decoded: Decoded) -> list[float]:
+        """Mean log p(text | no need stated) per text (zeros unless the score is PMI)."""
+        if job.plan.settings.likelihood_score != "pmi":
+            return [0.0] * len(texts)
+        null_prompt = self._null_prompt(job)
+        keys = [(job.engine.model_name, null_prompt, t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._prior))
+        results = await score_texts(job.engine, null_prompt, [k[2] for k in missing])
+        for key, result in zip(missing, results, strict=True):
+            add_usage(decoded, result)
+            self._prior[key] = mean_logprob(result)
+        out = []
+        for key in keys:
+            self._prior.move_to_end(key)
+            out.append(self._prior[key])
+        while len(self._prior) > _PRIOR_CACHE_SIZE:
+            self._prior.popitem(last=False)
+        return out
+
+    def _null_prompt(self, job: Job) -> str:
+        """The same template and framing with no history and no query: X0."""
+        from genrec.prompts import infer_item_kind, render
+
+        plan = job.plan
+        null = render(
+            plan.template,
+            job.tokenizer,
+            mode="likelihood",
+            candidates=job.candidates,
+            history=[],
+            query=None,
+            k=plan.k,
+            system=plan.request.system,
+            item_kind=infer_item_kind(job.candidates, collection=job.index.name),
+        )
+        return null.prompt
+
+    async def ground(self, job: Job, decoded: Decoded) -> Picks:
+        # Each score belongs to one candidate: nothing to match, nothing outside the candidates.
+        top = decoded.ranked[: job.plan.k]
+        matches = [Match(job.candidates[i], "score", 1.0) for i, _ in top]
+        return Picks(Grounded(matches=matches), [s for _, s in top])

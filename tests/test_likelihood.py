@@ -1,0 +1,141 @@
+"""likelihood mode against the real engine and default model: each candidate's description is
+scored by the LM after the user's need, calibrated, and the candidates come back in that order."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from genrec.engines.base import EngineRequest
+from genrec.errors import InvalidRequest
+from genrec.modes.likelihood import mean_logprob, scored_texts
+from genrec.recommender import Recommender
+from genrec.schema import RecommendRequest
+from genrec.server.errors import http_status
+
+STAR_WARS = ["50", "172", "181"]
+
+
+async def test_likelihood_orders_the_candidates_by_their_calibrated_score(
+    recommender, ml100k_index
+):
+    result = await recommender.recommend(
+        RecommendRequest(history=STAR_WARS, k=20, mode="likelihood")
+    )
+    assert result.mode == "likelihood" and result.template == "likelihood_need"
+    ids = [i.id for i in result.items]
+    assert sorted(ids) == sorted(result.candidates), "every candidate is scored and returned"
+    assert all(i.grounded_by == "score" and i.from_candidates for i in result.items)
+    scores = [i.score for i in result.items]
+    assert scores == sorted(scores, reverse=True)
+    assert len(set(scores)) > 10, "scores tell candidates apart"
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens == 0
+    assert not set(ids) & set(STAR_WARS)
+
+
+async def test_a_score_is_the_pmi_of_the_items_text(recommender):
+    """Recompute one candidate's score by hand: mean log p(text | need) minus mean log p(text |
+    the same prompt with no need), each read from a single engine call."""
+    request = RecommendRequest(history=STAR_WARS, k=3, mode="likelihood")
+    result = await recommender.recommend(request)
+    plan = recommender.plan(request)
+    history, candidates = recommender.retrieve(plan)
+    rendered = recommender.render(plan, history, candidates)
+    null = recommender.render(plan, [], candidates)  # the same template, no need stated
+    assert null.prompt != rendered.prompt
+    top = result.items[0]
+    pos = [c.id for c in candidates].index(top.id)
+    text = scored_texts(rendered)[pos]
+    engine = recommender.engine
+    cond = await engine.complete(EngineRequest.continuation(rendered.prompt, text))
+    prior = await engine.complete(EngineRequest.continuation(null.prompt, text))
+    assert len(cond.token_logprobs) == recommender.tokenizer.count(text)
+    assert all(lp <= 0 and math.isfinite(lp) for lp in cond.token_logprobs)
+    assert top.score == pytest.approx(mean_logprob(cond) - mean_logprob(prior), abs=0.02)
+
+
+async def test_prefix_cache_does_not_change_a_score(recommender):
+    """The first call computes the whole prompt; the second reads it (and the text's own blocks)
+    from the prefix cache, which must not leave uncomputed positions in the score."""
+    tok = recommender.tokenizer
+    prompt = tok.chat_prompt([{"role": "user", "content": "Name a space opera. " * 20}])
+    text = "Star Wars: Episode IV - A New Hope, a space opera from 1977. " * 3
+    engine = recommender.engine
+    first = await engine.complete(EngineRequest.continuation(prompt, text))
+    again = await engine.complete(EngineRequest.continuation(prompt, text))
+    assert len(first.token_logprobs) == tok.count(text) > 32  # spans whole cache blocks
+    for a, b in zip(first.token_logprobs, again.token_logprobs, strict=True):
+        assert b == pytest.approx(a, abs=0.05)
+
+
+async def test_score_variants(recommender):
+    """mean and sum are the uncalibrated scores; the order they give differs from PMI's."""
+    orders = {}
+    for how in ("pmi", "mean", "sum"):
+        settings = recommender.settings.model_copy(update={"likelihood_score": how})
+        rec = Recommender(
+            settings,
+            index=recommender.index,
+            engine=recommender.engine,
+            tokenizer=recommender.tokenizer,
+        )
+        result = await rec.recommend(RecommendRequest(history=STAR_WARS, k=20, mode="likelihood"))
+        orders[how] = [i.id for i in result.items]
+        if how == "sum":
+            assert all(i.score < 0 for i in result.items)  # a sum of log-probabilities
+    assert orders["pmi"] != orders["mean"] or orders["pmi"] != orders["sum"]
+
+
+def _user_template(folder: Path, name: str, body: str) -> None:
+    front = f"{{#---\nname: {name}\ndescription: test\nmodes: [likelihood]\nversion: 1\n---#}}\n"
+    (folder / f"{name}.j2").write_text(front + body, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "words"),
+    [
+        (
+            "lk_no_need",
+            "{% block user %}Recommend one.{% endblock %}"
+            "{% block item %}{{ c.title }}{% endblock %}",
+            "states no need",
+        ),
+        (
+            "lk_no_item",
+            "{% block user %}{% for h in history %}{{ h.title }}{% endfor %}{% endblock %}",
+            "block item",
+        ),
+    ],
+)
+async def test_a_template_that_cannot_serve_likelihood_is_a_400(
+    recommender, tmp_path, name, body, words
+):
+    _user_template(tmp_path, name, body)
+    settings = recommender.settings.model_copy(update={"prompts_dir": tmp_path})
+    rec = Recommender(settings, index=recommender.index, tokenizer=recommender.tokenizer)
+    with pytest.raises(InvalidRequest) as err:
+        rec.plan(RecommendRequest(history=STAR_WARS, mode="likelihood", template=name))
+    assert err.value.param == "template" and words in err.value.message
+    assert http_status(err.value) == 400
+
+
+async def test_an_empty_item_text_is_a_400_before_engine_work(recommender, tmp_path):
+    _user_template(
+        tmp_path,
+        "lk_blank_item",
+        "{% block user %}{% for h in history %}{{ h.title }}{% endfor %}{% endblock %}"
+        "{% block item %} {% endblock %}",
+    )
+    settings = recommender.settings.model_copy(update={"prompts_dir": tmp_path})
+    rec = Recommender(
+        settings,
+        index=recommender.index,
+        engine=recommender.engine,
+        tokenizer=recommender.tokenizer,
+    )
+    request = RecommendRequest(history=STAR_WARS, mode="likelihood", template="lk_blank_item")
+    with pytest.raises(InvalidRequest) as err:
+        await rec.recommend(request)
+    assert err.value.param == "candidates" and "empty description" in err.value.message
