@@ -46,7 +46,7 @@ def _ok_record(case: EvalCase, rec: Any, wall_ms: float, cache: dict) -> dict:
         "user_id": case.user_id,
         "target": case.target,
         "ok": True,
-        "items": [[i.id, i.from_candidates, i.grounded_by] for i in rec.items],
+        "items": [[i.id, i.from_candidates, i.grounded_by, i.score] for i in rec.items],
         "candidates": list(rec.candidates),
         "n_outputs": len(rec.outputs),
         "outputs": list(rec.outputs),

@@ -21,6 +21,9 @@ RATE_METRICS = (
     "outside_candidates_rate",
     "empty_rate",
     "error_rate",
+    # Spearman's rho of the returned scores with popularity and title length (score_bias.py)
+    "score_popularity_spearman",
+    "score_title_length_spearman",
 )
 # Rates where lower is better, for the sign of a comparison.
 LOWER_IS_BETTER = {

@@ -13,6 +13,8 @@ from genrec.evaluation.aggregate import cell_summary
 from genrec.evaluation.prepare import Prepared
 from genrec.evaluation.report import compare
 from genrec.evaluation.report_tables import all_rows
+from genrec.evaluation.score_bias import score_bias
+from genrec.evaluation.splits import training_counts
 from genrec.evaluation.suite import Suite, matches
 
 
@@ -26,11 +28,14 @@ def results_document(
 ) -> dict:
     suite, ds = prepared.suite, prepared.dataset
     case_map = {c.user_id: c for c in prepared.cases}
+    popularity = training_counts(prepared.cases)
+    titles = {item_id: item.title for item_id, item in ds.items.items()}
     cells = []
     for cell in prepared.cells:
         got = records.get(cell.id, {})
         recs = [got[c.user_id] for c in cell.cases if c.user_id in got]
         summary = cell_summary(recs, case_map, suite.ks)
+        summary["metrics"].update(score_bias(recs, popularity, titles))
         cells.append(
             {
                 "id": cell.id,
