@@ -153,6 +153,7 @@ def bench_recommend_command(
         out = asyncio.run(run())
     p50 = {(c["mode"], c["concurrency"]): c.get("total", {}).get("p50_ms") for c in out["cells"]}
     rank1, describe1 = p50.get(("rank", 1)), p50.get(("describe", 1))
+    likelihood1 = p50.get(("likelihood", 1))
     print_json(
         {
             "benchmark": "recommend",
@@ -167,6 +168,9 @@ def bench_recommend_command(
             "requests_per_cell": requests,
             "histories": "ML-100K users' last 5 items rated >= 4 (distinct per request)",
             "describe_over_rank_p50": round(describe1 / rank1, 2) if rank1 and describe1 else None,
+            "likelihood_over_rank_p50": (
+                round(likelihood1 / rank1, 2) if rank1 and likelihood1 else None
+            ),
             "cells": out["cells"],
         }
     )
