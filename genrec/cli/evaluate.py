@@ -69,9 +69,13 @@ def run_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run a suite: every template x mode x profile cell, baselines, reports, thresholds."""
+    from genrec.evaluation.queryset import is_query_suite
     from genrec.evaluation.runner import run
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if is_query_suite(suite_file):
+        _run_query_suite(suite_file, config, out=out, limit=limit, as_json=as_json, check=check)
+        return
     suite, settings, prepared = _prepare(
         suite_file,
         config,
@@ -104,6 +108,35 @@ def run_cmd(
             f"FAIL {t['metric']} of {t['cell']} is {t['value']} (needs {t['bound']})"
             + (f": {t['reason']}" if t.get("reason") else ""),
             err=True,
+        )
+    if check and failed:
+        raise typer.Exit(1)
+
+
+def _run_query_suite(
+    suite_file: Path, config: Path | None, *, out: Path | None, limit: int | None, as_json: bool,
+    check: bool,
+) -> None:  # fmt: skip
+    """The query-set protocol (genrec.evaluation.queryset): channels and LM cells."""
+    from genrec.errors import ConfigError, InvalidRequest
+    from genrec.evaluation.queryset import load_query_suite, report_markdown, run_query_suite
+
+    settings = load_settings(config)
+    try:
+        suite = load_query_suite(suite_file)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+    out = out or Path("eval-results") / suite.name
+    with stdout_to_stderr():
+        doc = asyncio.run(run_query_suite(suite, settings, out, limit=limit))
+    if as_json:
+        print_json(doc)
+    else:
+        typer.echo(report_markdown(doc) + f"\nreports: {out / 'report.md'}  {out / 'results.json'}")
+    failed = [t for t in doc["thresholds"] if not t["passed"]]
+    for t in failed:
+        typer.echo(
+            f"FAIL {t['metric']} of {t['cell']} is {t['value']} (needs {t['bound']})", err=True
         )
     if check and failed:
         raise typer.Exit(1)
