@@ -59,7 +59,9 @@ def run_zh_bench(settings: Settings, *, queries: int = 200) -> dict:
         for text in texts[:5]:
             index.search(text, k=20)
         per_channel = {
-            channel: _percentiles(_timed(lambda q, c=channel: index.search(q, k=20, channel=c), texts))  # noqa: E501
+            channel: _percentiles(
+                _timed(lambda q, c=channel: index.search(q, k=20, channel=c), texts)
+            )
             for channel in ("dense", "lexical", "fused")
         }
         query_embed_ms = _timed(lambda q: embedder.encode([q + "?"], query=True), texts[:50])

@@ -94,7 +94,7 @@ def ingest_command(
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged"
         + (f", {report.removed} removed" if report.removed else "")
         + f" ({report.seconds:.1f} s); embedded with {index.embedder.model_id}"
-        + ("; lexical index built" if report.lexical else "")
+        + ("; lexical channel on" if report.lexical else "")
     )
 
 
@@ -148,7 +148,12 @@ def search_command(
     if text and (warning := index.language_warning(text)):
         typer.echo(f"warning: {warning}", err=True)
     hits = index.search(
-        text, history=history, k=k, where=filters, exclude=exclude or [], channel=channel  # type: ignore[arg-type]
+        text,
+        history=history,
+        k=k,
+        where=filters,
+        exclude=exclude or [],
+        channel=channel,  # type: ignore[arg-type]
     )
     if as_json:
         print_json(
