@@ -815,14 +815,32 @@ def _matches(product: dict, need: dict) -> bool:
                 return False
             continue
         allowed = want if isinstance(want, list) else [want]
+        if key == "model":
+            fields["model"] = product["attributes"].get("model")
         if fields.get(key) not in allowed:
             return False
     return True
 
 
+def _exact_word_queries(products: list[dict]) -> list[tuple[str, dict]]:
+    """Queries by exact product words, where a shopper knows what they want: a brand with a
+    model number (the first product of each electronics type), and a brand within a category.
+    Built from the catalog, so they follow it when the vocabularies change."""
+    out: list[tuple[str, dict]] = []
+    seen: set[str] = set()
+    for p in products:
+        a = p["attributes"]
+        if p["category"] == "数码电子" and a["type"] not in seen:
+            seen.add(a["type"])
+            out.append((f"{a['brand']} {a['model']}", {"brand": a["brand"], "model": a["model"]}))
+    for brand, category in [("棉语", "女装"), ("南山", "男装"), ("初禾", "童装"), ("青橙", "鞋靴")]:
+        out.append((f"{brand}{category}", {"brand": brand, "category": category}))
+    return out
+
+
 def _queries(products: list[dict]) -> list[dict]:
     out = []
-    for i, (text, need) in enumerate(Q, start=1):
+    for i, (text, need) in enumerate(Q + _exact_word_queries(products), start=1):
         relevant = [p["id"] for p in products if _matches(p, need)]
         if not relevant:
             raise ValueError(f"query {text!r} has no relevant product; fix its need {need}")
