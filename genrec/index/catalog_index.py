@@ -224,6 +224,11 @@ class CatalogIndex:
             f"GENREC_EMBEDDING_MODEL=multilingual-e5-small into a new collection"
         )
 
+    def forget_queries(self) -> None:
+        """Drop the remembered query vectors (benchmarks time the embedder, not the cache)."""
+        with self._lock:
+            self._text_cache.clear()
+
     def text_vector(self, text: str) -> np.ndarray:
         """One query's vector, remembered for the last few hundred distinct queries."""
         vector = self._text_cache.get(text)

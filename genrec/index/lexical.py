@@ -71,7 +71,7 @@ class LexicalIndex:
 
     def build(self, items: Sequence[Item], digest: str) -> None:
         """Write a new version for ``items`` (the whole catalog at ``digest``) and switch to it."""
-        import bm25s
+        bm25s = _bm25s()
 
         self.root.mkdir(parents=True, exist_ok=True)
         version = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
@@ -123,7 +123,7 @@ class LexicalIndex:
 
     def _load(self) -> _Loaded:
         """The version on disk, verified; raises ValueError saying what is wrong with it."""
-        import bm25s
+        bm25s = _bm25s()
 
         current = self.root / "CURRENT"
         if not current.is_file():
@@ -209,6 +209,14 @@ class LexicalIndex:
         shutil.rmtree(self.root, ignore_errors=True)
         with self._lock:
             self._loaded = None
+
+
+def _bm25s():  # noqa: ANN202 - an untyped module
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG ("Building index from tokens" on every build)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def _sha256(path: Path) -> str:
