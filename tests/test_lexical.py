@@ -94,6 +94,17 @@ def test_a_corrupted_index_is_detected_and_rebuilt(
     assert fresh.search(loaded, "蓝牙耳机", 2)[0][0] in {"i3", "i7"}  # nothing lost
 
 
+def test_threads_finding_a_stale_index_rebuild_it_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    LexicalIndex(tmp_path, "col").build(_items(8), "d1")
+    shared = LexicalIndex(tmp_path, "col")
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: shared.ensure("d2", lambda: _items(8)), range(8)))
+    assert shared.rebuilds == 1 and all(g is got[0] for g in got)
+    assert shared.search(got[0], "蓝牙耳机", 1)
+
+
 def test_a_killed_build_leaves_the_previous_index_serving(tmp_path: Path) -> None:
     lex = LexicalIndex(tmp_path, "col")
     lex.build(_items(8), "d1")

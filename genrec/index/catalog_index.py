@@ -22,7 +22,7 @@ Channels (text search)
     (:mod:`.lexical`), for collections that have it (``genrec_lexical`` in the metadata; see
     ``settings.lexical``); ``fused`` (the default) merges the two: a weighted sum of each
     channel's min-max normalised scores over its top ``fusion_pool`` (0 where absent), dense
-    weighing ``dense_weight``. Chosen on the zh-shop validation queries (31; NDCG@10): the
+    weighing ``dense_weight``. Chosen on the zh-shop validation queries (32; NDCG@10): the
     weighted sum 0.984 for every dense weight from 0.6 to 0.8 (0.7 taken, the middle), dense
     alone 0.979, lexical alone 0.855, reciprocal rank fusion 0.960-0.979 (dense weight 0.5-0.9).
     A weighted sum keeps how far ahead a channel's top items are (e5's cosines bunch, and min-max

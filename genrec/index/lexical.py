@@ -16,7 +16,9 @@ rebuilds it after every write; a reader that finds it missing, stale (another di
 corrupted (a file missing or changed, a load failure) logs why and rebuilds it from the items in
 Chroma, so an ingest killed between the vectors and the lexical index, or a damaged file, costs
 one rebuild and loses nothing. Builds go to a fresh folder renamed into place; two processes
-building at once each write their own and the last rename wins (both are the same index).
+building at once each write their own and the last rename wins (both are the same index; one
+whose folder the other cleaned away is found missing and rebuilt); threads of one process build
+one at a time.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class LexicalIndex:
     def __init__(self, home: Path, collection: str) -> None:
         self.root = home / "lexical" / collection
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self.rebuilds = 0  # builds done by this object (tests, logs)
 
@@ -160,6 +163,14 @@ class LexicalIndex:
             loaded = self._loaded
         if loaded is not None and loaded.digest == digest:
             return loaded
+        with self._build_lock:  # one load-or-build at a time in this process
+            return self._load_or_build(digest, items)
+
+    def _load_or_build(self, digest: str, items: Callable[[], Sequence[Item]]) -> _Loaded:
+        with self._lock:
+            loaded = self._loaded
+        if loaded is not None and loaded.digest == digest:
+            return loaded  # another thread did it while this one waited
         why = None
         try:
             loaded = self._load()
