@@ -62,6 +62,42 @@ def test_query_metrics_with_several_relevant_items() -> None:
     assert m["ndcg@3"] == pytest.approx((1 + 1 / 2) / (1 + 1 / 1.58496 + 1 / 2), abs=1e-4)
 
 
+def test_the_shipped_suites_load_and_bad_query_files_name_their_line(tmp_path: Path) -> None:
+    from genrec.errors import CatalogError, ConfigError
+    from genrec.evaluation.queryset import (
+        is_query_suite,
+        load_catalog_items,
+        load_queries,
+        load_query_suite,
+        read_queries,
+    )
+
+    repo = Path(__file__).resolve().parents[1]
+    for name, split, n in [
+        ("zh-shop.yaml", "test", 62),
+        ("zh-shop-validation.yaml", "validation", 32),
+    ]:
+        assert is_query_suite(repo / "eval" / name)
+        suite = load_query_suite(repo / "eval" / name)
+        assert suite.split == split
+        assert len(load_queries(suite, load_catalog_items(suite))) == n
+    assert not is_query_suite(repo / "eval" / "smoke.yaml")
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"id": "a", "query": "男装", "relevant": ["zh0001"]}\n{"id": "b"}\n')
+    with pytest.raises(CatalogError) as err:
+        read_queries(bad, {"zh0001"})
+    assert ":2:" in err.value.message
+    bad.write_text('{"id": "a", "query": "男装", "relevant": ["nope"]}\n')
+    with pytest.raises(CatalogError) as err:
+        read_queries(bad, {"zh0001"})
+    assert "not in the catalog" in err.value.message
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text("name: x\ndataset: {format: queries, catalog: zh-shop}\n")
+    with pytest.raises(ConfigError) as err:
+        load_query_suite(suite_file)
+    assert "dataset.queries" in err.value.message
+
+
 def test_cli_ingest_and_search_in_chinese(tmp_path: Path, settings: Settings) -> None:
     items = load_dataset("zh-shop")
     pick = [it for it in items if it.category == "男装"][:5]

@@ -142,6 +142,33 @@ def _run_query_suite(
         raise typer.Exit(1)
 
 
+def _validate_query_suite(suite_file: Path, *, as_json: bool) -> None:
+    from genrec.errors import ConfigError, InvalidRequest
+    from genrec.evaluation.queryset import load_catalog_items, load_queries, load_query_suite
+
+    try:
+        suite = load_query_suite(suite_file)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+    items = load_catalog_items(suite)
+    queries = load_queries(suite, items)
+    doc = {
+        "suite": suite.name,
+        "protocol": "queries",
+        "items": len(items),
+        "queries": len(queries),
+        "split": suite.split,
+        "cells": [f"channel/{c}" for c in suite.channels] + [c.id for c in suite.cells],
+    }
+    if as_json:
+        print_json(doc)
+        return
+    typer.echo(
+        f"{doc['suite']}: {doc['items']} items, {doc['queries']} {doc['split']} queries; "
+        f"cells: {', '.join(doc['cells'])}"
+    )
+
+
 def settings_home(config: Path | None) -> Path:
     return load_settings(config).home
 
@@ -155,6 +182,11 @@ def validate_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Check a suite and its dataset without running anything."""
+    from genrec.evaluation.queryset import is_query_suite
+
+    if is_query_suite(suite_file):
+        _validate_query_suite(suite_file, as_json=as_json)
+        return
     _, _, prepared = _prepare(suite_file, config, out=None, data=data)
     doc = {
         "suite": prepared.suite.name,
