@@ -162,6 +162,16 @@ def test_a_chinese_conversation_reads_its_own_answer_back(
     assert second.title in (out.request.query or "")
 
 
+def test_chinese_titles_named_in_a_message(zh_index: CatalogIndex) -> None:
+    from genrec.conversation import items_named
+
+    tee = zh_index.search("男士纯棉T恤", k=1)[0].item
+    assert [it.id for it in items_named(f"我喜欢{tee.title}，还有类似的吗", zh_index)] == [tee.id]
+    dress = next(it for it in zh_index.all_items() if it.category == "女装")
+    assert dress.id in {it.id for it in items_named(f"买过「{dress.title}」", zh_index)}
+    assert items_named("我想买夏天穿的男装T恤", zh_index) == []  # a need, not a title
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def zh_url(
     zh_settings: Settings, zh_index: CatalogIndex, recommender: Recommender
