@@ -16,7 +16,8 @@ Formats
                    RecBole atomic files (``*.item`` + ``*.inter``), or the original ML-100K
                    (``u.item`` + ``u.data``). Popularity is the number of ratings.
 
-Datasets shipped with installed packages: ``ml-100k`` (MovieLens 100K inside ``recbole``).
+Datasets shipped with installed packages: ``ml-100k`` (MovieLens 100K inside ``recbole``) and
+``zh-shop`` (a Chinese e-commerce catalog written for genrec, in :mod:`genrec.datasets`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from genrec.errors import CatalogError
 AttrValue = str | int | float | bool
 
 FORMATS = ("jsonl", "csv", "movielens")
-DATASETS = ("ml-100k",)
+DATASETS = ("ml-100k", "zh-shop")
 ITEM_FIELDS = ("id", "title", "description", "category", "tags", "attributes", "popularity")
 
 
@@ -144,7 +145,12 @@ def load_catalog(
 
 
 def load_dataset(name: str) -> list[Item]:
-    """A dataset shipped inside an installed package. Only ``ml-100k`` (from recbole) for now."""
+    """A dataset shipped inside an installed package: ``ml-100k`` (from recbole) or ``zh-shop``
+    (genrec's own Chinese e-commerce catalog, genrec/datasets)."""
+    if name == "zh-shop":
+        from genrec.datasets import zh_shop_catalog
+
+        return load_catalog(zh_shop_catalog(), fmt="jsonl", strict=True).items
     if name != "ml-100k":
         raise CatalogError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     from genrec.movielens import load_recbole, ml100k_dir

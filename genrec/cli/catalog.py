@@ -35,7 +35,7 @@ def ingest_command(
         None, help="Catalog file (.jsonl, .csv, .tsv) or MovieLens folder."
     ),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="A packaged dataset instead of SOURCE: ml-100k."
+        None, "--dataset", help="A packaged dataset instead of SOURCE: ml-100k, zh-shop."
     ),
     collection: str | None = typer.Option(
         None, "--collection", help="Chroma collection (default: settings.collection)."
@@ -82,6 +82,8 @@ def ingest_command(
             err=True,
         )
     _report_bad_rows(report)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         print_json(
             {**report.model_dump(), "written": report.written, "items_per_s": report.items_per_s}
@@ -91,7 +93,8 @@ def ingest_command(
         f"{report.total} items from {report.source} in collection {report.collection!r}: "
         f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged"
         + (f", {report.removed} removed" if report.removed else "")
-        + f" ({report.seconds:.1f} s)"
+        + f" ({report.seconds:.1f} s); embedded with {index.embedder.model_id}"
+        + ("; lexical channel on" if report.lexical else "")
     )
 
 
@@ -127,18 +130,31 @@ def search_command(
         typer.Option("--exclude", help="An item ID never to return (repeat)."),
     ] = None,
     collection: str | None = typer.Option(None, "--collection", help="Chroma collection."),
+    channel: str = typer.Option(
+        "fused", "--channel", help="fused | dense | lexical (lexical: collections that have it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Nearest catalog items to a text and/or a history. The default collection is ingested from
-    the default dataset first if it is not there yet."""
+    the default dataset first if it is not there yet. The collection's own embedding model
+    searches it; with a lexical index (Chinese catalogs) text matches are fused with BM25."""
     from genrec.ingest import open_catalog
 
     settings = load_settings(config)
     filters = _parse_where(where)
     index = open_catalog(settings, collection, notice=lambda line: typer.echo(line, err=True))
     history = history or []
-    hits = index.search(text, history=history, k=k, where=filters, exclude=exclude or [])
+    if text and (warning := index.language_warning(text)):
+        typer.echo(f"warning: {warning}", err=True)
+    hits = index.search(
+        text,
+        history=history,
+        k=k,
+        where=filters,
+        exclude=exclude or [],
+        channel=channel,  # type: ignore[arg-type]
+    )
     if as_json:
         print_json(
             {
@@ -183,14 +199,25 @@ def bench_index_command(
         typer.Option("--data", help="MovieLens latest-small folder (default: ../shared/data/...)."),
     ] = None,
     queries: int = typer.Option(200, "--queries", min=10, help="Searches of each kind."),
+    zh_shop: bool = typer.Option(
+        True, "--zh-shop/--no-zh-shop", help="Also the multilingual embedder + lexical channel."
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
     """Ingest ml-latest-small into a fresh temporary collection (items/s, end to end: load,
-    model load, embed, write) and time top-20 text and history searches (p50/p99). JSON."""
+    model load, embed, write) and time top-20 text and history searches (p50/p99); then the
+    packaged Chinese catalog with multilingual-e5-small and the lexical channel (ingest, BM25
+    build, search per channel). JSON."""
+    from genrec.cli.bench_lexical import run_zh_bench
+
     settings = load_settings(config)
     folder = data or _default_latest_small()
     typer.echo(f"bench index: {folder}", err=True)
-    print_json(run_index_bench(settings, folder, queries=queries))
+    doc = run_index_bench(settings, folder, queries=queries)
+    if zh_shop:
+        typer.echo("bench index: zh-shop (multilingual-e5-small + lexical)", err=True)
+        doc["zh_shop"] = run_zh_bench(settings, queries=queries)
+    print_json(doc)
 
 
 def _default_latest_small() -> Path:

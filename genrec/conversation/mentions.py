@@ -1,4 +1,5 @@
-"""Catalog items a user names in free text: ``id: X``, a quoted title, or a title in the text.
+"""Catalog items a user names in free text: ``id: X``, a quoted title (also 「」《》), or a title
+in the text (a Chinese title anywhere in it: Chinese puts no spaces between words).
 
 The catalog lookups are sync (Chroma and the embedder): callers in an event loop run these in a
 worker thread.
@@ -28,7 +29,8 @@ class CatalogLookup(Protocol):
 # previous answer (references.find_references), never IDs.
 _ID_MENTION = re.compile(r"\bid\s*[:=#]\s*([\w.\-]+)", re.I)
 MAX_QUOTED = 20
-_QUOTED = re.compile(r"[\"“”«]([^\"“”«»]{2,200})[\"“”»]")
+_QUOTED = re.compile(r"[\"“”«「《『]([^\"“”«»「」《》『』]{2,200})[\"“”»」》』]")
+_HAN = re.compile(r"[\u3400-\u9fff]")
 
 
 def _mentions_title(text: str, folded_text: str, title: str) -> bool:
@@ -36,6 +38,10 @@ def _mentions_title(text: str, folded_text: str, title: str) -> bool:
     if not core:
         return False
     full = fold(title)
+    if _HAN.search(core):
+        # Chinese has no spaces between words: a title of four or more characters named
+        # anywhere in the text counts ("我喜欢森屿 男士纯棉圆领短袖T恤 夏季新款").
+        return len(core) >= 4 and core in folded_text
     if " " in full and f" {full} " in f" {folded_text} ":
         return True  # "Heat 1995", "Usual Suspects, The"
     if " " not in core:

@@ -188,8 +188,21 @@ class ChromaStore:
         if stored and stored != self.model_id:
             raise ConfigError(
                 f"collection {self.name!r} was embedded with {stored}, not "
-                f"{self.model_id}; use that embedding model or another --collection"
+                f"{self.model_id}: one collection never mixes two embedders; unset "
+                f"GENREC_EMBEDDING_MODEL (the collection's own model is then used), set it to "
+                f"{stored}, or ingest into another --collection"
             )
+
+    def recorded_model(self) -> str | None:
+        """The embedding model recorded in the collection (None: no collection, or none
+        recorded), read without the model check, to choose the embedder that must search it."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            col = self.client.get_collection(self.name, embedding_function=None)
+        except NotFoundError:
+            return None
+        return (col.metadata or {}).get("genrec_embedding_model")
 
     def require(self) -> Any:
         col = self.collection()

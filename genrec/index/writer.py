@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from genrec.catalog import Item
 from genrec.index.store import catalog_digest, item_hash, item_to_metadata
+from genrec.languages import language_mix
 
 if TYPE_CHECKING:
     from genrec.index.catalog_index import CatalogIndex
@@ -37,6 +38,9 @@ class IngestReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    languages: dict[str, int] = Field(default_factory=dict)  # items per script (zh, en, ...)
+    lexical: bool = False  # whether the collection has a lexical (BM25) index
+    warnings: list[str] = Field(default_factory=list)  # e.g. text the embedder cannot read
 
     @property
     def written(self) -> int:
@@ -69,6 +73,10 @@ def upsert(
     report.unchanged = len(unique) - len(todo)
     report.added = sum(1 for item in todo if item.id not in stored)
     report.updated = len(todo) - report.added
+    report.languages = language_mix(f"{it.title} {it.description}" for it in unique.values())
+    report.warnings = _language_warnings(index, report.languages)
+    lexical = index.lexical_wanted(report.languages)
+    truncated = index.embedder.truncated
     if todo or not meta.get("genrec_complete") or meta.get("genrec_digest") != digest:
         with store.writing():
             _write(index, todo, hashes, progress=progress, source=source)
@@ -77,14 +85,46 @@ def upsert(
                 genrec_source=source or None,
                 genrec_digest=digest,
                 genrec_embedding_model=model_id,
+                genrec_lexical=lexical,
                 # readers in other processes drop their caches when this moves
                 genrec_written=time.time_ns() if todo else meta.get("genrec_written"),
             )
         index.mirror.forget()
+    elif bool(meta.get("genrec_lexical")) != lexical:
+        store.set_metadata(genrec_lexical=lexical)
     # else: this exact catalog is there, complete: nothing to write (and no lock to take)
+    if cut := index.embedder.truncated - truncated:
+        report.warnings.append(
+            f"{cut} item text(s) were longer than {index.embedder.model_id} reads and were "
+            f"embedded from their beginning (the stored items are whole)"
+        )
+    # The lexical index follows the vectors (rebuilt when the catalog moved, also after an
+    # ingest killed before it was built); files under GENREC_HOME, no Chroma lock needed.
+    index.refresh_lexical()
+    report.lexical = lexical and index.settings.lexical != "off"
     report.complete = True
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _language_warnings(index: CatalogIndex, languages: dict[str, int]) -> list[str]:
+    """What the embedder cannot read of this catalog, and a language mix, said plainly."""
+    out = []
+    known = index.embedder.languages
+    foreign = {lang: n for lang, n in languages.items() if known is not None and lang not in known}
+    if foreign:
+        shown = ", ".join(f"{n} items in {lang}" for lang, n in foreign.items())
+        out.append(
+            f"{shown}: {index.embedder.model_id} cannot read them, so they will be found poorly "
+            f"by meaning; ingest into a new collection with "
+            f"GENREC_EMBEDDING_MODEL=multilingual-e5-small"
+        )
+    elif len(languages) > 1:
+        shown = ", ".join(f"{lang} {n}" for lang, n in languages.items())
+        out.append(
+            f"the catalog mixes scripts ({shown} items); {index.embedder.model_id} reads them"
+        )
+    return out
 
 
 def _write(
@@ -112,7 +152,7 @@ def _write(
         for start in range(0, len(todo), store.batch_size):
             batch = todo[start : start + store.batch_size]
             texts = [item.embedding_text() for item in batch]
-            vectors = index.embedder.encode(texts)
+            vectors = index.embedder.encode(texts)  # catalog side ("passage:" for e5)
             if pending is not None:
                 pending.result()  # re-raises a failed write before anything else is sent
                 bar.update(pending_n)
