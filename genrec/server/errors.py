@@ -43,6 +43,7 @@ WIRE: dict[type[GenrecError], Wire] = {
     e.ConfigError: Wire(500, "server_error"),
     e.RateLimited: Wire(429, "rate_limit_error", {"Retry-After": "1"}),
     e.EngineError: Wire(503, "server_error", {"Retry-After": "5"}),
+    e.StoreUnavailable: Wire(503, "server_error", {"Retry-After": "2"}),
 }
 
 
