@@ -4,7 +4,8 @@ A small pool of connections; a connection that fails is thrown away and the call
 :class:`genrec.errors.StoreUnavailable` (HTTP 503, retryable), so a database that goes away gives
 503s and a database that comes back is used again by the next call (a read retries once at once
 on a fresh connection: the pooled ones may all be dead after a restart). A write is never retried
-here: only the caller knows, by its ``event_id``s, that a retry is safe.
+here, since only the caller knows, by its ``event_id``s, that a retry is safe; instead a pooled
+connection is checked (``SELECT 1``) before it carries a write.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class PostgresStore(EventStore):
             pooled = conn is not None
             if conn is None:
                 conn = self._connect()
+            elif not retry and not self._alive(conn):
+                # a write is never retried, so a pooled connection is checked before one: after
+                # the database restarted, the first batch then goes to a fresh connection
+                self._drain()
+                conn = self._connect()
+                pooled = False
             try:
                 result = work(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -140,6 +147,14 @@ class PostgresStore(EventStore):
                 conn.close()
             return result
         raise AssertionError("unreachable")
+
+    def _alive(self, conn: Any) -> bool:
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+            conn.close()
+            return False
 
     def _drain(self) -> None:
         with self._lock:
