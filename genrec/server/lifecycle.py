@@ -53,8 +53,8 @@ class Service:
         self._starting: Recommender | None = None  # between Recommender() and ready
         # The catalog and the event store serve /v1/events as soon as the catalog is open,
         # while the LM engine is still starting.
-        self.index: CatalogIndex | None = recommender.index if recommender is not None else None
-        self.events: EventStore | None = recommender.events if recommender is not None else None
+        self.index: CatalogIndex | None = None
+        self.events: EventStore | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -81,6 +81,12 @@ class Service:
 
     def require_events(self) -> tuple[EventStore, CatalogIndex]:
         """The event store and the catalog, or a 503 saying why not yet."""
+        rec = self.recommender
+        if self.events is None and rec is not None:  # a recommender given, started or not
+            try:
+                self.index, self.events = rec.index, rec.events
+            except EngineError:
+                pass
         if self.events is not None and self.index is not None:
             return self.events, self.index
         if self.stage == "failed":
