@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -77,6 +78,7 @@ class Recommender:
         self.settings = settings
         self._events = events
         self._owns_events = events is None
+        self._events_lock = threading.Lock()
         self._index = index
         self._engine = engine
         self._retrievers = retrievers
@@ -161,9 +163,10 @@ class Recommender:
     def events(self) -> EventStore:
         """The event store (settings.events_url; SQLite under home by default), opened on first
         use."""
-        if self._events is None:
-            self._events = open_event_store(self.settings)
-        return self._events
+        with self._events_lock:  # concurrent first requests open one store, not two
+            if self._events is None:
+                self._events = open_event_store(self.settings)
+            return self._events
 
     @property
     def model_name(self) -> str:
