@@ -673,3 +673,9 @@ def test_chat_user_reads_the_users_stored_events(server: Server, client: openai.
         model="genrec", messages=[user("something for tonight")], user="someone-else"
     )
     assert other.genrec["user"]["history"] == []
+    # a user nobody knows, and nothing else: a cold-start answer (popular items), not an error
+    cold = httpx.post(
+        server.v1 + "/recommendations", json={"user_id": "never-seen", "k": 3}, headers=auth()
+    )
+    assert cold.status_code == 200, cold.text
+    assert cold.json()["user"]["cold_start"] and len(cold.json()["items"]) == 3
