@@ -90,7 +90,7 @@ class RecommendRequest(BaseModel):
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
         if not (self.query and self.query.strip()) and not self.history and not self.user_id:
-            raise ValueError("give a query, a history or a user_id")
+            raise ValueError("give a query or a history (or a user_id)")
         return self
 
 

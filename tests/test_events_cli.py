@@ -101,3 +101,11 @@ def test_train_events_learns_from_the_store(home: Path, log: Path) -> None:
         assert manifest["data"]["interactions"] == store.count(COLLECTION)
     both = run_cli(["train", str(log), "--events", "--collection", COLLECTION], home)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_recommend_takes_a_user(home: Path) -> None:
+    # a user alone is a request (checked before any engine starts: k=30 > 20 candidates)
+    only_user = run_cli(["recommend", "--user", "u1", "--k", "30", "--json"], home)
+    assert only_user.returncode == 2 and "k=30" in only_user.stderr
+    empty = run_cli(["recommend", "--user", "", "--json"], home)
+    assert empty.returncode == 2 and "user_id" in empty.stderr and empty.stdout == ""
