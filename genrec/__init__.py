@@ -21,7 +21,9 @@ from genrec.errors import (
     NotFound,
     PromptTooLong,
     RateLimited,
+    StoreUnavailable,
 )
+from genrec.events import Event, RecordResult
 from genrec.index import CatalogIndex
 from genrec.recommender import Recommender
 from genrec.schema import Recommendation, RecommendedItem, RecommendRequest, Timings, Usage
@@ -35,6 +37,7 @@ __all__ = [
     "CatalogIndex",
     "ConfigError",
     "EngineError",
+    "Event",
     "GenrecError",
     "InvalidRequest",
     "Item",
@@ -45,7 +48,9 @@ __all__ = [
     "RecommendRequest",
     "RecommendedItem",
     "Recommender",
+    "RecordResult",
     "Settings",
+    "StoreUnavailable",
     "Timings",
     "Usage",
     "__version__",

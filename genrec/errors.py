@@ -16,7 +16,8 @@ the server's business: one table in genrec/server/errors.py. ::
     │                             while this one wants to write (retryable)
     ├── ConfigError               settings that cannot work
     ├── RateLimited               the in-flight limit is reached (retryable)
-    └── EngineError               the LM engine failed, is not ready or died (retryable)
+    ├── EngineError               the LM engine failed, is not ready or died (retryable)
+    └── StoreUnavailable          the event store cannot be reached or failed (retryable)
 """
 
 from __future__ import annotations
@@ -69,4 +70,8 @@ class RateLimited(GenrecError):
 
 
 class EngineError(GenrecError):
+    retryable = True
+
+
+class StoreUnavailable(GenrecError):
     retryable = True

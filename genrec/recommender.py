@@ -8,17 +8,21 @@
 One Recommender holds one engine, one catalog index and its retriever; share it between
 concurrent requests (the engine batches them). The flow is one straight line (``recommend``):
 ``plan`` checks everything that can fail on bad input before any engine work (mode, template, k,
-candidates, filters; the mode's own checks), ``retrieve`` resolves the history once and asks the
-retriever for candidates, ``render`` builds the exact prompt (PromptTooLong when it cannot fit),
-and the mode object (:mod:`genrec.modes`) decodes and grounds. Errors come from
-:mod:`genrec.errors` and name the field. Chroma and embedding calls are synchronous and run in
-worker threads.
+candidates, filters; the mode's own checks), ``personalise`` reads the user's state from the event
+store (a request with ``user_id``: the stored history joins the request's, what the user bought or
+rated is excluded), ``retrieve`` resolves the history once and asks the retriever for candidates
+(popularity when there is nothing to go on: an unknown user without a query), ``render`` builds
+the exact prompt (PromptTooLong when it cannot fit), and the mode object (:mod:`genrec.modes`)
+decodes and grounds. Errors come from :mod:`genrec.errors` and name the field. Chroma, embedding
+and event-store calls are synchronous and run in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -27,6 +31,7 @@ from genrec.catalog import Item
 from genrec.engines import make_engine
 from genrec.engines.base import Engine
 from genrec.errors import CatalogError, EngineError, GenrecError, InvalidRequest
+from genrec.events import EventStore, RecordResult, open_event_store, record_events
 from genrec.filters import validate_where
 from genrec.index import CatalogIndex
 from genrec.model_files import model_path
@@ -39,8 +44,18 @@ from genrec.prompts import (
     render,
 )
 from genrec.retrieval import RetrievalQuery
+from genrec.retrieval.base import Retriever
+from genrec.retrieval.popular import PopularRetriever
 from genrec.retrieval.registry import Retrievers, load_retrievers
-from genrec.schema import Recommendation, RecommendedItem, RecommendRequest, Timings, Usage
+from genrec.schema import (
+    MAX_EXCLUDE,
+    Recommendation,
+    RecommendedItem,
+    RecommendRequest,
+    Timings,
+    Usage,
+    UserSummary,
+)
 from genrec.settings import Mode, Settings
 
 log = logging.getLogger("genrec.recommender")
@@ -58,8 +73,12 @@ class Recommender:
         prompts: PromptRegistry | None = None,
         tokenizer: ChatTokenizer | None = None,
         retrievers: Retrievers | None = None,
+        events: EventStore | None = None,
     ) -> None:
         self.settings = settings
+        self._events = events
+        self._owns_events = events is None
+        self._events_lock = threading.Lock()
         self._index = index
         self._engine = engine
         self._retrievers = retrievers
@@ -108,6 +127,9 @@ class Recommender:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+        if self._owns_events and self._events is not None:
+            events, self._events = self._events, None
+            await asyncio.to_thread(events.close)
 
     @property
     def ready(self) -> bool:
@@ -138,6 +160,15 @@ class Recommender:
         return self._retrievers
 
     @property
+    def events(self) -> EventStore:
+        """The event store (settings.events_url; SQLite under home by default), opened on first
+        use."""
+        with self._events_lock:  # concurrent first requests open one store, not two
+            if self._events is None:
+                self._events = open_event_store(self.settings)
+            return self._events
+
+    @property
     def model_name(self) -> str:
         if self._engine is not None and self._engine.model_name:
             return self._engine.model_name
@@ -150,8 +181,12 @@ class Recommender:
     async def recommend(self, request: RecommendRequest) -> Recommendation:
         clock = _Clock()
         plan = self.plan(request)
-        with clock("retrieve"):
+        with clock("retrieve"):  # the user's state is part of finding the candidates
+            user: UserSummary | None = None
+            if request.user_id is not None:
+                plan, user = await asyncio.to_thread(self.personalise, plan)
             history, candidates = await asyncio.to_thread(self.retrieve, plan)
+        request = plan.request
         with clock("render"):
             rendered = self.render(plan, history, candidates)
         # Only a valid request that fits the model reaches the engine.
@@ -173,7 +208,7 @@ class Recommender:
         return Recommendation(
             items=_items(picks),
             mode=plan.mode.name,  # type: ignore[arg-type]
-            retriever=self.retrievers.get(request.retriever).name,
+            retriever=self._retriever(request, history).name,
             template=rendered.template,
             model=self.model_name,
             candidates=[c.id for c in candidates],
@@ -182,7 +217,18 @@ class Recommender:
             duplicates=picks.grounded.duplicates,
             usage=Usage.model_validate(decoded.usage.model_dump()),
             timings=clock.timings(),
+            user=user,
         )
+
+    async def record(self, events: Sequence[object]) -> RecordResult:
+        """Store a batch of events (dicts or :class:`genrec.events.Event`): each is checked on its
+        own (an unknown item, a bad type or timestamp is rejected with its index and reason), the
+        others are committed before this returns, and the user's next request sees them."""
+        return await asyncio.to_thread(record_events, self.events, self.index, list(events))
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every stored event of a user (privacy); the number deleted."""
+        return await asyncio.to_thread(self.events.forget, user_id)
 
     async def recommend_many(
         self, requests: Sequence[RecommendRequest], *, concurrency: int = 8
@@ -243,6 +289,42 @@ class Recommender:
         """History entries (IDs or titles) -> items; any unknown entry is a 400 on ``history``."""
         return self.index.resolve_history(refs)
 
+    def personalise(self, plan: Plan) -> tuple[Plan, UserSummary]:
+        """The one place user state joins a request (``user_id``): the user's stored history (the
+        latest ``settings.user_history`` distinct items, oldest first; genrec.events.store) comes
+        first, the request's own history after it (the more recent; an item in both keeps its
+        later place); items the user bought or rated are added to ``exclude`` unless the request
+        sets ``include_consumed``. A user the store does not know adds nothing: cold start."""
+        request = plan.request
+        assert request.user_id is not None
+        state = self.events.user_state(self.index.name, request.user_id, self.settings.user_history)
+        # items removed from the catalog since they were recorded are left out
+        stored = [item.id for item in self.index.get(list(state.history))]
+        explicit = [item.id for item in self.index.resolve_history(request.history)]
+        given = set(explicit)
+        history = [i for i in stored if i not in given] + explicit
+        exclude = list(request.exclude)
+        added: list[str] = []
+        if not request.include_consumed and state.consumed:
+            skip = set(history) | set(exclude)  # the history is never recommended anyway
+            added = sorted(state.consumed - skip)[: max(0, MAX_EXCLUDE - len(exclude))]
+            exclude += added
+        text = (request.query or "").strip()
+        summary = UserSummary(
+            id=request.user_id,
+            history=stored,
+            excluded=len(added),
+            cold_start=not history and not text,
+        )
+        personal = request.model_copy(update={"history": history, "exclude": exclude})
+        return dataclasses.replace(plan, request=personal), summary
+
+    def _retriever(self, request: RecommendRequest, history: Sequence[Item]) -> Retriever:
+        """The request's retriever, or popularity when there is nothing to go on."""
+        if not (request.query or "").strip() and not history:
+            return PopularRetriever(self.index)
+        return self.retrievers.get(request.retriever)
+
     def retrieve(self, plan: Plan) -> tuple[list[Item], list[Item]]:
         """(the resolved history, the candidates): the history is resolved here, once."""
         request, index = plan.request, self.index
@@ -252,8 +334,8 @@ class Recommender:
                 f"(`genrec ingest --dataset ml-100k` or `genrec ingest FILE`)",
                 param="collection",
             )
-        retriever = self.retrievers.get(request.retriever)
         history = index.resolve_history(request.history)
+        retriever = self._retriever(request, history)
         query = RetrievalQuery(
             text=(request.query or "").strip(),
             history=tuple(history),

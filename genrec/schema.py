@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -78,15 +79,18 @@ class RecommendRequest(BaseModel):
     template: Name | None = None
     # The caller's system message: it reaches the template's system slot, nothing else.
     system: LongText | None = None
-    user_id: Name | None = None
+    # An opaque user ID: the user's stored events (genrec.events) join the history, and what
+    # the user bought or rated is not recommended again unless include_consumed.
+    user_id: Annotated[StrictStr, Field(min_length=1, max_length=256), UNICODE] | None = None
+    include_consumed: StrictBool = False
     temperature: Temperature = 0.0
     seed: Seed | None = None
     max_tokens: TokenLimit | None = None
 
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
-        if not (self.query and self.query.strip()) and not self.history:
-            raise ValueError("give a query or a history (or both)")
+        if not (self.query and self.query.strip()) and not self.history and not self.user_id:
+            raise ValueError("give a query or a history (or a user_id)")
         return self
 
 
@@ -123,6 +127,16 @@ class Timings(BaseModel):
 STAGES: tuple[str, ...] = tuple(f.removesuffix("_ms") for f in Timings.model_fields)
 
 
+class UserSummary(BaseModel):
+    """What a request with ``user_id`` read from the event store."""
+
+    id: str
+    history: list[str] = Field(default_factory=list)  # stored items used, oldest first
+    excluded: int = 0  # items the user bought or rated, excluded beyond the history
+    # nothing known of the user and no query: the catalog's most popular items were served
+    cold_start: bool = False
+
+
 class Recommendation(BaseModel):
     items: list[RecommendedItem]
     mode: Mode
@@ -134,3 +148,4 @@ class Recommendation(BaseModel):
     duplicates: int = 0  # outputs that grounded to an item already returned
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
+    user: UserSummary | None = None  # set when the request had a user_id

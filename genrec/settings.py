@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     likelihood_score: Literal["pmi", "mean", "sum"] = "pmi"
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 
+    # Events (genrec.events): None = SQLite at home/events.sqlite3; postgresql://... for a
+    # server many genrec processes share; sqlite:///PATH for another file
+    events_url: str | None = None
+    # the latest distinct items of a user's stored history a request with user_id reads
+    user_history: int = Field(default=50, ge=1, le=200)
+
     # Server
     api_key: str | None = None
     max_in_flight: int = Field(default=16, ge=1)

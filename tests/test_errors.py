@@ -22,6 +22,7 @@ from genrec.server.errors import WIRE, http_status, openai_error, wire
         (errors.ConfigError, 500, "server_error"),
         (errors.RateLimited, 429, "rate_limit_error"),
         (errors.EngineError, 503, "server_error"),
+        (errors.StoreUnavailable, 503, "server_error"),
     ],
 )
 def test_each_error_has_its_status_and_openai_type(cls, status, kind) -> None:

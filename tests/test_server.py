@@ -647,3 +647,35 @@ def test_zz_engine_death_is_a_503_not_a_crash(server: Server, client: openai.Ope
     assert httpx.get(server.url + "/health").json()["status"] == "unhealthy"
     assert server.proc.poll() is None  # still serving: 503s, /metrics, /v1/models
     assert httpx.get(server.v1 + "/models", headers=auth()).status_code == 200
+
+
+# --- events and user state (genrec.events) --------------------------------------------------------
+
+
+def test_chat_user_reads_the_users_stored_events(server: Server, client: openai.OpenAI) -> None:
+    uid = "chat-user-events"
+    events = [{"user_id": uid, "item_id": i, "type": "view"} for i in ("50", "172")]
+    events.append({"user_id": uid, "item_id": "181", "type": "purchase"})
+    recorded = httpx.post(server.v1 + "/events", json={"events": events}, headers=auth())
+    assert recorded.status_code == 200 and recorded.json()["accepted"] == 3
+    resp = client.chat.completions.create(
+        model="genrec", messages=[user("something for tonight")], user=uid, extra_body={"k": 3}
+    )
+    assert resp.genrec["user"] == {
+        "id": uid,
+        "history": ["50", "172", "181"],
+        "excluded": 0,
+        "cold_start": False,
+    }
+    assert not {"50", "172", "181"} & {r["id"] for r in resp.recommendations}
+    # another user of the same server starts cold
+    other = client.chat.completions.create(
+        model="genrec", messages=[user("something for tonight")], user="someone-else"
+    )
+    assert other.genrec["user"]["history"] == []
+    # a user nobody knows, and nothing else: a cold-start answer (popular items), not an error
+    cold = httpx.post(
+        server.v1 + "/recommendations", json={"user_id": "never-seen", "k": 3}, headers=auth()
+    )
+    assert cold.status_code == 200, cold.text
+    assert cold.json()["user"]["cold_start"] and len(cold.json()["items"]) == 3

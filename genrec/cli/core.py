@@ -109,6 +109,9 @@ def recommend_command(
     template: str | None = typer.Option(None, "--template", help="Prompt template name."),
     system: str | None = typer.Option(None, "--system", help="Extra system note for the LM."),
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Item ID to skip.")] = None,
+    user: str | None = typer.Option(
+        None, "--user", help="A user ID: the user's recorded events join the history."
+    ),
     demo: bool = typer.Option(False, "--demo", help="Run `genrec demo` instead."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     config: Path | None = ConfigOption,
@@ -129,6 +132,7 @@ def recommend_command(
         template=template,
         system=system,
         exclude=exclude or [],
+        user_id=user,
     )
 
     Recommender(settings).plan(request)  # bad options fail now, before any slow start-up

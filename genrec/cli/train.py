@@ -36,6 +36,12 @@ def train_command(
         None, min=1, help="Stop SASRec after the epoch that crosses this many seconds."
     ),
     strict: bool = typer.Option(False, help="Refuse the whole log on its first bad row."),
+    events: bool = typer.Option(
+        False,
+        "--events",
+        help="Train on the events recorded in the event store (POST /v1/events, `genrec events "
+        "import`; GENREC_EVENTS_URL) for the collection, instead of a log file.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     config: Path | None = ConfigOption,
 ) -> None:
@@ -51,14 +57,21 @@ def train_command(
 
     settings = load_settings(config)
     name = collection or settings.collection
-    if log is None and name != DEFAULT_COLLECTION:
+    if events and log is not None:
+        raise CatalogError("give a log file or --events, not both", param="log")
+    if log is None and name != DEFAULT_COLLECTION and not events:
         raise CatalogError(
             f"collection {name!r} needs an interaction log: `genrec train LOG --collection {name}`",
             param="log",
         )
     wanted = [m.strip() for m in models.split(",") if m.strip()]
     index = open_catalog(settings, name, notice=lambda line: typer.echo(line, err=True))
-    read = read_log(log, fmt, strict=strict)
+    if events:
+        from genrec.events.training import read_store
+
+        read = read_store(settings, name)
+    else:
+        read = read_log(log, fmt, strict=strict)
     for line in read.errors[:MAX_SHOWN]:
         typer.echo(f"bad row: {line}", err=True)
     if len(read.errors) > MAX_SHOWN:

@@ -1,7 +1,8 @@
 """The FastAPI app behind `genrec serve`.
 
 Routes: POST /v1/chat/completions (OpenAI-compatible), GET /v1/models[/{id}], POST
-/v1/recommendations (genrec's native request and result), GET /health (200 once the engine and the
+/v1/recommendations (genrec's native request and result), POST /v1/events, GET and DELETE
+/v1/users/{id} (genrec.server.events_routes), GET /health (200 once the engine and the
 catalog are ready, 503 before), GET /metrics (Prometheus).
 
     app = create_app(settings)                   # starts its own Recommender in the lifespan
@@ -20,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from genrec.schema import RecommendRequest
-from genrec.server import errors
+from genrec.server import errors, events_routes
 from genrec.server.chat_service import ChatService
 from genrec.server.guard import GuardMiddleware, InFlightLimiter
 from genrec.server.lifecycle import Service
@@ -141,6 +142,10 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await chat.answer(body, request)
+
+    # -- events and users -----------------------------------------------------------------------
+
+    events_routes.register(app, service, settings)
 
     paths.update(getattr(r, "path", "") for r in app.routes)
     return app

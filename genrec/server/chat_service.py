@@ -77,6 +77,7 @@ def genrec_extra(result: Recommendation, mapped: Mapped, profile: Profile) -> di
         "referenced": mapped.referenced,
         "unmatched": result.unmatched,
         "duplicates": result.duplicates,
+        "user": result.user.model_dump() if result.user is not None else None,
     }
 
 

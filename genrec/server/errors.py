@@ -43,6 +43,7 @@ WIRE: dict[type[GenrecError], Wire] = {
     e.ConfigError: Wire(500, "server_error"),
     e.RateLimited: Wire(429, "rate_limit_error", {"Retry-After": "1"}),
     e.EngineError: Wire(503, "server_error", {"Retry-After": "5"}),
+    e.StoreUnavailable: Wire(503, "server_error", {"Retry-After": "2"}),
 }
 
 
@@ -154,7 +155,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see GET /v1/models, "
-            message += "POST /v1/chat/completions, POST /v1/recommendations"
+            message += "POST /v1/chat/completions, POST /v1/recommendations, POST /v1/events"
         else:
             message = str(exc.detail)
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"

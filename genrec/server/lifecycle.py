@@ -20,6 +20,8 @@ from genrec.errors import EngineError, GenrecError
 from genrec.settings import Settings
 
 if TYPE_CHECKING:
+    from genrec.events import EventStore
+    from genrec.index import CatalogIndex
     from genrec.recommender import Recommender
 
 log = logging.getLogger("genrec.server")
@@ -49,6 +51,10 @@ class Service:
         self._on_fatal = on_fatal
         self._task: asyncio.Task | None = None
         self._starting: Recommender | None = None  # between Recommender() and ready
+        # The catalog and the event store serve /v1/events as soon as the catalog is open,
+        # while the LM engine is still starting.
+        self.index: CatalogIndex | None = None
+        self.events: EventStore | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -71,6 +77,22 @@ class Service:
         raise EngineError(
             f"genrec is still starting ({self.stage}); retry when GET /health says ok",
             code="not_ready",
+        )
+
+    def require_events(self) -> tuple[EventStore, CatalogIndex]:
+        """The event store and the catalog, or a 503 saying why not yet."""
+        rec = self.recommender
+        if self.events is None and rec is not None:  # a recommender given, started or not
+            try:
+                self.index, self.events = rec.index, rec.events
+            except EngineError:
+                pass
+        if self.events is not None and self.index is not None:
+            return self.events, self.index
+        if self.stage == "failed":
+            raise EngineError(f"genrec failed to start: {self.error}", code="startup_failed")
+        raise EngineError(
+            f"genrec is still starting ({self.stage}); retry in a moment", code="not_ready"
         )
 
     def health(self) -> dict[str, Any]:
@@ -108,6 +130,9 @@ class Service:
             index = await anyio.to_thread.run_sync(
                 lambda: ingest.open_catalog(self.settings, progress=False)
             )
+            events = await anyio.to_thread.run_sync(importlib.import_module, "genrec.events")
+            self.events = events.open_event_store(self.settings)
+            self.index = index
             self.stage = "retrievers"
             default = await anyio.to_thread.run_sync(
                 importlib.import_module, "genrec.training.default"
@@ -117,7 +142,9 @@ class Service:
             )
             self.stage = "engine"
             module = await anyio.to_thread.run_sync(importlib.import_module, "genrec.recommender")
-            rec = self._starting = module.Recommender(self.settings, index=index)
+            rec = self._starting = module.Recommender(
+                self.settings, index=index, events=self.events
+            )
             self.recommender = await rec.__aenter__()
             self._starting = None
             self.ready_after_s = round(time.time() - self.started_at, 1)
@@ -163,3 +190,6 @@ class Service:
         if self.owned and self.recommender is not None:
             rec, self.recommender = self.recommender, None
             await rec.__aexit__(None, None, None)
+        if self.owned and self.events is not None:
+            store, self.events = self.events, None
+            await anyio.to_thread.run_sync(store.close)

@@ -1,0 +1,124 @@
+"""The event store: where recorded events live, and the one place user state is read.
+
+Two backends behind one interface: embedded SQLite under ``GENREC_HOME`` (the default; WAL, a
+batch is acknowledged only after its transaction committed with ``synchronous=FULL``), and
+PostgreSQL through ``GENREC_EVENTS_URL`` for many genrec processes behind a load balancer. Both
+create their schema on first use and migrate an older one (``genrec_schema`` holds its version;
+each migration runs once, in a transaction, under a lock, so processes starting together are
+safe). A store that cannot be reached raises :class:`genrec.errors.StoreUnavailable` (HTTP 503,
+retryable): retry the batch with the same ``event_id``s and nothing is counted twice.
+
+User state (:meth:`EventStore.user_state`), the rule: the user's latest ``n`` distinct items
+(any event type, the latest event of each item counts; looked for among the user's latest ``4n``
+events), oldest first; and every item the user bought or rated, ever (never recommended again
+unless a request asks). Reads and writes are scoped by collection: item IDs belong to a catalog.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from genrec.errors import ConfigError
+from genrec.events.model import CONSUMED_TYPES, StoredEvent, UserState
+from genrec.settings import Settings
+
+SCAN_FACTOR = 4  # the latest n distinct items are looked for among the latest 4n events
+MAX_CONSUMED = 50_000  # as many as a request may exclude (genrec.schema.MAX_EXCLUDE)
+SCHEMA_VERSION = 2
+
+
+class EventStore(ABC):
+    backend: str  # "sqlite" or "postgresql"
+    location: str  # where it is, without credentials (for logs and /health)
+
+    @abstractmethod
+    def record(self, collection: str, events: Sequence[StoredEvent]) -> tuple[int, int]:
+        """Store the events in ONE transaction; return (accepted, duplicates) after it committed.
+        A duplicate is an event whose (user, event_id) is already stored, or twice in the batch."""
+
+    @abstractmethod
+    def latest(self, collection: str, user_id: str, limit: int) -> tuple[list[str], set[str]]:
+        """(the item IDs of the user's latest ``limit`` events, newest first; the items the user
+        bought or rated), read in one snapshot."""
+
+    @abstractmethod
+    def forget(self, user_id: str) -> int:
+        """Delete every event of the user, in every collection; the number deleted."""
+
+    @abstractmethod
+    def count(self, collection: str | None = None) -> int: ...
+
+    @abstractmethod
+    def scan(self, collection: str) -> Iterator[StoredEvent]:
+        """Every event of the collection, oldest first (export, training)."""
+
+    @abstractmethod
+    def bulk_load(self, collection: str, events: Iterable[StoredEvent]) -> int:
+        """Append many events fast, without duplicate checks (benchmarks, imports of logs
+        without event IDs are still :meth:`record`)."""
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def user_state(self, collection: str, user_id: str, n: int) -> UserState:
+        """The user's state by the rule in the module docstring."""
+        recent, consumed = self.latest(collection, user_id, SCAN_FACTOR * n)
+        history: list[str] = []
+        seen: set[str] = set()
+        for item in recent:  # newest first
+            if item not in seen:
+                seen.add(item)
+                history.append(item)
+                if len(history) == n:
+                    break
+        return UserState(user_id, tuple(reversed(history)), frozenset(consumed))
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+CONSUMED_SQL = "(" + ", ".join(f"'{t}'" for t in CONSUMED_TYPES) + ")"
+
+
+def open_event_store(settings: Settings) -> EventStore:
+    """The store ``settings.events_url`` names; embedded SQLite under home by default.
+    Nothing is connected yet: the first use connects and creates or migrates the schema."""
+    url = settings.events_url
+    if not url:
+        from genrec.events.sqlite import SQLiteStore
+
+        return SQLiteStore(settings.home / "events.sqlite3")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from genrec.events.sqlite import SQLiteStore
+
+        path = url.split("://", 1)[1] if "://" in url else ""
+        if not path or path == "/":
+            raise ConfigError("GENREC_EVENTS_URL sqlite:///PATH needs a file path")
+        return SQLiteStore(Path(path[1:] if path.startswith("//") else path))
+    if scheme in ("postgresql", "postgres"):
+        from genrec.events.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError(
+        f"GENREC_EVENTS_URL scheme {scheme!r} is not supported; use postgresql://... or "
+        "sqlite:///PATH (or leave it unset for SQLite under GENREC_HOME)"
+    )
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
