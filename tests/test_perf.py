@@ -203,3 +203,55 @@ def test_bench_recommend_reports_binding_roofline_and_cache_hits(tmp_path: Path)
     assert 0 < roof["new_tokens_mean"] < first["prompt_tokens_mean"]
     assert roof["gflop_per_request"] > 10 and 0 < roof["llm_of_peak"] < 2
     assert turn2["roofline"]["prefix_cache_hit_rate"] > roof["prefix_cache_hit_rate"]
+
+
+def test_model_threads_prints_the_binding_for_vllm_serve() -> None:
+    genrec = Path(sys.executable).parent / "genrec"
+    env = {**os.environ, "GENREC_CPU_THREADS_BIND": "all"}
+    proc = subprocess.run(
+        [str(genrec), "model", "threads", "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["policy"] == "all" and doc["threads"] == len(allowed_cpus())
+    assert doc["env"]["VLLM_CPU_OMP_THREADS_BIND"] == cpu_list_text(allowed_cpus())
+    env["GENREC_CPU_THREADS_BIND"] = "every"
+    bad = subprocess.run(
+        [str(genrec), "model", "threads"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert bad.returncode != 0 and "cpu_threads_bind" in bad.stderr.lower()
+
+
+# -- int8 ----------------------------------------------------------------------------------------
+
+
+def test_model_quantize_writes_a_w8a8_checkpoint(settings: Settings, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    genrec = Path(sys.executable).parent / "genrec"
+    env = {**os.environ, "GENREC_MODEL_CACHE": str(settings.models_dir)}
+    out = tmp_path / "w8a8"
+    proc = subprocess.run(
+        [str(genrec), "model", "quantize", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["model"] == str(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    src = load_file(Path(model_path(settings)) / "model.safetensors")
+    q = load_file(out / "model.safetensors")
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert q[name].dtype == torch.int8 and q["model.embed_tokens.weight"].dtype == torch.bfloat16
+    scale = q[name.replace("weight", "weight_scale")].float()
+    # dequantized weights are within half a step of the originals
+    err = (q[name].float() * scale - src[name].float()).abs()
+    assert torch.all(err <= scale / 2 + 1e-6)
+    assert (out / "tokenizer.json").is_file() and not list(tmp_path.glob(".w8a8.*"))
+    again = subprocess.run(
+        [str(genrec), "model", "quantize", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert again.returncode != 0 and "exists" in again.stderr

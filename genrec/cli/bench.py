@@ -157,6 +157,8 @@ def _compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "binding": run["engine"].get("threads_bind"),
                 "against": runs[0]["engine"].get("threads_bind"),
+                "model": run["model"],
+                "against_model": runs[0]["model"],
                 "cells": cells,
             }
         )
@@ -183,6 +185,14 @@ def bench_recommend_command(
             help="Thread binding(s) to run side by side, one engine each, in order (repeatable: "
             "auto, all, vllm, nobind or a CPU list); ratios are against the first. "
             "Default: GENREC_CPU_THREADS_BIND.",
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Model folder(s) to run side by side (repeatable; e.g. a bf16 and an int8 "
+            "checkpoint of one model), each with every --binding. Default: GENREC_MODEL.",
         ),
     ] = None,
     followup: bool = typer.Option(
@@ -262,6 +272,7 @@ def bench_recommend_command(
                     cells.append({"mode": mode, "concurrency": 1, "turn": 2, **cell})
                     _progress(runtime, cells[-1])
             return {
+                "model_path": run_settings.model,
                 "engine": runtime,
                 "engine_startup_s": round(startup, 1),
                 "load_average_at_start": load,
@@ -279,9 +290,10 @@ def bench_recommend_command(
             typer.echo(f"no roofline: cannot read the model's config ({exc})", err=True)
             shape = None
         runs = []
-        for b in bindings:
-            run_settings = settings.model_copy(update={"cpu_threads_bind": b})
-            runs.append(await one_run(run_settings, index, shape))
+        for m in models or [settings.model]:
+            for b in bindings:
+                run_settings = settings.model_copy(update={"cpu_threads_bind": b, "model": m})
+                runs.append(await one_run(run_settings, index, shape))
         return runs
 
     with stdout_to_stderr():
