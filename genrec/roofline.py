@@ -118,21 +118,6 @@ def gemm_peak(
         torch.set_num_threads(previous)
 
 
-def model_gemm_gflops(
-    shape: ModelShape, dtype: str, threads: int, *, tokens: int = 256, seconds: float = 0.4
-) -> float:
-    """GFLOP/s of one layer's matmuls at ``tokens`` rows on ``threads`` threads: what a rank
-    prefill can reach (the thread-binding probe)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _model_gemms(torch, shape, tokens, getattr(torch, dtype), seconds)
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _model_gemms(torch: Any, shape: ModelShape, tokens: int, dtype: Any, seconds: float) -> float:
     total_flops, total_secs = 0, 0.0
     for k, n in shape.gemms():

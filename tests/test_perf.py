@@ -17,14 +17,16 @@ from genrec.engines import engine_runtime
 from genrec.engines.hardware import (
     RESERVE_FROM_CORES,
     allowed_cpus,
+    auto_policy,
     check_threads_bind,
     choose_binding,
+    cpu_flags,
     cpu_list_text,
     parse_cpu_list,
 )
 from genrec.model_files import model_path
 from genrec.prompts import ChatTokenizer, PromptRegistry, render
-from genrec.roofline import ModelShape, gemm_peak, model_gemm_gflops
+from genrec.roofline import ModelShape, gemm_peak
 from genrec.schema import RecommendRequest
 from genrec.settings import Settings
 
@@ -64,36 +66,21 @@ def test_explicit_bindings_set_vllms_variables() -> None:
     assert choose_binding("nobind").env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
-@pytest.mark.skipif(
-    not 2 <= len(allowed_cpus()) < RESERVE_FROM_CORES, reason="auto probes on 2-7 cores only"
-)
-def test_auto_gives_the_model_every_core_only_when_the_probe_says_it_pays() -> None:
+def test_auto_follows_the_measurements_for_the_machine() -> None:
+    amx = frozenset({"avx512_bf16", "amx_bf16", "amx_tile"})
+    zen4 = frozenset({"avx512_bf16", "avx512_vnni"})
+    assert auto_policy(2, zen4)[0] == "all"  # measured 1.7x faster on 2 Zen 4 cores
+    assert auto_policy(2, amx)[0] == "vllm"  # measured 2-10x slower on 2 shared AMX cores
+    assert auto_policy(1, amx)[0] == "all"
+    assert auto_policy(RESERVE_FROM_CORES, zen4)[0] == "vllm"
     if os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or os.environ.get(
         "VLLM_CPU_NUM_OF_RESERVED_CPU"
     ):
         pytest.skip("the environment sets vLLM's binding itself (auto then follows it)")
-    n = len(allowed_cpus())
-    asked: list[int] = []
-
-    def scaling(threads: int) -> float:  # matmuls that scale with cores
-        asked.append(threads)
-        return 100.0 * threads
-
-    def contended(threads: int) -> float:  # cores shared with other work: more threads stall
-        return 100.0 if threads < n else 20.0
-
-    chosen = choose_binding("auto", scaling)
-    assert sorted(asked) == [n - 1, n]
-    assert chosen.policy == "all" and chosen.threads == n
-    assert chosen.describe()["probe_gflops"] == {str(n - 1): 100.0 * (n - 1), str(n): 100.0 * n}
-    assert choose_binding("auto", contended).policy == "vllm"
-    assert choose_binding("auto").policy == "vllm"  # no probe: vLLM's safe default
-
-
-def test_the_real_probe_times_the_models_matmuls(settings: Settings) -> None:
-    shape = ModelShape.from_config(model_path(settings))
-    gflops = model_gemm_gflops(shape, "float32", 1, tokens=64, seconds=0.1)
-    assert gflops > 1.0
+    here = choose_binding("auto")
+    policy, reason = auto_policy(len(allowed_cpus()), cpu_flags())
+    assert here.policy == policy and here.describe()["reason"] == reason
+    assert here.threads == (len(allowed_cpus()) if policy == "all" else len(allowed_cpus()) - 1)
 
 
 # -- roofline ------------------------------------------------------------------------------------

@@ -221,15 +221,13 @@ def model_threads_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """The thread binding the in-process engine would use here (GENREC_CPU_THREADS_BIND; auto
-    times the model's matmuls, about a second). Without --json, prints the shell lines that give
-    a `vllm serve` on this machine the same binding."""
-    from genrec.engines.inprocess import bind_threads
-    from genrec.model_files import model_path
+    """The thread binding the in-process engine would use here (GENREC_CPU_THREADS_BIND).
+    Without --json, prints the shell lines that give a `vllm serve` on this machine the same
+    binding."""
+    from genrec.engines.hardware import choose_binding
 
     settings = _settings(config)
-    with stdout_to_stderr():
-        binding = bind_threads(settings, model_path(settings))
+    binding = choose_binding(settings.cpu_threads_bind)
     if as_json:
         print_json({**binding.describe(), "env": binding.env})
         return

@@ -9,7 +9,6 @@ on a GPU or a bf16-capable CPU and fp32 on any other CPU.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -47,23 +46,27 @@ def resolve_dtype(dtype: str) -> str:
 # core per rank for the EngineCore scheduler process, which busy-polls while requests are in
 # flight (vllm/utils/ompmultiprocessing.py). On a big machine that costs little; on 2 cores it
 # halves the model's threads -- but pinned threads wait for their slowest member at every
-# barrier, so where the cores are shared (the scheduler, genrec itself, other processes) one
-# preempted thread stalls them all. Measured on 2 cores (notes/perf.md): on an AMX Xeon under
-# others' load, every core was 2.5-4x SLOWER than vLLM's one thread; on an idle Zen 4 without
-# AMX, every core was 1.7x faster. So genrec's "auto" measures: below RESERVE_FROM_CORES cores it
-# times the model's own matmuls on all cores and on all but one, and gives the model every core
-# only when that is clearly faster (PROBE_MARGIN); otherwise it keeps vLLM's reservation.
+# operator, so where the cores are shared (the scheduler's polling, genrec itself, other
+# processes) one preempted thread stalls them all, and the shorter each operator runs, the more
+# those waits weigh. Measured on 2 cores, side by side in one run each (notes/perf.md):
+# - AMD Zen 4, no AMX (bf16 matmuls ~200 GFLOP/s a core): every core 1.7x faster than one thread;
+# - Intel Xeon with AMX (~500-1000 GFLOP/s a core), shared: every core 2.1-10x SLOWER, in all
+#   five runs, including moments when a 2-thread GEMM alone did scale.
+# A start-up probe (timing the model's matmuls on n and n-1 threads, with and without a process
+# polling like the scheduler) swung from 15 to 1,100 GFLOP/s under the same shared load: a coin
+# flip, so "auto" follows the measurements instead: every core on small machines whose cores are
+# slow at matmuls (no AMX), vLLM's reservation where a core has AMX or is a small share of the
+# machine. GENREC_CPU_THREADS_BIND overrides it; `genrec bench recommend --binding A --binding B`
+# measures the choices on one's own machine.
 
 _BIND_VARS = ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
 # What the user's environment said before genrec set anything (genrec sets these per engine
 # start, so a later start must not mistake genrec's own value for the user's).
 _USER_BIND_ENV = {name: os.environ.get(name) for name in _BIND_VARS}
-# Below this many cores, a core reserved for the scheduler costs the model more than the
-# scheduler's polling costs it when they share cores (measured on 2 cores; see notes/perf.md).
+# From this many cores on, the core vLLM reserves for its scheduler is a small share (<= 1/8).
 RESERVE_FROM_CORES = 8
-# all cores must beat all-but-one by this share of the ideal gain n / (n - 1) to be chosen
-# (the scheduler's polling and genrec's own work still take part of a core)
-PROBE_MARGIN = 0.5
+# Matrix units that make one core fast enough for operator-level waits to dominate.
+_MATRIX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
 BIND_POLICIES = ("auto", "all", "vllm", "nobind")
 
 
@@ -76,7 +79,7 @@ class ThreadBinding:
     policy: str  # all | vllm | nobind | list | env
     cpus: tuple[int, ...]  # the cores the model's threads run on
     env: dict[str, str | None]
-    probe: dict[str, float] | None = None  # auto's measurement: GFLOP/s by thread count
+    reason: str = ""  # why auto chose it
 
     @property
     def threads(self) -> int:
@@ -89,7 +92,7 @@ class ThreadBinding:
             "threads": self.threads,
             "cpus": cpu_list_text(self.cpus),
             "machine_cpus": len(allowed_cpus()),
-            **({"probe_gflops": self.probe} if self.probe else {}),
+            **({"reason": self.reason} if self.reason else {}),
         }
 
     def apply(self) -> None:
@@ -145,31 +148,30 @@ def check_threads_bind(value: str) -> str:
     return value
 
 
-def choose_binding(
-    requested: str = "auto", probe: Callable[[int], float] | None = None
-) -> ThreadBinding:
+def choose_binding(requested: str = "auto") -> ThreadBinding:
     """Resolve ``GENREC_CPU_THREADS_BIND``: ``auto`` (decide from the machine; a binding the
     user set in vLLM's own variables wins), ``all`` (every allowed core), ``vllm`` (vLLM's
-    default: one core reserved), ``nobind`` (no pinning, all cores), or a CPU list (``0-3``).
-
-    ``probe(threads)`` is the model's matmul speed (GFLOP/s) on that many threads; without one,
-    ``auto`` on a small machine keeps vLLM's reservation (the safe choice on shared cores)."""
+    default: one core reserved), ``nobind`` (no pinning, all cores), or a CPU list (``0-3``)."""
     cpus = allowed_cpus()
     if requested != "auto":
         return _binding(requested, requested, cpus)
     user = _USER_BIND_ENV["VLLM_CPU_OMP_THREADS_BIND"]
     if user is not None or _USER_BIND_ENV["VLLM_CPU_NUM_OF_RESERVED_CPU"] is not None:
-        return _from_user_env(cpus)
-    n = len(cpus)
-    if n == 1:
-        return _binding("auto", "all", cpus)
-    if n >= RESERVE_FROM_CORES or probe is None:
-        return _binding("auto", "vllm", cpus)
-    fewer, every = probe(n - 1), probe(n)
-    ideal = n / (n - 1)
-    policy = "all" if every >= fewer * (1 + PROBE_MARGIN * (ideal - 1)) else "vllm"
-    measured = {str(n - 1): round(fewer, 1), str(n): round(every, 1)}
-    return replace(_binding("auto", policy, cpus), probe=measured)
+        return replace(_from_user_env(cpus), reason="set in vLLM's environment variables")
+    policy, reason = auto_policy(len(cpus), cpu_flags())
+    return replace(_binding("auto", policy, cpus), reason=reason)
+
+
+def auto_policy(cores: int, flags: frozenset[str]) -> tuple[str, str]:
+    """``(policy, reason)`` of ``auto`` for a machine with ``cores`` allowed cores and these CPU
+    flags (see the measurements above)."""
+    if cores == 1:
+        return "all", "one core"
+    if cores >= RESERVE_FROM_CORES:
+        return "vllm", f"{cores} cores: the scheduler's core is a small share"
+    if flags & _MATRIX_FLAGS:
+        return "vllm", f"{cores} cores with AMX: pinned threads on shared cores measured slower"
+    return "all", f"{cores} cores without AMX: every core measured faster"
 
 
 def _binding(requested: str, policy: str, cpus: tuple[int, ...]) -> ThreadBinding:

@@ -51,22 +51,10 @@ def configure_vllm_env(settings: Settings) -> None:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(settings.kv_cache_gib)))
 
 
-def bind_threads(settings: Settings, model: str) -> ThreadBinding:
+def bind_threads(settings: Settings) -> ThreadBinding:
     """Choose where the model's threads run and tell vLLM, before each engine start (the
-    EngineCore and its worker read the binding when they spawn). ``auto`` times the model's
-    own matmuls to decide (about a second; see genrec.engines.hardware)."""
-    dtype = resolve_dtype(settings.dtype)
-
-    def probe(threads: int) -> float:
-        from genrec.roofline import ModelShape, model_gemm_gflops
-
-        return model_gemm_gflops(ModelShape.from_config(model), dtype, threads)
-
-    try:
-        binding = choose_binding(settings.cpu_threads_bind, probe)
-    except (OSError, KeyError, ValueError) as exc:  # no readable config.json: no probe
-        log.warning("thread-binding probe failed (%s); keeping vLLM's binding", exc)
-        binding = choose_binding(settings.cpu_threads_bind)
+    EngineCore and its worker read the binding when they spawn)."""
+    binding = choose_binding(settings.cpu_threads_bind)
     binding.apply()
     return binding
 
@@ -115,7 +103,7 @@ class InProcessEngine(Owned):
             started = time.monotonic()
             model = self._model or await asyncio.to_thread(model_path, self._settings)
             configure_vllm_env(self._settings)
-            self.binding = await asyncio.to_thread(bind_threads, self._settings, model)
+            self.binding = bind_threads(self._settings)
             log.info("model threads: %s", self.binding.describe())
             self._abandoned = False
             try:
