@@ -74,16 +74,22 @@ class ModelShape:
 
 
 def _time_gemm(torch: Any, m: int, k: int, n: int, dtype: Any, seconds: float) -> tuple[int, float]:
-    """(FLOPs done, seconds taken) multiplying (m, k) by (k, n) repeatedly for ``seconds``."""
+    """(FLOPs, seconds) of the fastest of eight bursts multiplying (m, k) by (k, n) for
+    ``seconds`` in all: a peak is what the cores do when they get to run, and on a shared
+    machine a single long measurement mostly measures the neighbours."""
     a = torch.randn(m, k, dtype=dtype)
     b = torch.randn(k, n, dtype=dtype)
     for _ in range(2):  # first calls pick kernels and pack weights
         a @ b
-    reps, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        a @ b
-        reps += 1
-    return 2 * m * k * n * reps, elapsed
+    best = (0, 1.0)
+    for _ in range(8):
+        reps, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds / 8 or not reps:
+            a @ b
+            reps += 1
+        if reps / elapsed > best[0] / best[1]:
+            best = (reps, elapsed)
+    return 2 * m * k * n * best[0], best[1]
 
 
 def gemm_peak(
