@@ -284,15 +284,17 @@ def bench_recommend_command(
 
     async def run() -> list[dict[str, Any]]:
         index = await asyncio.to_thread(open_catalog, settings)
-        try:
-            shape = ModelShape.from_config(await asyncio.to_thread(model_path, settings))
-        except (OSError, KeyError, ValueError) as exc:
-            typer.echo(f"no roofline: cannot read the model's config ({exc})", err=True)
-            shape = None
         runs = []
         for m in models or [settings.model]:
+            model_settings = settings.model_copy(update={"model": m})
+            try:
+                folder = await asyncio.to_thread(model_path, model_settings)
+                shape = ModelShape.from_config(folder)
+            except (OSError, KeyError, ValueError) as exc:
+                typer.echo(f"no roofline: cannot read the model's config ({exc})", err=True)
+                shape = None
             for b in bindings:
-                run_settings = settings.model_copy(update={"cpu_threads_bind": b, "model": m})
+                run_settings = model_settings.model_copy(update={"cpu_threads_bind": b})
                 runs.append(await one_run(run_settings, index, shape))
         return runs
 
