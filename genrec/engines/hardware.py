@@ -51,7 +51,7 @@ def resolve_dtype(dtype: str) -> str:
 # those waits weigh. Measured on 2 cores, side by side in one run each (notes/perf.md):
 # - AMD Zen 4, no AMX (bf16 matmuls ~200 GFLOP/s a core): every core 1.7x faster than one thread;
 # - Intel Xeon with AMX (~500-1000 GFLOP/s a core), shared: every core 2.1-7.7x SLOWER at
-#   concurrency 1 in all four runs, even at moments when a 2-thread GEMM alone did scale.
+#   concurrency 1 in all five runs, even at moments when a 2-thread GEMM alone did scale.
 # A start-up probe (timing the model's matmuls on n and n-1 threads, with and without a process
 # polling like the scheduler) swung from 15 to 1,100 GFLOP/s under the same shared load: a coin
 # flip, so "auto" follows the measurements instead: every core on small machines whose cores are
