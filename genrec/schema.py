@@ -107,6 +107,8 @@ class RecommendedItem(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # of prompt_tokens, those the engine's prefix cache held (not computed again)
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     kv_cache_gib: float = Field(default=1.0, gt=0, json_schema_extra=_RUNTIME)
     max_logprobs: int = Field(default=20, ge=1, json_schema_extra=_OUTPUTS)
     engine_timeout_s: float = Field(default=120.0, gt=0, json_schema_extra=_RUNTIME)
+    # which cores the in-process engine's model threads run on (genrec.engines.hardware):
+    # auto (decided from the machine), all, vllm (vLLM's default: a core kept for its
+    # scheduler), nobind, or a CPU list such as 0-3
+    cpu_threads_bind: str = Field(default="auto", json_schema_extra=_RUNTIME)
 
     # Recommendation defaults
     # which retriever finds the candidates: auto = the collection's best trained one (genrec
@@ -100,6 +104,16 @@ class Settings(BaseSettings):
     # Extra model profiles for `genrec serve`, by name: {"mode", "template", "k", "candidates",
     # "filters", "response_template", "description"} (see genrec/server/profiles.py).
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("cpu_threads_bind")
+    @classmethod
+    def _check_threads_bind(cls, value: str) -> str:
+        from genrec.engines.hardware import BIND_POLICIES, check_threads_bind
+
+        try:
+            return check_threads_bind(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"{exc}; or one of {', '.join(BIND_POLICIES)}") from None
 
     @property
     def chroma_path(self) -> Path:

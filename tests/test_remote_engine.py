@@ -60,6 +60,7 @@ def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Po
             "processed_logprobs",
             "--block-size",  # as the in-process engine: the same configuration
             "32",
+            "--enable-prompt-tokens-details",  # prefix-cache hits in usage (issue #12)
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -103,13 +104,15 @@ async def remote(settings, ml100k_index, recommender, vllm_server):
 async def test_remote_and_in_process_agree(recommender, remote, mode):
     assert remote.model_name == recommender.model_name == "SmolLM2-135M-Instruct"
     assert remote.engine.max_model_len == 2048
-    for history in HISTORIES:
+    for n, history in enumerate(HISTORIES):
         request = RecommendRequest(history=history, k=5, mode=mode)
         here = await recommender.recommend(request)
         there = await remote.recommend(request)
         assert there.candidates == here.candidates
         assert [i.id for i in there.items] == [i.id for i in here.items], (mode, history)
         assert there.usage.prompt_tokens == here.usage.prompt_tokens
+        if n:  # both engines have seen the template's static text: its blocks are cached
+            assert there.usage.cached_tokens > 0 and here.usage.cached_tokens > 0
         if mode == "rank":
             for a, b in zip(here.items, there.items, strict=True):
                 assert b.score == pytest.approx(a.score, abs=0.02)

@@ -171,6 +171,8 @@ def test_health_says_503_until_ready_then_200(server: Server) -> None:
     assert server.early_models == 200  # the profiles are known before the engine is
     status, body = _get(server.url + "/health")
     assert status == 200 and body["status"] == "ok" and body["model"]
+    # the engine's thread binding in use (issue #12)
+    assert body["engine"]["threads"] >= 1 and body["engine"]["threads_bind"] == "auto"
 
 
 # --- models --------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("demo")(demo_command)
     model = typer.Typer(no_args_is_help=True, help="The LM: prepare the default model.")
     model.command("prepare")(model_prepare_command)
+    model.command("threads")(model_threads_command)
+    model.command("quantize")(model_quantize_command)
     app.add_typer(model, name="model")
     prompts = typer.Typer(no_args_is_help=True, help="Prompt templates: list, show, render.")
     prompts.command("list")(prompts_list_command)
@@ -216,6 +218,49 @@ def model_prepare_command(
             f"model {info['name']} ready at {info['model']}"
             + (f" ({size / 1e6:.0f} MB)" if size else "")
         )
+
+
+@handles_errors
+def model_threads_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """The thread binding the in-process engine would use here (GENREC_CPU_THREADS_BIND).
+    Without --json, prints the shell lines that give a `vllm serve` on this machine the same
+    binding."""
+    from genrec.engines.hardware import choose_binding
+
+    settings = _settings(config)
+    binding = choose_binding(settings.cpu_threads_bind)
+    if as_json:
+        print_json({**binding.describe(), "env": binding.env})
+        return
+    typer.echo(f"# {binding.describe()}")
+    for name, value in binding.env.items():
+        typer.echo(f"unset {name}" if value is None else f"export {name}={value}")
+
+
+@handles_errors
+def model_quantize_command(
+    out: Annotated[Path, typer.Option("--out", help="The new folder for the int8 checkpoint.")],
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Write an int8 W8A8 checkpoint (per-channel int8 weights, per-token dynamic int8
+    activations; compressed-tensors format vLLM's CPU build runs) of the model, for
+    GENREC_MODEL=OUT. Quality and speed against bf16: notes in the README."""
+    from genrec.model_files import model_path
+    from genrec.quantize import write_w8a8
+
+    settings = _settings(config)
+    started = time.perf_counter()
+    with stdout_to_stderr():
+        dst = write_w8a8(model_path(settings), out)
+    doc = {"model": str(dst), "seconds": round(time.perf_counter() - started, 2)}
+    if as_json:
+        print_json(doc)
+    else:
+        typer.echo(f"int8 W8A8 checkpoint written to {dst}; use it with GENREC_MODEL={dst}")
 
 
 # ---------------------------------------------------------------------------------- prompts

@@ -40,6 +40,7 @@ __all__ = [
     "Labels",
     "Regex",
     "engine_identity",
+    "engine_runtime",
     "engine_settings",
     "make_engine",
 ]
@@ -53,6 +54,15 @@ def make_engine(settings: Settings) -> InProcessEngine | RemoteEngine:
     from genrec.engines.inprocess import InProcessEngine
 
     return InProcessEngine(settings)
+
+
+def engine_runtime(engine: object) -> dict[str, Any]:
+    """How an engine runs (dtype, thread binding), for /health and the bench. A remote engine's
+    binding belongs to its server (``vllm serve`` reads VLLM_CPU_OMP_THREADS_BIND itself)."""
+    info = getattr(engine, "runtime_info", None)
+    if callable(info):
+        return info()
+    return {"engine": "remote", "url": getattr(engine, "base_url", None)}
 
 
 def _marked(kinds: tuple[str, ...]) -> list[str]:

@@ -102,6 +102,8 @@ class EngineResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    # prompt tokens the engine's prefix cache already held (not computed again); 0 if unknown
+    cached_tokens: int = 0
     # Labels requests: token id -> log-probability (processed: after the allowed-token mask)
     label_logprobs: dict[int, float] = field(default_factory=dict)
     # Continuation requests: the log-probability of each of the text's tokens, in order

@@ -29,7 +29,7 @@ from genrec.engines.base import (
     Regex,
     check_labels,
 )
-from genrec.engines.hardware import resolve_dtype
+from genrec.engines.hardware import ThreadBinding, choose_binding, resolve_dtype
 from genrec.errors import EngineError, PromptTooLong
 from genrec.model_files import model_display_name, model_path
 from genrec.settings import Settings
@@ -52,6 +52,14 @@ def configure_vllm_env(settings: Settings) -> None:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(settings.kv_cache_gib)))
 
 
+def bind_threads(settings: Settings) -> ThreadBinding:
+    """Choose where the model's threads run and tell vLLM, before each engine start (the
+    EngineCore and its worker read the binding when they spawn)."""
+    binding = choose_binding(settings.cpu_threads_bind)
+    binding.apply()
+    return binding
+
+
 class InProcessEngine(Owned):
     """vLLM ``AsyncLLM`` behind the Engine protocol."""
 
@@ -68,6 +76,17 @@ class InProcessEngine(Owned):
         self._lock = asyncio.Lock()
         self._vllm: dict[str, Any] = {}
         self._abandoned = False
+        self.binding: ThreadBinding | None = None
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How this engine runs (for /health and the bench): dtype and thread binding."""
+        info: dict[str, Any] = {
+            "engine": "in-process",
+            "dtype": resolve_dtype(self._settings.dtype),
+        }
+        if self.binding is not None:
+            info.update(self.binding.describe())
+        return info
 
     @property
     def healthy(self) -> bool:
@@ -85,6 +104,8 @@ class InProcessEngine(Owned):
             started = time.monotonic()
             model = self._model or await asyncio.to_thread(model_path, self._settings)
             configure_vllm_env(self._settings)
+            self.binding = bind_threads(self._settings)
+            log.info("model threads: %s", self.binding.describe())
             self._abandoned = False
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._build, model), self._startup_timeout)
@@ -216,6 +237,7 @@ class InProcessEngine(Owned):
             prompt_tokens=len(out.prompt_token_ids or ()),
             completion_tokens=len(first.token_ids),
             finish_reason=first.finish_reason,
+            cached_tokens=int(out.num_cached_tokens or 0),
             label_logprobs=label_logprobs,
         )
 
@@ -252,6 +274,7 @@ class InProcessEngine(Owned):
             completion_tokens=0,
             finish_reason="score",
             token_logprobs=logprobs,
+            cached_tokens=int(out.num_cached_tokens or 0),
         )
 
     async def _run(self, prompt: str, params: Any) -> Any:

@@ -137,6 +137,8 @@ class RemoteEngine(Owned):
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=first.get("finish_reason"),
+            # reported when the server runs with --enable-prompt-tokens-details
+            cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
             label_logprobs=label_logprobs,
         )
 

@@ -86,6 +86,7 @@ class DecodingMode(Protocol):
 def add_usage(decoded: Decoded, result: EngineResult) -> None:
     decoded.calls += 1
     decoded.usage.prompt_tokens += result.prompt_tokens
+    decoded.usage.cached_tokens += result.cached_tokens
     decoded.usage.completion_tokens += result.completion_tokens
 
 

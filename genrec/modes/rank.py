@@ -82,7 +82,9 @@ async def rank_labels(
     # Stable sort: ties (and labels the engine did not return) keep candidate order.
     order = sorted(range(n), key=lambda i: -logps[i] if math.isfinite(logps[i]) else math.inf)
     usage = Usage(
-        prompt_tokens=sum(a.prompt_tokens for a in answers), completion_tokens=len(answers)
+        prompt_tokens=sum(a.prompt_tokens for a in answers),
+        completion_tokens=len(answers),
+        cached_tokens=sum(a.cached_tokens for a in answers),
     )
     return Decoded(
         outputs=[],

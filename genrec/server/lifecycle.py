@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from genrec.engines import engine_runtime
 from genrec.errors import EngineError, GenrecError
 from genrec.settings import Settings
 
@@ -108,6 +109,7 @@ class Service:
             doc["collection"] = rec.index.name
             doc["retriever"] = rec.retrievers.describe()
             doc["ready_after_s"] = self.ready_after_s
+            doc["engine"] = engine_runtime(rec.engine)
         return doc
 
     def _not_ok(self) -> str:

@@ -296,12 +296,14 @@ def now() -> int:
     return int(time.time())
 
 
-def usage_dict(result: Recommendation) -> dict[str, int]:
+def usage_dict(result: Recommendation) -> dict[str, Any]:
     u = result.usage
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
+        # OpenAI's shape for prefix-cache hits
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     }
 
 
