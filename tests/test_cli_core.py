@@ -98,13 +98,13 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
 
 @pytest.mark.slow
 def test_demo_json_every_mode_on_a_fresh_home(tmp_path, settings):
-    """`genrec demo --json`: model, catalog ingest, engine, all three modes; stdout clean."""
+    """`genrec demo --json`: model, catalog ingest, engine, all four modes; stdout clean."""
     env = {"GENREC_HOME": str(tmp_path), "GENREC_MODEL_CACHE": str(settings.models_dir)}
     out = run_cli("demo", "--json", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     doc = one_json_document(out.stdout)
     assert doc["history"] == ["Star Wars", "Empire Strikes Back, The", "Return of the Jedi"]
-    assert [r["mode"] for r in doc["results"]] == ["rank", "generate", "describe"]
+    assert [r["mode"] for r in doc["results"]] == ["rank", "likelihood", "generate", "describe"]
     for r in doc["results"]:
         ids = [i["id"] for i in r["items"]]
         assert len(ids) == 5 == len(set(ids)) and not {"50", "172", "181"} & set(ids)

@@ -158,7 +158,7 @@ def demo_command(
     config: Path | None = ConfigOption,
 ) -> None:
     """Prepare the model and the default catalog, then recommend for a sample history in every
-    mode (rank, generate, describe)."""
+    mode (rank, likelihood, generate, describe)."""
     from genrec.model_files import model_path
     from genrec.recommender import Recommender
 
