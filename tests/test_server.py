@@ -628,29 +628,6 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def test_zz_engine_death_is_a_503_not_a_crash(server: Server, client: openai.OpenAI) -> None:
-    """Runs last (file order): the server's engine is dead afterwards."""
-    engines = [
-        pid
-        for pid in _descendants(server.proc.pid)
-        if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    ]
-    if not engines:
-        pytest.skip("no vLLM EngineCore child process found to stop (not on Linux /proc?)")
-    for pid in engines:
-        os.kill(pid, 9)  # a child of the server this test started
-    with pytest.raises(openai.APIStatusError) as info:  # either noticed now, or already dead
-        for _ in range(50):
-            client.chat.completions.create(model="genrec-quick", messages=[user("a comedy")])
-            time.sleep(0.2)
-    assert info.value.status_code == 503, info.value
-    assert "Traceback" not in str(info.value.body)
-    assert wait_for(lambda: httpx.get(server.url + "/health").status_code == 503, 30)
-    assert httpx.get(server.url + "/health").json()["status"] == "unhealthy"
-    assert server.proc.poll() is None  # still serving: 503s, /metrics, /v1/models
-    assert httpx.get(server.v1 + "/models", headers=auth()).status_code == 200
-
-
 # --- events and user state (genrec.events) --------------------------------------------------------
 
 
@@ -681,3 +658,26 @@ def test_chat_user_reads_the_users_stored_events(server: Server, client: openai.
     )
     assert cold.status_code == 200, cold.text
     assert cold.json()["user"]["cold_start"] and len(cold.json()["items"]) == 3
+
+
+def test_zz_engine_death_is_a_503_not_a_crash(server: Server, client: openai.OpenAI) -> None:
+    """Runs last (file order): the server's engine is dead afterwards."""
+    engines = [
+        pid
+        for pid in _descendants(server.proc.pid)
+        if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
+    if not engines:
+        pytest.skip("no vLLM EngineCore child process found to stop (not on Linux /proc?)")
+    for pid in engines:
+        os.kill(pid, 9)  # a child of the server this test started
+    with pytest.raises(openai.APIStatusError) as info:  # either noticed now, or already dead
+        for _ in range(50):
+            client.chat.completions.create(model="genrec-quick", messages=[user("a comedy")])
+            time.sleep(0.2)
+    assert info.value.status_code == 503, info.value
+    assert "Traceback" not in str(info.value.body)
+    assert wait_for(lambda: httpx.get(server.url + "/health").status_code == 503, 30)
+    assert httpx.get(server.url + "/health").json()["status"] == "unhealthy"
+    assert server.proc.poll() is None  # still serving: 503s, /metrics, /v1/models
+    assert httpx.get(server.v1 + "/models", headers=auth()).status_code == 200

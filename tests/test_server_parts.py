@@ -180,7 +180,13 @@ async def test_unexpected_startup_failure_keeps_internals_out_of_health(tmp_path
 
 def test_default_profiles_one_per_mode() -> None:
     profiles = load_profiles(Settings(k=7, candidates=15, mode="generate"))
-    assert set(profiles) == {"genrec", "genrec-rank", "genrec-generate", "genrec-describe"}
+    assert set(profiles) == {
+        "genrec",
+        "genrec-rank",
+        "genrec-generate",
+        "genrec-describe",
+        "genrec-likelihood",
+    }
     assert profiles["genrec"].mode == "generate" and profiles["genrec"].k == 7
     assert profiles["genrec-describe"].mode == "describe"
     assert profiles["genrec-rank"].candidates == 15
