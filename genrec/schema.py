@@ -98,6 +98,10 @@ class RecommendedItem(BaseModel):
     grounded_by: GroundedBy
     confidence: float = Field(ge=0.0, le=1.0)
     from_candidates: bool = True
+    # The parts of a fused score (modes that score every candidate, e.g. rank): the LM's
+    # log-probability of the item among the candidates and the retriever's own score.
+    lm_logprob: float | None = None
+    retrieval_score: float | None = None
 
 
 class Usage(BaseModel):
@@ -134,3 +138,5 @@ class Recommendation(BaseModel):
     duplicates: int = 0  # outputs that grounded to an item already returned
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
+    # the retriever's weight in the fused score (0: the LM's order alone); None: not fused
+    fusion_weight: float | None = None

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # the most recent history items a prompt shows (retrievers read the whole history)
     prompt_history: int = Field(default=20, ge=1, le=200)
     max_new_tokens: int = Field(default=48, ge=1)
+    # Score fusion (genrec.modes.fusion) for modes that score every candidate (rank): the
+    # retriever's weight against the LM's; None = the value a fine-tuned model's manifest chose
+    # on validation (genrec finetune), else 0 (the LM's order alone).
+    fusion_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 
     # Server

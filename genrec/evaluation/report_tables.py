@@ -21,6 +21,8 @@ RATE_METRICS = (
     "outside_candidates_rate",
     "empty_rate",
     "error_rate",
+    "top_pick_first_rate",
+    "top_pick_position_entropy",
 )
 # Rates where lower is better, for the sign of a comparison.
 LOWER_IS_BETTER = {
@@ -50,7 +52,7 @@ def fmt_ms(v: float | None) -> str:
 
 
 def ranking_keys(ks: Sequence[int]) -> list[str]:
-    return [f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks]
+    return [f"{m}@{k}" for m in ("recall", "precision", "f1", "ndcg", "mrr") for k in ks]
 
 
 def headline_keys(ks: Sequence[int]) -> list[str]:
