@@ -191,9 +191,9 @@ def finetune(
     trained_s = state.get("seconds", 0.0)
 
     if not history:
-        metrics0, _ = validate(model, vtok, val, device)
+        metrics0, scores0 = validate(model, vtok, val, device)
         history.append({"step": 0, "metrics": metrics0})
-        best = {"step": 0, "metrics": metrics0}
+        best = {"step": 0, "metrics": metrics0, "scores": scores0}
         best_weights = _trainable_state(model)
         say(f"validation before training: NDCG@10 {metrics0['ndcg@10']:.4f} ({len(val)} users)")
 
@@ -238,17 +238,19 @@ def finetune(
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", ex_s=f"{rate:.2f}")
         if step % config.eval_every == 0 or step == total_steps:
-            metrics, _ = validate(model, vtok, val, device)
+            metrics, scores = validate(model, vtok, val, device)
             history.append({"step": step, "metrics": metrics})
             gain = metrics["ndcg@10"] > best["metrics"]["ndcg@10"]
             if gain:
-                best, best_weights, since_gain = {"step": step, "metrics": metrics}, None, 0
+                best, best_weights = {"step": step, "metrics": metrics, "scores": scores}, None
+                since_gain = 0
                 best_weights = _trainable_state(model)
             else:
                 since_gain += 1
             bar.write(
                 f"step {step}: loss {ema:.4f} validation NDCG@10 {metrics['ndcg@10']:.4f}"
-                + (" (best)" if gain else f" (best {best['metrics']['ndcg@10']:.4f})")
+                + (" (best)" if gain else f" (best {best['metrics']['ndcg@10']:.4f})"),
+                file=sys.stderr,
             )
         if step % config.checkpoint_every == 0 and step < total_steps:
             _checkpoint(
@@ -267,11 +269,15 @@ def finetune(
                 },
                 best_weights,
             )
+            say(f"checkpoint at step {step} ({work})")
     bar.close()
     say(f"training stopped at step {step}/{total_steps}: {stopped}; best step {best['step']}")
 
     _load_trainable(model, best_weights)
-    best_metrics, val_scores = validate(model, vtok, val, device)
+    if best.get("scores") is not None:  # the best evaluation's own scores: no second pass
+        best_metrics, val_scores = best["metrics"], best["scores"]
+    else:  # resumed from a checkpoint that did not keep them
+        best_metrics, val_scores = validate(model, vtok, val, device)
     fusion = choose_fusion_weight(val_scores, [ex.retrieval_scores for ex in val], val)
     if config.method == "lora":
         model = model.merge_and_unload()
