@@ -71,3 +71,13 @@ def test_position_bias_shares_and_entropy():
     even = position_bias([0, 1, 2, 3, None], 4)
     assert even["share"] == [0.25] * 4 and even["n"] == 4
     assert even["normalized_entropy"] == pytest.approx(1.0)
+
+
+def test_log_scores_fuse_like_the_probabilities_they_are_logs_of():
+    probs = [(1, 0.5), (0, 0.3), (2, 0.2)]
+    logs = [(i, math.log(p)) for i, p in probs]
+    a, _ = fused_order(probs, [0.1, 0.9, 0.5], 0.5)
+    b, parts = fused_order(logs, [0.1, 0.9, 0.5], 0.5, is_log=True)
+    assert [i for i, _ in a] == [i for i, _ in b]
+    assert [v for _, v in a] == pytest.approx([v for _, v in b])
+    assert parts[1].lm_logprob == pytest.approx(math.log(0.5))

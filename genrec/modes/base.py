@@ -61,8 +61,10 @@ class Decoded:
     outputs: list[str]  # one entry per produced label/line/description
     usage: Usage = field(default_factory=Usage)
     calls: int = 0  # engine calls made
-    # modes that score every candidate (rank): (candidate, probability), best first, all N
+    # modes that score every candidate (rank): (candidate, score), best first, all N; the
+    # score is a probability (rank) or, with score_is_log, a log-score (e.g. a log-likelihood)
     ranked: list[tuple[int, float]] = field(default_factory=list)
+    score_is_log: bool = False
     # after fusion (genrec.modes.fusion): candidate -> its LM and retriever parts
     parts: dict[int, ScoreParts] = field(default_factory=dict)
 

@@ -1,8 +1,9 @@
 """Score fusion: the LM's per-candidate score combined with the retriever's, in one place.
 
 Any mode whose decode gives a score for every candidate (``Decoded.ranked``: one
-``(candidate, probability)`` per candidate, best first: rank today, likelihood next) is fused
-here, at one call site in the Recommender::
+``(candidate, probability)`` per candidate, best first: rank today; a mode whose scores are
+log-scores, such as a log-likelihood, sets ``Decoded.score_is_log``) is fused here, at one call
+site in the Recommender::
 
     fused = (1 - w) * z(log p_LM) + w * z(retriever score)
 
@@ -68,16 +69,20 @@ def fuse_scores(
 
 
 def fused_order(
-    ranked: Sequence[tuple[int, float]], retrieval: Sequence[float] | None, weight: float
+    ranked: Sequence[tuple[int, float]],
+    retrieval: Sequence[float] | None,
+    weight: float,
+    *,
+    is_log: bool = False,
 ) -> tuple[list[tuple[int, float]], dict[int, ScoreParts]]:
-    """``ranked`` (candidate, LM probability) re-ordered by the fused score, best first, with
-    each candidate's parts. With weight 0 the order and scores are unchanged (probabilities);
-    ties keep the LM's order."""
+    """``ranked`` (candidate, LM probability; a log-score when ``is_log``) re-ordered by the
+    fused score, best first, with each candidate's parts. With weight 0 the order and scores are
+    unchanged; ties keep the LM's order."""
     n = len(ranked)
-    probs = [0.0] * n
+    values = [0.0] * n
     for i, p in ranked:
-        probs[i] = p
-    logps = lm_logprobs(probs)
+        values[i] = p
+    logps = [max(v, FLOOR_LOGPROB) for v in values] if is_log else lm_logprobs(values)
     retr = list(retrieval) if retrieval is not None and len(retrieval) == n else None
     if retr is None or weight <= 0.0:
         parts = {i: ScoreParts(logps[i], retr[i] if retr else None, p) for i, p in ranked}
@@ -97,7 +102,10 @@ def fuse(job: Job, decoded: Decoded, weight: float) -> float | None:
         return None
     retrieval = job.retrieval_scores if len(job.retrieval_scores) == n else None
     decoded.ranked, decoded.parts = fused_order(
-        decoded.ranked, retrieval, weight if retrieval is not None else 0.0
+        decoded.ranked,
+        retrieval,
+        weight if retrieval is not None else 0.0,
+        is_log=decoded.score_is_log,
     )
     return weight if retrieval is not None else 0.0
 
