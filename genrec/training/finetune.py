@@ -271,6 +271,13 @@ def finetune(
             )
             say(f"checkpoint at step {step} ({work})")
     bar.close()
+    if history[-1]["step"] < step:  # stopped between evaluations: the last weights count too
+        metrics, scores = validate(model, vtok, val, device)
+        history.append({"step": step, "metrics": metrics})
+        if metrics["ndcg@10"] > best["metrics"]["ndcg@10"]:
+            best = {"step": step, "metrics": metrics, "scores": scores}
+            best_weights = _trainable_state(model)
+        say(f"step {step}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
     say(f"training stopped at step {step}/{total_steps}: {stopped}; best step {best['step']}")
 
     _load_trainable(model, best_weights)
