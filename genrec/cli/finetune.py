@@ -60,7 +60,9 @@ def finetune_command(
     history_len: int = typer.Option(20, min=1, help="History items a prompt shows."),
     eval_every: int = typer.Option(25, min=1, help="Validate every this many steps."),
     patience: int = typer.Option(4, min=1, help="Evaluations without a gain before stopping."),
-    max_seconds: float | None = typer.Option(None, min=1, help="Training time budget."),
+    max_seconds: float | None = typer.Option(
+        3300, min=1, help="Wall-time budget (training + validation); the best weights are kept."
+    ),
     seed: int = typer.Option(0, help="The same data and seed give the same model."),
     threads: int | None = typer.Option(None, min=1, help="torch threads (default: all cores)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
