@@ -330,7 +330,14 @@ def _trainable(model: Any, config: FinetuneConfig) -> Any:
         p.requires_grad_(False)
     if config.method == "lora":
         import torch
-        from peft import LoraConfig, get_peft_model
+
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ConfigError(
+                "--method lora needs peft: pip install 'genrec[finetune]' (or use --method top)",
+                param="method",
+            ) from None
 
         model = get_peft_model(
             model,
