@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from genrec.filters import validate_where
 from genrec.index import CatalogIndex
 from genrec.model_files import model_path
 from genrec.modes import MODES, Job, Picks, Plan
+from genrec.modes.fusion import ScoreParts, fuse
 from genrec.prompts import (
     ChatTokenizer,
     PromptRegistry,
@@ -44,7 +46,7 @@ from genrec.prompts import (
     render,
 )
 from genrec.retrieval import RetrievalQuery
-from genrec.retrieval.base import Retriever
+from genrec.retrieval.base import Candidate, Retriever
 from genrec.retrieval.popular import PopularRetriever
 from genrec.retrieval.registry import Retrievers, load_retrievers
 from genrec.schema import (
@@ -84,6 +86,7 @@ class Recommender:
         self._retrievers = retrievers
         self.prompts = prompts or PromptRegistry(settings)
         self.tokenizer = tokenizer
+        self._fusion_weight: float | None = None
         self._started = False
         self._stack: AsyncExitStack | None = None
 
@@ -185,8 +188,9 @@ class Recommender:
             user: UserSummary | None = None
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
-            history, candidates = await asyncio.to_thread(self.retrieve, plan)
+            history, scored = await asyncio.to_thread(self.retrieve_scored, plan)
         request = plan.request
+        candidates = [c.item for c in scored]
         with clock("render"):
             rendered = self.render(plan, history, candidates)
         # Only a valid request that fits the model reaches the engine.
@@ -200,13 +204,17 @@ class Recommender:
             rendered=rendered,
             candidates=candidates,
             banned={h.id for h in history} | set(request.exclude),
+            retrieval_scores=tuple(c.score for c in scored),
         )
         with clock("llm"):
             decoded = await plan.mode.decode(job)
+        # The one fusion call site: any mode that scored every candidate.
+        weight = fuse(job, decoded, self.fusion_weight)
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
+        parts = {candidates[i].id: p for i, p in decoded.parts.items()}
         return Recommendation(
-            items=_items(picks),
+            items=_items(picks, parts),
             mode=plan.mode.name,  # type: ignore[arg-type]
             retriever=self._retriever(request, history).name,
             template=rendered.template,
@@ -218,6 +226,7 @@ class Recommender:
             usage=Usage.model_validate(decoded.usage.model_dump()),
             timings=clock.timings(),
             user=user,
+            fusion_weight=weight,
         )
 
     async def record(self, events: Sequence[object]) -> RecordResult:
@@ -325,8 +334,38 @@ class Recommender:
             return PopularRetriever(self.index)
         return self.retrievers.get(request.retriever)
 
+    @property
+    def fusion_weight(self) -> float:
+        """The retriever's weight in fused scores: the setting, else what the serving model's
+        fine-tuning manifest chose on validation, else 0 (the LM's order)."""
+        if self._fusion_weight is None:
+            self._fusion_weight = resolve_fusion_weight(self.settings)
+        return self._fusion_weight
+
+    def ranker(self) -> dict:
+        """What ranks, for /v1/models: the model, whether it was fine-tuned (from its manifest:
+        base model, template, validation NDCG@10) and the fusion weight in use."""
+        doc: dict = {"model": self.model_name, "fine_tuned": False}
+        manifest = _manifest(self.settings)
+        if manifest is not None:
+            doc.update(
+                fine_tuned=True,
+                base_model=manifest.get("base_model"),
+                template=manifest.get("template"),
+                retriever=manifest.get("retriever"),
+                created=manifest.get("created"),
+                validation_ndcg10=manifest.get("validation", {}).get("best", {}).get("ndcg@10"),
+            )
+        doc["fusion_weight"] = self.fusion_weight
+        return doc
+
     def retrieve(self, plan: Plan) -> tuple[list[Item], list[Item]]:
         """(the resolved history, the candidates): the history is resolved here, once."""
+        history, scored = self.retrieve_scored(plan)
+        return history, [c.item for c in scored]
+
+    def retrieve_scored(self, plan: Plan) -> tuple[list[Item], list[Candidate]]:
+        """(the resolved history, the candidates with the retriever's scores)."""
         request, index = plan.request, self.index
         if index.count() == 0:
             raise CatalogError(
@@ -343,7 +382,7 @@ class Recommender:
             where=request.filters,
             exclude=frozenset(request.exclude),
         )
-        candidates = [c.item for c in retriever.retrieve(query)]
+        candidates = retriever.retrieve(query)
         if len(candidates) < plan.k:
             raise InvalidRequest(
                 f"only {len(candidates)} catalog items match this request (after filters, "
@@ -371,7 +410,24 @@ class Recommender:
         )
 
 
-def _items(picks: Picks) -> list[RecommendedItem]:
+def resolve_fusion_weight(settings: Settings) -> float:
+    if settings.fusion_weight is not None:
+        return settings.fusion_weight
+    manifest = _manifest(settings)
+    return float((manifest or {}).get("fusion", {}).get("weight", 0.0))
+
+
+def _manifest(settings: Settings) -> dict | None:
+    """The serving model's fine-tuning manifest (genrec finetune), None for any other model."""
+    if not settings.model or not os.path.isdir(os.path.expanduser(settings.model)):
+        return None  # the packaged model, or a model name: never fine-tuned here
+    from genrec.training.finetune import read_manifest
+
+    return read_manifest(os.path.expanduser(settings.model))
+
+
+def _items(picks: Picks, parts: dict[str, ScoreParts] | None = None) -> list[RecommendedItem]:
+    parts = parts or {}
     return [
         RecommendedItem(
             id=m.item.id,
@@ -381,9 +437,17 @@ def _items(picks: Picks) -> list[RecommendedItem]:
             grounded_by=m.grounded_by,
             confidence=m.confidence,
             from_candidates=m.from_candidates,
+            lm_logprob=_rounded(parts[m.item.id].lm_logprob) if m.item.id in parts else None,
+            retrieval_score=_rounded(parts[m.item.id].retrieval_score)
+            if m.item.id in parts
+            else None,
         )
         for r, (m, s) in enumerate(zip(picks.grounded.matches, picks.scores, strict=True))
     ]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
 
 
 class _Clock:

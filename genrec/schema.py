@@ -102,6 +102,10 @@ class RecommendedItem(BaseModel):
     grounded_by: GroundedBy
     confidence: float = Field(ge=0.0, le=1.0)
     from_candidates: bool = True
+    # The parts of a fused score (modes that score every candidate, e.g. rank): the LM's
+    # log-probability of the item among the candidates and the retriever's own score.
+    lm_logprob: float | None = None
+    retrieval_score: float | None = None
 
 
 class Usage(BaseModel):
@@ -151,3 +155,5 @@ class Recommendation(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     user: UserSummary | None = None  # set when the request had a user_id
+    # the retriever's weight in the fused score (0: the LM's order alone); None: not fused
+    fusion_weight: float | None = None

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(default=48, ge=1)
     # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum
     likelihood_score: Literal["pmi", "mean", "sum"] = "pmi"
+    # Score fusion (genrec.modes.fusion) for modes that score every candidate (rank): the
+    # retriever's weight against the LM's; None = the value a fine-tuned model's manifest chose
+    # on validation (genrec finetune), else 0 (the LM's order alone).
+    fusion_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
 
     # Events (genrec.events): None = SQLite at home/events.sqlite3; postgresql://... for a

@@ -12,6 +12,7 @@ from genrec.evaluation.baselines import (
     random_order,
 )
 from genrec.evaluation.metrics import (
+    RANKING_METRICS,
     percentile,
     ranking_metrics,
     ranking_metrics_from_scores,
@@ -33,12 +34,15 @@ def test_target_at_rank_3():
 
 def test_target_first_is_perfect():
     m = ranking_metrics(["t", "a"], "t", KS)
-    assert all(v == 1.0 for v in m.values())
+    assert all(v == 1.0 for k, v in m.items() if not k.startswith(("precision", "f1")))
+    # One relevant item: precision@K is 1/K and F1@K is 2/(K+1) on a hit.
+    assert all(m[f"precision@{k}"] == pytest.approx(1 / k) for k in KS)
+    assert all(m[f"f1@{k}"] == pytest.approx(2 / (k + 1)) for k in KS)
 
 
 def test_target_outside_list_is_a_miss_at_every_k():
     m = ranking_metrics(["a", "b", "c"], "t", KS)
-    assert set(m) == {f"{n}@{k}" for n in ("recall", "ndcg", "mrr") for k in KS}
+    assert set(m) == {f"{n}@{k}" for n in RANKING_METRICS for k in KS}
     assert all(v == 0.0 for v in m.values())
 
 

@@ -10,7 +10,12 @@ Definitions (the report repeats them):
 - empty_rate: successful requests that returned nothing; error_rate: requests that failed;
 - latency: per stage, only over requests that reached a running engine (a cache hit would
   flatter it, waiting for the engine to start would not be serving time);
-- tokens: mean prompt and completion tokens per successful request.
+- tokens: mean prompt and completion tokens per successful request;
+- position bias: where the top returned item sat in the candidate list (top_pick_first_rate: the
+  share at the first position; top_pick_position_entropy: 1 = even over the N positions), beside
+  where the target sat;
+- vs_retrieval: per-user NDCG@10 of the returned list minus that of the candidates in the
+  retriever's order, with a paired bootstrap 95 % interval.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from genrec.evaluation.metrics import mean, percentile, ranking_metrics, ratio
+from genrec.evaluation.metrics import mean, percentile, position_bias, ranking_metrics, ratio
 from genrec.evaluation.splits import EvalCase
 from genrec.schema import STAGES
 
@@ -63,6 +68,10 @@ def cell_summary(
         prompt_tokens=mean([r["usage"]["prompt_tokens"] for r in ok]),
         completion_tokens=mean([r["usage"]["completion_tokens"] for r in ok]),
     )
+    vs_retrieval = against_candidate_order(ok, cases, ks)
+    bias = top_pick_bias(ok, cases)
+    metrics["top_pick_first_rate"] = bias["top_pick"]["first_rate"]
+    metrics["top_pick_position_entropy"] = bias["top_pick"]["normalized_entropy"]
     timed = [r for r in ok if _timed(r)]
     latency = {}
     for stage in STAGES:
@@ -78,12 +87,51 @@ def cell_summary(
         "requests_failed": len(errors),
         "error_types": dict(Counter(r["error"]["type"] for r in errors)),
         "metrics": metrics,
+        "position_bias": bias,
+        "vs_retrieval": vs_retrieval,
         "latency_ms": latency,
         "latency_requests": len(timed),
         "cache": {"hits": hits, "misses": misses, "hit_rate": ratio(hits, hits + misses)},
         "templates_used": sorted({r["template"] for r in ok if r.get("template")}),
         "model": next((r["model"] for r in ok if r.get("model")), None),
     }
+
+
+def against_candidate_order(
+    ok: Sequence[Mapping], cases: Mapping[str, EvalCase], ks: Sequence[int]
+) -> dict:
+    """NDCG@10 (or the largest K) of the returned list minus that of the candidates in the
+    retriever's order, per user, with a paired bootstrap 95 % interval: what the LM added to
+    the order it was handed (successful requests only: a failed one has no candidates)."""
+    from genrec.evaluation.paired import paired_bootstrap
+
+    k = 10 if 10 in ks else max(ks)
+    key = f"ndcg@{k}"
+    mine, theirs = [], []
+    for r in ok:
+        case = cases[r["user_id"]]
+        history = set(case.history)
+        items = masked_ranking([i[0] for i in r["items"]], history)
+        mine.append(ranking_metrics(items, case.target, [k])[key])
+        order = masked_ranking(r["candidates"], history)
+        theirs.append(ranking_metrics(order, case.target, [k])[key])
+    return {"metric": key, **paired_bootstrap(mine, theirs)}
+
+
+def top_pick_bias(ok: Sequence[Mapping], cases: Mapping[str, EvalCase]) -> dict:
+    """Position bias: where the returned top item sat in the candidate list, beside where the
+    target sat (a top pick that follows the target's positions is no bias)."""
+    n = max((len(r["candidates"]) for r in ok), default=0)
+    tops = [_position(r["candidates"], r["items"][0][0]) for r in ok if r["items"]]
+    targets = [_position(r["candidates"], cases[r["user_id"]].target) for r in ok]
+    return {"top_pick": position_bias(tops, n), "target": position_bias(targets, n)}
+
+
+def _position(candidates: Sequence[str], item: str) -> int | None:
+    try:
+        return list(candidates).index(item)
+    except ValueError:
+        return None
 
 
 def latency_samples(records: Sequence[Mapping]) -> dict[str, list[float]]:

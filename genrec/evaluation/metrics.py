@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from genrec.stats import percentile  # noqa: F401 - part of this module's API
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
-RANKING_METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr")
+RANKING_METRICS: tuple[str, ...] = ("recall", "precision", "f1", "ndcg", "mrr")
 
 
 def _gain(rank: int) -> float:
@@ -33,11 +33,15 @@ def rank_of(ranked: Sequence[str], target: str) -> int | None:
 
 
 def at_k_from_rank(rank: int | None, ks: Iterable[int]) -> dict[str, float]:
-    """Recall (= hit rate with one target), NDCG and MRR at each K for a target at `rank`."""
+    """Recall (= hit rate with one target), precision, F1, NDCG and MRR at each K for a target
+    at `rank`. With one relevant item, precision@K is hit/K and F1@K = 2PR/(P+R) = 2/(K+1) on a
+    hit: both are recall scaled by a constant of K, reported because readers expect them."""
     out: dict[str, float] = {}
     for k in ks:
         hit = rank is not None and rank <= k
         out[f"recall@{k}"] = 1.0 if hit else 0.0
+        out[f"precision@{k}"] = 1.0 / k if hit else 0.0
+        out[f"f1@{k}"] = 2.0 / (k + 1) if hit else 0.0
         out[f"ndcg@{k}"] = _gain(rank) if hit else 0.0
         out[f"mrr@{k}"] = 1.0 / rank if hit else 0.0
     return out
@@ -80,6 +84,26 @@ def ranking_metrics_from_scores(
         for key, v in at_k_from_rank(r, ks).items():
             total[key] += v
     return {key: v / tied for key, v in total.items()}
+
+
+def position_bias(top_positions: Sequence[int | None], n: int) -> dict[str, object]:
+    """Where the top pick sat among the candidates as the prompt listed them (0-based; None: it
+    was not a candidate): the share at each position, the share at the first, and the
+    normalised entropy (1 = spread evenly over the N positions, 0 = always the same one)."""
+    placed = [p for p in top_positions if p is not None and 0 <= p < n]
+    if not placed or n < 1:
+        return {"share": [], "first_rate": None, "normalized_entropy": None, "n": 0}
+    counts = [0] * n
+    for p in placed:
+        counts[p] += 1
+    share = [c / len(placed) for c in counts]
+    entropy = -sum(s * math.log(s) for s in share if s > 0)
+    return {
+        "share": [round(s, 4) for s in share],
+        "first_rate": share[0],
+        "normalized_entropy": entropy / math.log(n) if n > 1 else 0.0,
+        "n": len(placed),
+    }
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

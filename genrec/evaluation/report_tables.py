@@ -24,6 +24,8 @@ RATE_METRICS = (
     # Spearman's rho of the returned scores with popularity and title length (score_bias.py)
     "score_popularity_spearman",
     "score_title_length_spearman",
+    "top_pick_first_rate",
+    "top_pick_position_entropy",
 )
 # Rates where lower is better, for the sign of a comparison.
 LOWER_IS_BETTER = {
@@ -53,7 +55,7 @@ def fmt_ms(v: float | None) -> str:
 
 
 def ranking_keys(ks: Sequence[int]) -> list[str]:
-    return [f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks]
+    return [f"{m}@{k}" for m in ("recall", "precision", "f1", "ndcg", "mrr") for k in ks]
 
 
 def headline_keys(ks: Sequence[int]) -> list[str]:

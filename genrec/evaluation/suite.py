@@ -22,7 +22,8 @@ from genrec.settings import Mode
 
 BASELINES = ("popularity", "retrieval", "random")
 _METRIC_RE = re.compile(
-    r"^(recall|ndcg|mrr)@\d+$|^candidate_recall$|^(validity|hallucination|duplicate|in_history|"
+    r"^(recall|precision|f1|ndcg|mrr)@\d+$|^candidate_recall$|^top_pick_\w+$"
+    r"|^(validity|hallucination|duplicate|in_history|"
     r"outside_candidates|error|empty)_rate$|^(latency_(retrieve|render|llm|ground|total)_p(50|95))$"
     r"|^(prompt|completion)_tokens$"
 )

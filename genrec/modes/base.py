@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from genrec.catalog import Item
 from genrec.engines.base import Engine, EngineResult
 from genrec.grounding import Grounded, Match
+from genrec.modes.fusion import ScoreParts
 from genrec.schema import RecommendRequest, Usage
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Job:
     rendered: RenderedPrompt
     candidates: list[Item]
     banned: set[str]  # history + exclusions
+    # the retriever's score of each candidate (parallel to candidates; empty when unknown)
+    retrieval_scores: tuple[float, ...] = ()
 
 
 @dataclass
@@ -60,7 +63,12 @@ class Decoded:
     outputs: list[str]  # one entry per produced label/line/description
     usage: Usage = field(default_factory=Usage)
     calls: int = 0  # engine calls made
-    ranked: list[tuple[int, float]] = field(default_factory=list)  # rank: (candidate, prob)
+    # modes that score every candidate (rank): (candidate, score), best first, all N; the
+    # score is a probability (rank) or, with score_is_log, a log-score (e.g. a log-likelihood)
+    ranked: list[tuple[int, float]] = field(default_factory=list)
+    score_is_log: bool = False
+    # after fusion (genrec.modes.fusion): candidate -> its LM and retriever parts
+    parts: dict[int, ScoreParts] = field(default_factory=dict)
 
 
 @dataclass

@@ -92,7 +92,7 @@ class LikelihoodMode:
     async def decode(self, job: Job) -> Decoded:
         plan, rendered = job.plan, job.rendered
         texts = self._texts(job)
-        decoded = Decoded(outputs=[])
+        decoded = Decoded(outputs=[], score_is_log=True)  # fused as a log-score, not a probability
         conditional, prior = await asyncio.gather(
             score_texts(job.engine, rendered.prompt, texts), self._priors(job, texts, decoded)
         )

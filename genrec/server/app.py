@@ -111,6 +111,7 @@ def create_app(
                 **p.model_dump(exclude={"name"}),
                 "lm": rec.model_name if rec is not None else None,
                 "retriever": rec.retrievers.describe() if rec is not None else None,
+                "ranker": rec.ranker() if rec is not None else None,
             },
         }
 
