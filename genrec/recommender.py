@@ -205,6 +205,7 @@ class Recommender:
             candidates=candidates,
             banned={h.id for h in history} | set(request.exclude),
             retrieval_scores=tuple(c.score for c in scored),
+            shown_history=tuple(history[-self.settings.prompt_history :]),
         )
         with clock("llm"):
             decoded = await plan.mode.decode(job)

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # the most recent history items a prompt shows (retrievers read the whole history)
     prompt_history: int = Field(default=20, ge=1, le=200)
     max_new_tokens: int = Field(default=48, ge=1)
+    # rank mode: 2 = a second pass over the candidates in reversed order, each candidate's
+    # log-probability averaged over both (cancels position bias; about twice the prompt tokens)
+    rank_permutations: int = Field(default=1, ge=1, le=2)
     # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum
     likelihood_score: Literal["pmi", "mean", "sum"] = "pmi"
     # Score fusion (genrec.modes.fusion) for modes that score every candidate (rank): the

@@ -54,6 +54,27 @@ class Job:
     banned: set[str]  # history + exclusions
     # the retriever's score of each candidate (parallel to candidates; empty when unknown)
     retrieval_scores: tuple[float, ...] = ()
+    shown_history: tuple[Item, ...] = ()  # the history items the prompt shows
+
+    def rerender(
+        self, candidates: list[Item], *, history: bool = True, query: bool = True
+    ) -> RenderedPrompt:
+        """The plan's template rendered again: other candidates (rank's reversed order), or
+        without the need (likelihood's unconditional prompt); the same framing otherwise."""
+        from genrec.prompts import infer_item_kind, render
+
+        request = self.plan.request
+        return render(
+            self.plan.template,
+            self.tokenizer,
+            mode=self.plan.mode.name,  # type: ignore[arg-type]
+            candidates=candidates,
+            history=list(self.shown_history) if history else [],
+            query=request.query if query else None,
+            k=self.plan.k,
+            system=request.system,
+            item_kind=infer_item_kind(self.candidates, collection=self.index.name),
+        )
 
 
 @dataclass

@@ -138,7 +138,7 @@ class LikelihoodMode:
         """Mean log p(text | no need stated) per text (zeros unless the score is PMI)."""
         if job.plan.settings.likelihood_score != "pmi":
             return [0.0] * len(texts)
-        null_prompt = self._null_prompt(job)
+        null_prompt = job.rerender(job.candidates, history=False, query=False).prompt  # X0
         keys = [(job.engine.model_name, null_prompt, t) for t in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self._prior))
         results = await score_texts(job.engine, null_prompt, [k[2] for k in missing])
@@ -152,24 +152,6 @@ class LikelihoodMode:
         while len(self._prior) > _PRIOR_CACHE_SIZE:
             self._prior.popitem(last=False)
         return out
-
-    def _null_prompt(self, job: Job) -> str:
-        """The same template and framing with no history and no query: X0."""
-        from genrec.prompts import infer_item_kind, render
-
-        plan = job.plan
-        null = render(
-            plan.template,
-            job.tokenizer,
-            mode="likelihood",
-            candidates=job.candidates,
-            history=[],
-            query=None,
-            k=plan.k,
-            system=plan.request.system,
-            item_kind=infer_item_kind(job.candidates, collection=job.index.name),
-        )
-        return null.prompt
 
     async def ground(self, job: Job, decoded: Decoded) -> Picks:
         # Each score belongs to one candidate: nothing to match, nothing outside the candidates.

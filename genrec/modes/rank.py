@@ -22,6 +22,7 @@ from genrec.engines.base import Engine, EngineRequest
 from genrec.errors import InvalidRequest
 from genrec.grounding import Grounded, Match
 from genrec.modes.base import Decoded, Job, Picks, Plan
+from genrec.modes.fusion import FLOOR_LOGPROB
 from genrec.schema import Usage
 
 if TYPE_CHECKING:
@@ -94,6 +95,10 @@ async def rank_labels(
     )
 
 
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else FLOOR_LOGPROB
+
+
 class RankMode:
     name = "rank"
 
@@ -120,9 +125,44 @@ class RankMode:
     async def decode(self, job: Job) -> Decoded:
         plan, rendered = job.plan, job.rendered
         label_ids = job.tokenizer.label_token_ids(rendered.labels, rendered.prompt)
-        decoded = await rank_labels(job.engine, rendered.prompt, label_ids)
+        if plan.settings.rank_permutations == 2:
+            decoded = await self._both_orders(job, label_ids)
+        else:
+            decoded = await rank_labels(job.engine, rendered.prompt, label_ids)
         decoded.outputs = [rendered.labels[i] for i, _ in decoded.ranked[: plan.k]]
         return decoded
+
+    async def _both_orders(self, job: Job, label_ids: list[int]) -> Decoded:
+        """The permutation pass: the candidates also in reversed order (the first becomes the
+        last label), both prompts at once (they share the cached system text and history), and
+        each candidate's log-probability averaged over the two orders, then renormalised. A
+        label's position bias moves it the other way in the second pass, so it cancels to first
+        order."""
+        n = len(job.candidates)
+        flipped = job.rerender(job.candidates[::-1])
+        flipped_ids = job.tokenizer.label_token_ids(flipped.labels, flipped.prompt)
+        first, second = await asyncio.gather(
+            rank_labels(job.engine, job.rendered.prompt, label_ids),
+            rank_labels(job.engine, flipped.prompt, flipped_ids),
+        )
+        p1, p2 = dict(first.ranked), dict(second.ranked)  # candidate position -> probability
+        logp = [
+            (_log(p1[i]) + _log(p2[n - 1 - i])) / 2 for i in range(n)
+        ]  # in the flipped list, candidate i sits at n-1-i
+        top = max(logp)
+        log_z = top + math.log(sum(math.exp(v - top) for v in logp))
+        order = sorted(range(n), key=lambda i: -logp[i])
+        usage = Usage(
+            prompt_tokens=first.usage.prompt_tokens + second.usage.prompt_tokens,
+            completion_tokens=first.usage.completion_tokens + second.usage.completion_tokens,
+            cached_tokens=first.usage.cached_tokens + second.usage.cached_tokens,
+        )
+        return Decoded(
+            outputs=[],
+            usage=usage,
+            calls=first.calls + second.calls,
+            ranked=[(i, math.exp(logp[i] - log_z)) for i in order],
+        )
 
     async def ground(self, job: Job, decoded: Decoded) -> Picks:
         # A label is its candidate: nothing to match, nothing can fall outside the candidates.
