@@ -139,3 +139,24 @@ async def test_an_empty_item_text_is_a_400_before_engine_work(recommender, tmp_p
     with pytest.raises(InvalidRequest) as err:
         await rec.recommend(request)
     assert err.value.param == "candidates" and "empty description" in err.value.message
+
+
+async def test_likelihood_fuses_with_the_retriever(recommender):
+    """Weight 1 returns the retriever's order; every item shows both parts of its score."""
+    settings = recommender.settings.model_copy(update={"fusion_weight": 1.0})
+    rec = Recommender(
+        settings,
+        index=recommender.index,
+        engine=recommender.engine,
+        tokenizer=recommender.tokenizer,
+    )
+    request = RecommendRequest(history=STAR_WARS, k=20, mode="likelihood")
+    fused = await rec.recommend(request)
+    alone = await recommender.recommend(request)
+    assert fused.fusion_weight == 1.0 and alone.fusion_weight == 0.0
+    assert [i.id for i in fused.items] == fused.candidates  # the retriever's order
+    assert [i.id for i in alone.items] != alone.candidates  # the LM's own order differs
+    lm = {i.id: i.lm_logprob for i in alone.items}
+    for item in fused.items:
+        assert item.retrieval_score is not None and item.lm_logprob is not None
+        assert item.lm_logprob == pytest.approx(lm[item.id], abs=0.05)  # the same LM part
