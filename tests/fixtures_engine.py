@@ -22,3 +22,14 @@ async def recommender(settings: Settings, ml100k_index: CatalogIndex) -> AsyncIt
     """A started Recommender (in-process engine, default model, ML-100K), shut down at the end."""
     async with Recommender(settings, index=ml100k_index) as rec:
         yield rec
+
+
+def sharing(recommender: Recommender, **updates: object) -> Recommender:
+    """Another Recommender with some settings changed, on the session's index, tokenizer and
+    running engine (nothing new starts)."""
+    return Recommender(
+        recommender.settings.model_copy(update=updates),
+        index=recommender.index,
+        engine=recommender.engine,
+        tokenizer=recommender.tokenizer,
+    )

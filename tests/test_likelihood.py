@@ -14,6 +14,7 @@ from genrec.modes.likelihood import mean_logprob, scored_texts
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
 from genrec.server.errors import http_status
+from tests.fixtures_engine import sharing
 
 STAR_WARS = ["50", "172", "181"]
 
@@ -74,13 +75,7 @@ async def test_score_variants(recommender):
     """mean and sum are the uncalibrated scores; the order they give differs from PMI's."""
     orders = {}
     for how in ("pmi", "mean", "sum"):
-        settings = recommender.settings.model_copy(update={"likelihood_score": how})
-        rec = Recommender(
-            settings,
-            index=recommender.index,
-            engine=recommender.engine,
-            tokenizer=recommender.tokenizer,
-        )
+        rec = sharing(recommender, likelihood_score=how)
         result = await rec.recommend(RecommendRequest(history=STAR_WARS, k=20, mode="likelihood"))
         orders[how] = [i.id for i in result.items]
         if how == "sum":
@@ -128,13 +123,7 @@ async def test_an_empty_item_text_is_a_400_before_engine_work(recommender, tmp_p
         "{% block user %}{% for h in history %}{{ h.title }}{% endfor %}{% endblock %}"
         "{% block item %} {% endblock %}",
     )
-    settings = recommender.settings.model_copy(update={"prompts_dir": tmp_path})
-    rec = Recommender(
-        settings,
-        index=recommender.index,
-        engine=recommender.engine,
-        tokenizer=recommender.tokenizer,
-    )
+    rec = sharing(recommender, prompts_dir=tmp_path)
     request = RecommendRequest(history=STAR_WARS, mode="likelihood", template="lk_blank_item")
     with pytest.raises(InvalidRequest) as err:
         await rec.recommend(request)
@@ -143,13 +132,7 @@ async def test_an_empty_item_text_is_a_400_before_engine_work(recommender, tmp_p
 
 async def test_likelihood_fuses_with_the_retriever(recommender):
     """Weight 1 returns the retriever's order; every item shows both parts of its score."""
-    settings = recommender.settings.model_copy(update={"fusion_weight": 1.0})
-    rec = Recommender(
-        settings,
-        index=recommender.index,
-        engine=recommender.engine,
-        tokenizer=recommender.tokenizer,
-    )
+    rec = sharing(recommender, fusion_weight=1.0)
     request = RecommendRequest(history=STAR_WARS, k=20, mode="likelihood")
     fused = await rec.recommend(request)
     alone = await recommender.recommend(request)

@@ -8,20 +8,14 @@ import math
 import pytest
 
 from genrec.modes.rank import rank_labels
-from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
+from tests.fixtures_engine import sharing
 
 STAR_WARS = ["50", "172", "181"]
 
 
 async def test_the_permutation_pass_averages_both_orders(recommender):
-    settings = recommender.settings.model_copy(update={"rank_permutations": 2})
-    both = Recommender(
-        settings,
-        index=recommender.index,
-        engine=recommender.engine,
-        tokenizer=recommender.tokenizer,
-    )
+    both = sharing(recommender, rank_permutations=2)
     request = RecommendRequest(history=STAR_WARS, k=20, mode="rank")
     once = await recommender.recommend(request)
     twice = await both.recommend(request)
