@@ -86,7 +86,7 @@ class Recommender:
         self._retrievers = retrievers
         self.prompts = prompts or PromptRegistry(settings)
         self.tokenizer = tokenizer
-        self._fusion_weight: float | None = None
+        self._fusion_weights: dict[str, float] = {}  # by mode
         self._started = False
         self._stack: AsyncExitStack | None = None
 
@@ -210,7 +210,7 @@ class Recommender:
         with clock("llm"):
             decoded = await plan.mode.decode(job)
         # The one fusion call site: any mode that scored every candidate.
-        weight = fuse(job, decoded, self.fusion_weight)
+        weight = fuse(job, decoded, self.fusion_weight_for(plan.mode.name))
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
         parts = {candidates[i].id: p for i, p in decoded.parts.items()}
@@ -337,11 +337,15 @@ class Recommender:
 
     @property
     def fusion_weight(self) -> float:
-        """The retriever's weight in fused scores: the setting, else what the serving model's
-        fine-tuning manifest chose on validation, else 0 (the LM's order)."""
-        if self._fusion_weight is None:
-            self._fusion_weight = resolve_fusion_weight(self.settings)
-        return self._fusion_weight
+        """The retriever's weight in fused scores for the default mode (see fusion_weight_for)."""
+        return self.fusion_weight_for(self.settings.mode)
+
+    def fusion_weight_for(self, mode: str) -> float:
+        """The retriever's weight in ``mode``'s fused scores: the setting, else what the serving
+        model's fine-tuning manifest chose on validation for that mode, else 0 (the LM's order)."""
+        if mode not in self._fusion_weights:
+            self._fusion_weights[mode] = resolve_fusion_weight(self.settings, mode)
+        return self._fusion_weights[mode]
 
     def ranker(self) -> dict:
         """What ranks, for /v1/models: the model, whether it was fine-tuned (from its manifest:
@@ -352,6 +356,7 @@ class Recommender:
             doc.update(
                 fine_tuned=True,
                 base_model=manifest.get("base_model"),
+                objective=manifest.get("objective", "rank"),
                 template=manifest.get("template"),
                 retriever=manifest.get("retriever"),
                 created=manifest.get("created"),
@@ -411,11 +416,15 @@ class Recommender:
         )
 
 
-def resolve_fusion_weight(settings: Settings) -> float:
+def resolve_fusion_weight(settings: Settings, mode: str = "rank") -> float:
+    """The setting, else the manifest's weight when it was chosen for ``mode`` (a manifest
+    without a mode is a rank fine-tune's), else 0."""
     if settings.fusion_weight is not None:
         return settings.fusion_weight
-    manifest = _manifest(settings)
-    return float((manifest or {}).get("fusion", {}).get("weight", 0.0))
+    fusion = (_manifest(settings) or {}).get("fusion", {})
+    if fusion.get("mode", "rank") != mode:
+        return 0.0
+    return float(fusion.get("weight", 0.0))
 
 
 def _manifest(settings: Settings) -> dict | None:

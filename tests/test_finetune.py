@@ -1,8 +1,9 @@
 """genrec finetune on real data: ML-100K's log (from the recbole package), an itemknn retriever
-trained on it, rank_brief prompts rendered by the serving path, a few steps of fine-tuning the
-real default model. It shows the loss falls, that vLLM loads the written folder and ranks with
-it (the fusion weight from its manifest, both score parts on every item), that a killed run
-resumes, and that bad input is a clear error."""
+trained on it, rank_brief (and likelihood_need) prompts rendered by the serving path, a few steps
+of fine-tuning the real default model. It shows the loss falls, that vLLM loads the written
+folder and ranks with it (the fusion weight from its manifest, for the mode it was chosen for,
+both score parts on every item), that the trainer scores a text exactly as vLLM's likelihood mode
+does, that a killed run resumes, and that bad input is a clear error."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from genrec.errors import ConfigError, InvalidRequest
 from genrec.index import CatalogIndex
 from genrec.interactions import read_log
 from genrec.model_files import model_path
+from genrec.modes.likelihood import score_texts
 from genrec.prompts import PromptRegistry
 from genrec.recommender import Recommender, resolve_fusion_weight
 from genrec.retrieval.registry import load_retrievers
@@ -24,7 +26,8 @@ from genrec.settings import Settings
 from genrec.tokenizer import ChatTokenizer
 from genrec.training.data import build, sequences_from_log
 from genrec.training.finetune import MANIFEST, FinetuneConfig, finetune, read_manifest
-from genrec.training.finetune_data import ExampleBuilder, ExamplePlan
+from genrec.training.finetune_data import ExampleBuilder, ExamplePlan, LikelihoodExample
+from genrec.training.objectives import LikelihoodObjective
 from genrec.training.train import train_retrievers
 from tests.test_retrieval import clone_collection
 
@@ -133,7 +136,7 @@ async def test_vllm_serves_the_fine_tuned_folder_with_both_score_parts(settings,
         )
         assert rec.ranker()["fine_tuned"] and rec.ranker()["fusion_weight"] == weight
         forced = s.model_copy(update={"fusion_weight": 1.0})
-        rec.settings, rec._fusion_weight = forced, None
+        rec.settings, rec._fusion_weights = forced, {}
         by_retriever = await rec.recommend(
             RecommendRequest(history=["50", "172", "181"], k=8, candidates=8, template="rank_brief")
         )
@@ -218,3 +221,124 @@ def test_the_cli_refuses_a_collection_without_a_trained_retriever(settings, ml10
     )
     assert got.exit_code == 1, got.output
     assert "no trained retriever" in got.output and "genrec train" in got.output
+
+
+# ----------------------------------------------------------------------- the likelihood objective
+
+LIKELIHOOD_CONFIG = FinetuneConfig(**{**CONFIG.__dict__, "objective": "likelihood", "lr": 3e-4})
+
+
+@pytest.fixture(scope="module")
+def likelihood_examples(settings, index, retrievers, sequences, base):
+    builder = ExampleBuilder(
+        PromptRegistry(settings).get("likelihood_need"),
+        ChatTokenizer.load(base),
+        retrievers.get("itemknn"),
+        {it.id: it for it in index.get(sorted({i for s in sequences.values() for i in s}))},
+        PLAN,
+        collection=index.name,
+        objective="likelihood",
+    )
+    return builder.build(sequences, seed=0)
+
+
+@pytest.fixture(scope="module")
+def likelihood_tuned(tmp_path_factory, likelihood_examples, base):
+    train, val = likelihood_examples
+    out = tmp_path_factory.mktemp("likelihood") / "model"
+    info = {"data": {"fingerprint": "test"}, "template": {"name": "likelihood_need"}}
+    return finetune(base, train, val, out, LIKELIHOOD_CONFIG, info=info, progress=False)
+
+
+def test_likelihood_examples_score_the_target_text_after_the_history(
+    likelihood_examples, sequences, index
+):
+    train, val = likelihood_examples
+    assert len(train) == 24 and len(val) == 8
+    lasts = {u: s[-1] for u, s in sequences.items()}
+    for ex in train:
+        assert isinstance(ex, LikelihoodExample)
+        assert ex.target == 0 and len(ex.texts) == 1 and ex.candidates[0] != lasts[ex.user]
+        title = index.get([ex.candidates[0]])[0].title
+        assert ex.texts[0].strip().startswith(title)
+        assert "I liked these movies" in ex.prompt and "I liked" not in ex.null_prompt
+    for ex in val:
+        assert len(ex.texts) == len(ex.candidates) == 8
+        last = lasts[ex.user]
+        assert ex.target == (ex.candidates.index(last) if last in ex.candidates else -1)
+
+
+async def test_the_trainer_scores_a_text_as_vllm_likelihood_mode_does(
+    recommender, likelihood_examples, base
+):
+    """The validation that chooses the weights and the fusion weight reads what serving reads:
+    the same tokens, the same positions (HF bf16 against vLLM bf16: close, not bit-equal)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    train, val = likelihood_examples
+    ex = val[0]
+    served = await score_texts(recommender.engine, ex.prompt, ex.texts)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="bfloat16")
+    trainer = LikelihoodObjective(AutoTokenizer.from_pretrained(base), train, val)
+    import torch
+
+    with torch.no_grad():
+        mine = trainer._text_logprobs(model, ex.prompt, ex.texts, "cpu")
+    for got, want in zip(mine, served, strict=True):
+        assert len(got) == len(want.token_logprobs) > 0
+        mean_got, mean_want = sum(got) / len(got), sum(want.token_logprobs) / len(got)
+        assert abs(mean_got - mean_want) < 0.2, (mean_got, mean_want)
+    order = sorted(range(len(mine)), key=lambda i: -sum(mine[i]) / len(mine[i]))
+    served_order = sorted(
+        range(len(served)), key=lambda i: -sum(served[i].token_logprobs) / len(mine[i])
+    )
+    assert order[0] in served_order[:2]
+
+
+def test_the_likelihood_loss_falls_and_the_manifest_names_the_mode(likelihood_tuned):
+    losses, per_epoch = likelihood_tuned.losses, len(likelihood_tuned.losses) // 3
+    assert sum(losses[-per_epoch:]) / per_epoch < sum(losses[:per_epoch]) / per_epoch
+    m = read_manifest(likelihood_tuned.out)
+    assert m["objective"] == "likelihood" and m["fusion"]["mode"] == "likelihood"
+    assert m["training"]["likelihood_score"] == "pmi"
+    assert 0.0 <= m["fusion"]["weight"] <= 1.0
+    assert m["validation"]["zero_shot"]["recall@20"] > 0.0  # some validation targets retrieved
+
+
+async def test_vllm_serves_the_likelihood_folder_with_its_weight_for_that_mode_only(
+    settings, index, likelihood_tuned
+):
+    out = likelihood_tuned.out
+    s = settings.model_copy(
+        update={"model": str(out), "retriever": "itemknn", "mode": "likelihood"}
+    )
+    weight = read_manifest(out)["fusion"]["weight"]
+    assert resolve_fusion_weight(s, "likelihood") == weight
+    assert resolve_fusion_weight(s, "rank") == 0.0  # chosen for likelihood, not for rank
+    async with Recommender(s, index=index) as rec:
+        got = await rec.recommend(RecommendRequest(history=["50", "172", "181"], k=5, candidates=8))
+        assert rec.ranker()["objective"] == "likelihood"
+    assert got.mode == "likelihood" and got.fusion_weight == weight and len(got.items) == 5
+    assert all(i.lm_logprob is not None and i.retrieval_score is not None for i in got.items)
+
+
+def test_the_objective_and_the_template_must_agree(settings, index, retrievers, base):
+    registry = PromptRegistry(settings)
+    tok = ChatTokenizer.load(base)
+    items = {it.id: it for it in index.get(["50", "172", "181"])}
+    for template, objective, says in (
+        ("rank_brief", "likelihood", "does not serve likelihood"),
+        ("likelihood_need", "rank", "does not serve rank"),
+        ("likelihood_need", "ranking", "objective must be"),
+    ):
+        with pytest.raises(InvalidRequest) as err:
+            ExampleBuilder(
+                registry.get(template),
+                tok,
+                retrievers.get("itemknn"),
+                items,
+                PLAN,
+                collection=index.name,
+                objective=objective,
+            )
+        assert says in err.value.message

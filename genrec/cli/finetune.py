@@ -1,4 +1,5 @@
-"""`genrec finetune`: fine-tune the ranking LM on rank prompts built from interaction data."""
+"""`genrec finetune`: fine-tune the ranking LM on prompts built from interaction data, for rank
+mode (the target's label) or likelihood mode (the target's text)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,14 @@ def finetune_command(
     out: Path = OutOption,
     data: Path | None = DataOption,
     collection: str | None = typer.Option(None, help="With a log: the catalog collection."),
-    template: str = typer.Option("rank_brief", help="The rank template that will serve."),
+    objective: str = typer.Option(
+        "rank",
+        help="rank: the target's label among the candidates' (rank mode) | likelihood: the "
+        "token cross-entropy of the target item's text given the history (likelihood mode).",
+    ),
+    template: str | None = typer.Option(
+        None, help="The template that will serve (default: rank_brief | likelihood_need)."
+    ),
     base: str | None = typer.Option(None, help="The model to start from (default: settings)."),
     method: str = typer.Option("top", help="top (the last --top-layers layers) | full | lora."),
     top_layers: int = typer.Option(8, min=1, help="With --method top: layers trained."),
@@ -69,9 +77,11 @@ def finetune_command(
     config: Path | None = ConfigOption,
 ) -> None:
     """Fine-tune the ranker: examples from the training part only (several history prefixes
-    per user; the retriever's top N with the true next item at a random position), the loss on
-    the target's label among the candidates' labels, early stopping on validation NDCG@10, the
-    fusion weight chosen on validation; writes a model folder vLLM serves (GENREC_MODEL=OUT)."""
+    per user; for rank, the retriever's top N with the true next item at a random position), the
+    loss on the target's label among the candidates' labels (rank) or on the target item's text
+    (likelihood), early stopping on validation NDCG@10 of the retriever's top N scored as the
+    mode scores them, the fusion weight chosen on validation; writes a model folder vLLM serves
+    (GENREC_MODEL=OUT)."""
     quiet_openmp()
     from genrec.errors import ConfigError
     from genrec.model_files import model_path
@@ -95,8 +105,12 @@ def finetune_command(
             param="retriever",
         )
     base_model = base or model_path(settings)
+    if objective not in ("rank", "likelihood"):
+        raise ConfigError(
+            f"objective must be rank or likelihood, not {objective!r}", param="objective"
+        )
     registry = PromptRegistry(settings)
-    tmpl = registry.get(template)
+    tmpl = registry.get(template or ("rank_brief" if objective == "rank" else "likelihood_need"))
     plan = ExamplePlan(
         candidates=candidates,
         prefixes_per_user=prefixes,
@@ -111,6 +125,7 @@ def finetune_command(
         {it.id: it for it in index.get(sorted({i for s in sequences.values() for i in s}))},
         plan,
         collection=index.name,
+        objective=objective,
     )
     _say(f"building examples with {retriever_name}'s top {candidates} ({len(sequences)} users)")
     train, val = builder.build(sequences, seed, progress=lambda d, t: _say(f"examples: {d}/{t}"))
@@ -119,6 +134,8 @@ def finetune_command(
         f"{sum(e.prompt_tokens for e in train) / len(train):.0f} tokens"
     )
     cfg = FinetuneConfig(
+        objective=objective,
+        likelihood_score=settings.likelihood_score,
         method=method,
         top_layers=top_layers,
         lr=lr if lr is not None else (5e-4 if method == "lora" else 1e-4),
@@ -150,7 +167,10 @@ def finetune_command(
         f"{m['validation']['zero_shot']['ndcg@10']:.4f} -> {m['validation']['best']['ndcg@10']:.4f}"
         f"; fusion weight {m['fusion']['weight']} (NDCG@10 {m['fusion']['validation_ndcg@10']:.4f})"
     )
-    typer.echo(f"serve it: GENREC_MODEL={out} GENREC_TEMPLATE={tmpl.name} genrec serve")
+    typer.echo(
+        f"serve it: GENREC_MODEL={out} GENREC_MODE={objective} GENREC_TEMPLATE={tmpl.name} "
+        "genrec serve"
+    )
 
 
 def _from_suite(suite_file: Path, data: Path | None, settings: Any) -> tuple:

@@ -34,7 +34,7 @@ from genrec.grounding import Grounded, Match
 from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
 
 if TYPE_CHECKING:
-    from genrec.prompts import RenderedPrompt
+    from genrec.prompts import PromptTemplate, RenderedPrompt
 
 NEED_SLOTS = frozenset({"history", "query"})
 _PRIOR_CACHE_SIZE = 100_000
@@ -64,6 +64,33 @@ def mean_logprob(result: EngineResult) -> float:
     return sum(lps) / len(lps) if lps else float("-inf")
 
 
+def calibrate(how: str, logprobs: Sequence[float], prior: float) -> float:
+    """A candidate's score from its text's token log-probabilities after the need: ``sum``,
+    ``mean``, or ``pmi`` (the mean less ``prior``, the text's mean log-probability with no need
+    stated). The fine-tuning trainer validates with this same function."""
+    if how == "sum":
+        return sum(logprobs)
+    mean = sum(logprobs) / len(logprobs) if logprobs else float("-inf")
+    return mean if how == "mean" else mean - prior
+
+
+def check_template(template: PromptTemplate) -> None:
+    """A likelihood template renders each candidate's text (an ``item`` block) after a prompt
+    that states the need (it reads the history or the query)."""
+    if not template.has_block("item"):
+        raise InvalidRequest(
+            f"template {template.name!r} has no {{% block item %}}: likelihood mode scores "
+            "the text that block renders for each candidate",
+            param="template",
+        )
+    if not template.variables & NEED_SLOTS:
+        raise InvalidRequest(
+            f"template {template.name!r} states no need (it reads neither `history` nor "
+            "`query`), so every candidate would get the same score whatever the user wants",
+            param="template",
+        )
+
+
 class LikelihoodMode:
     name = "likelihood"
 
@@ -72,19 +99,7 @@ class LikelihoodMode:
         self._prior: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def check(self, plan: Plan) -> None:
-        template = plan.template
-        if not template.has_block("item"):
-            raise InvalidRequest(
-                f"template {template.name!r} has no {{% block item %}}: likelihood mode scores "
-                "the text that block renders for each candidate",
-                param="template",
-            )
-        if not template.variables & NEED_SLOTS:
-            raise InvalidRequest(
-                f"template {template.name!r} states no need (it reads neither `history` nor "
-                "`query`), so every candidate would get the same score whatever the user wants",
-                param="template",
-            )
+        check_template(plan.template)
 
     def answer_room(self, plan: Plan, candidates: list) -> int:
         return 1  # one token is generated; each candidate's own text is checked in decode
@@ -99,14 +114,8 @@ class LikelihoodMode:
         for result in conditional:
             add_usage(decoded, result)
         how = plan.settings.likelihood_score
-        scores = []
-        for i, result in enumerate(conditional):
-            if how == "sum":
-                scores.append(sum(result.token_logprobs))
-            elif how == "mean":
-                scores.append(mean_logprob(result))
-            else:
-                scores.append(mean_logprob(result) - prior[i])
+        pairs = zip(conditional, prior, strict=True)
+        scores = [calibrate(how, result.token_logprobs, p) for result, p in pairs]
         # Stable sort: equal scores keep the retriever's order.
         order = sorted(range(len(texts)), key=lambda i: -scores[i])
         decoded.ranked = [(i, scores[i]) for i in order]

@@ -1,10 +1,10 @@
-"""`genrec finetune`: teach the ranking LM the verbalizer task rank mode reads.
+"""`genrec finetune`: teach the ranking LM what a serving mode reads.
 
-One example is one rank prompt (genrec.training.finetune_data); the loss is the cross-entropy of
-the target's label among the candidates' labels only (a softmax over the N label logits at the
-last position: exactly what rank mode reads from vLLM's masked, processed log-probabilities).
-Only the last position's logits are computed (``logits_to_keep=1``): the vocabulary projection
-at every other position is wasted work.
+Two objectives (genrec.training.objectives), each on examples from genrec.training.finetune_data:
+``rank`` (the default) the cross-entropy of the target's label among the candidates' labels at
+the last position, as rank mode reads it; ``likelihood`` the token-level cross-entropy of the
+target item's text given the history, as likelihood mode scores it. Logits are computed only
+where the loss reads them (``logits_to_keep``): the vocabulary projection elsewhere is wasted.
 
 - What trains: ``top`` (the default) the last ``top_layers`` transformer layers and the final
   norm, ``full`` every layer, ``lora`` peft LoRA adapters on q/v projections (merged at the
@@ -12,8 +12,8 @@ at every other position is wasted work.
   run in bf16 (AMX/AVX-512 BF16 on CPU, tensor cores on a GPU); AdamW updates fp32 master
   copies, because a small update to a bf16 weight rounds away. A frozen lower stack costs no
   backward at all, which is why ``top`` is the cheap default (measured: see the notes).
-- Validation NDCG@10 (the retriever's top N in its own order, the label probabilities as rank
-  mode reads them) is computed before training and every ``eval_every`` steps; the best weights
+- Validation NDCG@10 (the retriever's top N, scored as the objective's mode scores them) is
+  computed before training and every ``eval_every`` steps; the best weights
   are kept and training stops after ``patience`` evaluations without a gain.
 - A checkpoint (weights, optimizer, step, best so far) is written atomically every
   ``checkpoint_every`` steps into ``<out>.work/``; an identical command resumes from it.
@@ -33,14 +33,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genrec.errors import ConfigError
-from genrec.training.finetune_data import RankExample
-from genrec.training.fusion_weight import choose_fusion_weight, rank_metrics
+from genrec.training.fusion_weight import choose_fusion_weight
+from genrec.training.objectives import objective_for
 
 MANIFEST = "genrec-ranker.json"
 FORMAT = 1
@@ -48,6 +48,8 @@ FORMAT = 1
 
 @dataclass
 class FinetuneConfig:
+    objective: str = "rank"  # rank (the label among the labels) | likelihood (the item's text)
+    likelihood_score: str = "pmi"  # likelihood: the calibration validation scores with
     method: str = "top"  # full (every layer) | top (the top_layers last layers) | lora
     top_layers: int = 8
     lr: float = 3e-5
@@ -86,31 +88,6 @@ def device_and_dtype() -> tuple[Any, Any]:
     return torch.device("cpu"), torch.bfloat16
 
 
-def label_logprobs(model: Any, prompt_ids: list[int], label_ids: list[int], device: Any) -> Any:
-    """log p(label | prompt) over the candidates' labels only: rank mode's distribution."""
-    import torch
-
-    ids = torch.tensor([prompt_ids], device=device)
-    out = model(input_ids=ids, logits_to_keep=1)
-    logits = out.logits[0, -1].float()
-    return torch.log_softmax(logits[torch.tensor(label_ids, device=device)], dim=-1)
-
-
-def validate(
-    model: Any, tokenized: Sequence[list[int]], examples: Sequence[RankExample], device: Any
-) -> tuple[dict[str, float], list[list[float]]]:
-    """Rank metrics over validation examples, and each example's label log-probabilities."""
-    import torch
-
-    model.eval()
-    scores: list[list[float]] = []
-    with torch.no_grad():
-        for ids, ex in zip(tokenized, examples, strict=True):
-            scores.append(label_logprobs(model, ids, ex.label_ids, device).tolist())
-    model.train()
-    return rank_metrics(scores, [ex.target for ex in examples]), scores
-
-
 def _manifest_base(base_model: str) -> dict[str, Any]:
     path = Path(base_model) / MANIFEST
     if path.is_file():  # fine-tuning a fine-tuned model: name the original base too
@@ -121,8 +98,8 @@ def _manifest_base(base_model: str) -> dict[str, Any]:
 
 def finetune(
     base_model: str,
-    train: list[RankExample],
-    val: list[RankExample],
+    train: list[Any],
+    val: list[Any],
     out: Path,
     config: FinetuneConfig,
     *,
@@ -151,8 +128,7 @@ def finetune(
     model.config.use_cache = False
     model.train()
 
-    tok = [tokenizer.encode(ex.prompt, add_special_tokens=False) for ex in train]
-    vtok = [tokenizer.encode(ex.prompt, add_special_tokens=False) for ex in val]
+    objective = objective_for(config.objective, tokenizer, train, val, config.likelihood_score)
     order_rng = random.Random(config.seed)
     epochs_whole = max(1, math.ceil(config.epochs))
     order: list[int] = []
@@ -191,7 +167,7 @@ def finetune(
     trained_s = state.get("seconds", 0.0)
 
     if not history:
-        metrics0, scores0 = validate(model, vtok, val, device)
+        metrics0, scores0 = objective.validate(model, device)
         history.append({"step": 0, "metrics": metrics0})
         best = {"step": 0, "metrics": metrics0, "scores": scores0}
         best_weights = _trainable_state(model)
@@ -216,9 +192,7 @@ def finetune(
             g["lr"] = lr_at(step)
         step_loss = 0.0
         for i in order[step * config.grad_accum : (step + 1) * config.grad_accum]:
-            ex = train[i]
-            logp = label_logprobs(model, tok[i], ex.label_ids, device)
-            loss = -logp[ex.target] / config.grad_accum
+            loss = objective.loss(model, i, device) / config.grad_accum
             loss.backward()
             step_loss += loss.detach().item()
         for p, m in zip(params, masters, strict=True):
@@ -238,7 +212,7 @@ def finetune(
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", ex_s=f"{rate:.2f}")
         if step % config.eval_every == 0 or step == total_steps:
-            metrics, scores = validate(model, vtok, val, device)
+            metrics, scores = objective.validate(model, device)
             history.append({"step": step, "metrics": metrics})
             gain = metrics["ndcg@10"] > best["metrics"]["ndcg@10"]
             if gain:
@@ -272,7 +246,7 @@ def finetune(
             say(f"checkpoint at step {step} ({work})")
     bar.close()
     if history[-1]["step"] < step:  # stopped between evaluations: the last weights count too
-        metrics, scores = validate(model, vtok, val, device)
+        metrics, scores = objective.validate(model, device)
         history.append({"step": step, "metrics": metrics})
         if metrics["ndcg@10"] > best["metrics"]["ndcg@10"]:
             best = {"step": step, "metrics": metrics, "scores": scores}
@@ -284,14 +258,16 @@ def finetune(
     if best.get("scores") is not None:  # the best evaluation's own scores: no second pass
         best_metrics, val_scores = best["metrics"], best["scores"]
     else:  # resumed from a checkpoint that did not keep them
-        best_metrics, val_scores = validate(model, vtok, val, device)
+        best_metrics, val_scores = objective.validate(model, device)
     fusion = choose_fusion_weight(val_scores, [ex.retrieval_scores for ex in val], val)
+    fusion["mode"] = config.objective  # the mode this weight was chosen for
     if config.method == "lora":
         model = model.merge_and_unload()
     model.config.use_cache = True
     manifest = {
         "format": FORMAT,
         "kind": "genrec-ranker",
+        "objective": config.objective,
         **_manifest_base(base_model),
         **info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -308,7 +284,7 @@ def finetune(
             "seconds": round(trained_s, 1),
             "wall_seconds": round(wall_before + time.perf_counter() - t_start, 1),
             "examples_per_s": round(step * config.grad_accum / max(trained_s, 1e-9), 3),
-            "mean_prompt_tokens": round(sum(len(t) for t in tok) / len(tok), 1),
+            "mean_tokens": round(objective.mean_tokens, 1),
         },
         "validation": {
             "users": len(val),

@@ -13,6 +13,12 @@ target in-sample - NDCG@10 0.34 against 0.09 on the test target - and an LM that
 the first label would look best; shuffled, validation measures what the LM itself adds (the
 fusion weight chosen on it still sees the in-sample retriever scores: see the notes). Every
 prompt is rendered by the same template and chat tokenizer that serve rank mode.
+
+For the ``likelihood`` objective an example is a likelihood prompt (the need: the history
+prefix) and the target's text as that mode scores it (the template's ``item`` block); training
+examples need no candidates (the loss is the target text's cross-entropy), validation examples
+carry the retriever's top N, in its order (each candidate is scored on its own, so order only
+breaks ties), each candidate's text, and the prompt with no need stated (PMI's prior).
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from genrec.catalog import Item
 from genrec.errors import InvalidRequest
-from genrec.prompts import PromptTemplate, infer_item_kind, render
+from genrec.modes.likelihood import check_template, scored_texts
+from genrec.prompts import PromptTemplate, RenderedPrompt, infer_item_kind, render
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.base import Retriever
 from genrec.schema import MAX_HISTORY
 from genrec.tokenizer import ChatTokenizer
 
 MIN_EXAMPLES = 8  # fewer training examples than this cannot show anything
+OBJECTIVES = ("rank", "likelihood")
 
 
 @dataclass
@@ -41,6 +50,18 @@ class RankExample:
     candidates: list[str]  # item IDs, in prompt order
     retrieval_scores: list[float]  # the retriever's score of each candidate
     prompt_tokens: int
+
+
+@dataclass
+class LikelihoodExample:
+    user: str
+    prompt: str  # the need, as likelihood mode renders it
+    texts: list[str]  # scored after the prompt: the target's alone (training), each candidate's
+    target: int  # the target's position in ``texts``; -1 when the retriever missed it
+    candidates: list[str]  # item IDs, in ``texts`` order
+    retrieval_scores: list[float]
+    prompt_tokens: int
+    null_prompt: str  # the same template with no need stated: PMI's unconditional prompt
 
 
 @dataclass
@@ -67,7 +88,7 @@ def _query(history: Sequence[Item], k: int) -> RetrievalQuery:
 
 
 class ExampleBuilder:
-    """Renders rank examples for one template, tokenizer and retriever."""
+    """Renders examples for one objective, template, tokenizer and retriever."""
 
     def __init__(
         self,
@@ -78,14 +99,23 @@ class ExampleBuilder:
         plan: ExamplePlan,
         *,
         collection: str,
+        objective: str = "rank",
     ) -> None:
-        if not template.serves("rank"):
+        if objective not in OBJECTIVES:
             raise InvalidRequest(
-                f"template {template.name!r} does not serve rank mode (its modes: "
-                f"{', '.join(template.meta.modes)}); fine-tuning trains the rank verbalizer",
+                f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}",
+                param="objective",
+            )
+        if not template.serves(objective):
+            raise InvalidRequest(
+                f"template {template.name!r} does not serve {objective} mode (its modes: "
+                f"{', '.join(template.meta.modes)}); the {objective} objective trains what "
+                f"{objective} mode reads",
                 param="template",
             )
-        if template.meta.labels != "letters":
+        if objective == "likelihood":
+            check_template(template)
+        elif template.meta.labels != "letters":
             raise InvalidRequest(
                 f"template {template.name!r} labels candidates with numbers; fine-tune with a "
                 "letters template (up to 52 single-token labels)",
@@ -93,6 +123,7 @@ class ExampleBuilder:
             )
         self.template, self.tokenizer, self.retriever = template, tokenizer, retriever
         self.items, self.plan, self.collection = items, plan, collection
+        self.objective = objective
 
     def example(
         self,
@@ -101,17 +132,22 @@ class ExampleBuilder:
         target: str,
         rng: random.Random | None,
         shuffle: random.Random | None = None,
-    ) -> RankExample | None:
+    ) -> RankExample | LikelihoodExample | None:
         """One prompt. With ``rng`` (training) the target is put at a random position among
-        the retriever's other top candidates; without it (validation) the candidates are the
-        retriever's own top N (``shuffle`` puts them in a random order). None when the
-        retriever finds too few candidates."""
-        n = self.plan.candidates
+        the retriever's other top candidates (a likelihood training example needs the target
+        alone); without it (validation) the candidates are the retriever's own top N
+        (``shuffle`` puts a rank example's in a random order). None when the retriever finds
+        too few candidates."""
+        if rng is not None and target not in self.items:
+            return None
         hist = [self.items[i] for i in history]
+        if self.objective == "likelihood" and rng is not None:
+            return self._likelihood(user, hist, [(self.items[target], 0.0)], 0)
+        n = self.plan.candidates
         found = self.retriever.retrieve(_query(hist, n + 1))
         if rng is not None:
             pool = [c for c in found if c.item.id != target][: n - 1]
-            if len(pool) < n - 1 or target not in self.items:
+            if len(pool) < n - 1:
                 return None
             pos = rng.randrange(n)
             target_score = next((c.score for c in found if c.item.id == target), None)
@@ -122,20 +158,14 @@ class ExampleBuilder:
             cands = [(c.item, c.score) for c in found[:n]]
             if len(cands) < n:
                 return None
-            if shuffle is not None:
+            if shuffle is not None and self.objective == "rank":
                 shuffle.shuffle(cands)
             ids = [it.id for it, _ in cands]
             pos = ids.index(target) if target in ids else -1
+        if self.objective == "likelihood":
+            return self._likelihood(user, hist, cands, pos)
         items = [it for it, _ in cands]
-        rendered = render(
-            self.template,
-            self.tokenizer,
-            mode="rank",
-            candidates=items,
-            history=hist[-self.plan.history_len :],
-            k=n,
-            item_kind=infer_item_kind(items, collection=self.collection),
-        )
+        rendered = self._render(items, hist)
         return RankExample(
             user=user,
             prompt=rendered.prompt,
@@ -146,12 +176,40 @@ class ExampleBuilder:
             prompt_tokens=rendered.prompt_tokens,
         )
 
+    def _render(self, items: list[Item], hist: Sequence[Item]) -> RenderedPrompt:
+        return render(
+            self.template,
+            self.tokenizer,
+            mode=self.objective,  # type: ignore[arg-type]
+            candidates=items,
+            history=list(hist[-self.plan.history_len :]),
+            k=len(items),
+            item_kind=infer_item_kind(items, collection=self.collection),
+        )
+
+    def _likelihood(
+        self, user: str, hist: Sequence[Item], cands: list[tuple[Item, float]], pos: int
+    ) -> LikelihoodExample:
+        items = [it for it, _ in cands]
+        rendered = self._render(items, hist)
+        null = self._render(items, [])  # as LikelihoodMode's unconditional prompt: no need
+        return LikelihoodExample(
+            user=user,
+            prompt=rendered.prompt,
+            texts=scored_texts(rendered),
+            target=pos,
+            candidates=[it.id for it in items],
+            retrieval_scores=[float(s) for _, s in cands],
+            prompt_tokens=rendered.prompt_tokens,
+            null_prompt=null.prompt,
+        )
+
     def build(
         self,
         sequences: Mapping[str, Sequence[str]],
         seed: int,
         progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[list[RankExample], list[RankExample]]:
+    ) -> tuple[list[Any], list[Any]]:
         """(training examples, validation examples), both deterministic for the seed."""
         plan, rng = self.plan, random.Random(seed)
         users = sorted(u for u, s in sequences.items() if len(s) >= plan.min_history + 1)
@@ -170,7 +228,7 @@ class ExampleBuilder:
         if plan.validation_users is not None:
             val_users = val_users[: plan.validation_users]
         total, done = len(train_cuts) + len(val_users), 0
-        train: list[RankExample] = []
+        train: list[Any] = []
         for user, t in train_cuts:
             seq = sequences[user]
             ex = self.example(user, seq[:t], seq[t], rng)
@@ -179,7 +237,7 @@ class ExampleBuilder:
             done += 1
             if progress and done % 200 == 0:
                 progress(done, total)
-        val: list[RankExample] = []
+        val: list[Any] = []
         val_rng = random.Random(seed + 1)
         for user in val_users:
             seq = sequences[user]
