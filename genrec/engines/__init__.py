@@ -89,6 +89,11 @@ def engine_identity(settings: Settings) -> dict[str, Any]:
     if settings.model:
         local = Path(settings.model).expanduser()
         identity["model"] = str(local.resolve()) if local.exists() else settings.model
+        if local.is_dir():  # a folder retrained in place (genrec finetune --out) is another model
+            identity["weights"] = sorted(
+                (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                for f in local.glob("*.safetensors")
+            )
     else:
         from genrec.model_files import DEFAULT_MODEL_NAME
 
