@@ -77,6 +77,9 @@ class Recommender:
         retrievers: Retrievers | None = None,
         events: EventStore | None = None,
     ) -> None:
+        if settings.likelihood_score is None:  # the serving model's own choice, else PMI
+            score = (_manifest(settings) or {}).get("likelihood_score") or "pmi"
+            settings = settings.model_copy(update={"likelihood_score": score})
         self.settings = settings
         self._events = events
         self._owns_events = events is None

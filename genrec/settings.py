@@ -90,8 +90,12 @@ class Settings(BaseSettings):
     # rank mode: 2 = a second pass over the candidates in reversed order, each candidate's
     # log-probability averaged over both (cancels position bias; about twice the prompt tokens)
     rank_permutations: int = Field(default=1, ge=1, le=2)
-    # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum
-    likelihood_score: Literal["pmi", "mean", "sum"] = "pmi"
+    # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum;
+    # None = what a likelihood-tuned model's manifest chose on validation, else pmi
+    likelihood_score: Literal["pmi", "mean", "sum"] | None = None
+    # likelihood mode: left-pad the need prompt with document separators to 1 token past a
+    # KV-cache block, so each candidate recomputes one prompt token instead of a partial block
+    likelihood_align: bool = False
     # Score fusion (genrec.modes.fusion) for modes that score every candidate (rank): the
     # retriever's weight against the LM's; None = the value a fine-tuned model's manifest chose
     # on validation (genrec finetune), else 0 (the LM's order alone).

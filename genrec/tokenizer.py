@@ -36,6 +36,15 @@ class ChatTokenizer:
     def count(self, text: str) -> int:
         return len(self.encode(text))
 
+    @property
+    def separator(self) -> str | None:
+        """A token the model saw between pretraining documents (``<|endoftext|>``, else its
+        end-of-text token): left padding that adds no words. None when there is none."""
+        for token in ("<|endoftext|>", getattr(self.hf, "eos_token", None)):
+            if token and self.single_token(token) is not None:
+                return token
+        return None
+
     def single_token(self, text: str) -> int | None:
         ids = self.hf.encode(text, add_special_tokens=False)
         return ids[0] if len(ids) == 1 else None

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genrec.cli import app
+from genrec.modes.likelihood import scored_texts
 from genrec.schema import RecommendRequest
 
 GENREC = str(Path(sys.executable).parent / "genrec")
@@ -94,6 +95,21 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
     assert doc["prompt_tokens"] == expected.prompt_tokens
     assert [c["id"] for c in doc["candidates"]] == [c.id for c in candidates]
     assert doc["prompt"].endswith("<|im_start|>assistant\n")
+    # likelihood: the prompt as scored (here padded for the prefix cache) and each scored text
+    monkeypatch.setenv("GENREC_LIKELIHOOD_ALIGN", "true")
+    result = CliRunner().invoke(
+        app, ["prompts", "render", "likelihood_need", "--history", "50", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    plan = recommender.plan(RecommendRequest(history=["50"], mode="likelihood"))
+    history, candidates = recommender.retrieve(plan)
+    expected = recommender.render(plan, history, candidates)
+    pad = doc["padding_tokens"]
+    assert doc["prompt"] == "<|endoftext|>" * pad + expected.prompt
+    assert doc["prompt_tokens"] == expected.prompt_tokens + pad and doc["prompt_tokens"] % 32 == 1
+    texts = [c["scored_text"] for c in doc["candidates"]]
+    assert texts == scored_texts(expected) and all(t.strip() for t in texts)
 
 
 @pytest.mark.slow

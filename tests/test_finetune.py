@@ -300,7 +300,9 @@ def test_the_likelihood_loss_falls_and_the_manifest_names_the_mode(likelihood_tu
     assert sum(losses[-per_epoch:]) / per_epoch < sum(losses[:per_epoch]) / per_epoch
     m = read_manifest(likelihood_tuned.out)
     assert m["objective"] == "likelihood" and m["fusion"]["mode"] == "likelihood"
-    assert m["training"]["likelihood_score"] == "pmi"
+    # the calibration was chosen on validation, among all three, and serving will use it
+    assert m["likelihood_score"] == m["validation"]["best"]["score"] in ("pmi", "mean", "sum")
+    assert set(m["validation"]["zero_shot"]["ndcg@10_by_score"]) == {"pmi", "mean", "sum"}
     assert 0.0 <= m["fusion"]["weight"] <= 1.0
     assert m["validation"]["zero_shot"]["recall@20"] > 0.0  # some validation targets retrieved
 
@@ -318,6 +320,7 @@ async def test_vllm_serves_the_likelihood_folder_with_its_weight_for_that_mode_o
     async with Recommender(s, index=index) as rec:
         got = await rec.recommend(RecommendRequest(history=["50", "172", "181"], k=5, candidates=8))
         assert rec.ranker()["objective"] == "likelihood"
+        assert rec.settings.likelihood_score == read_manifest(out)["likelihood_score"]
     assert got.mode == "likelihood" and got.fusion_weight == weight and len(got.items) == 5
     assert all(i.lm_logprob is not None and i.retrieval_score is not None for i in got.items)
 

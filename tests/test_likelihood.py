@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from genrec.engines.base import EngineRequest
+from genrec.engines.base import PREFIX_BLOCK, EngineRequest
 from genrec.errors import InvalidRequest
-from genrec.modes.likelihood import mean_logprob, scored_texts
+from genrec.modes.likelihood import aligned_prompt, mean_logprob, score_texts, scored_texts
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
 from genrec.server.errors import http_status
@@ -36,11 +36,13 @@ async def test_likelihood_orders_the_candidates_by_their_calibrated_score(
     assert not set(ids) & set(STAR_WARS)
 
 
-async def test_a_score_is_the_pmi_of_the_items_text(recommender):
+@pytest.mark.parametrize("align", [False, True])
+async def test_a_score_is_the_pmi_of_the_items_text(recommender, align):
     """Recompute one candidate's score by hand: mean log p(text | need) minus mean log p(text |
-    the same prompt with no need), each read from a single engine call."""
+    the same prompt with no need), each read from a single engine call (both prompts padded
+    for the prefix cache when the setting says so)."""
     request = RecommendRequest(history=STAR_WARS, k=3, mode="likelihood")
-    result = await recommender.recommend(request)
+    result = await sharing(recommender, likelihood_align=align).recommend(request)
     plan = recommender.plan(request)
     history, candidates = recommender.retrieve(plan)
     rendered = recommender.render(plan, history, candidates)
@@ -49,12 +51,38 @@ async def test_a_score_is_the_pmi_of_the_items_text(recommender):
     top = result.items[0]
     pos = [c.id for c in candidates].index(top.id)
     text = scored_texts(rendered)[pos]
-    engine = recommender.engine
-    cond = await engine.complete(EngineRequest.continuation(rendered.prompt, text))
-    prior = await engine.complete(EngineRequest.continuation(null.prompt, text))
+    engine, tok = recommender.engine, recommender.tokenizer
+    prompt, _ = aligned_prompt(rendered.prompt, rendered.prompt_tokens, tok, align)
+    null_prompt, _ = aligned_prompt(null.prompt, null.prompt_tokens, tok, align)
+    cond = await engine.complete(EngineRequest.continuation(prompt, text))
+    prior = await engine.complete(EngineRequest.continuation(null_prompt, text))
     assert len(cond.token_logprobs) == recommender.tokenizer.count(text)
     assert all(lp <= 0 and math.isfinite(lp) for lp in cond.token_logprobs)
     assert top.score == pytest.approx(mean_logprob(cond) - mean_logprob(prior), abs=0.02)
+
+
+async def test_the_aligned_prompt_leaves_one_prompt_token_per_candidate_to_compute(recommender):
+    """Left-padded with document separators to 1 token past a whole number of cache blocks,
+    the need prompt is read from the prefix cache by every candidate after the first, except its
+    last token (whose logits give the text's first log-probability)."""
+    request = RecommendRequest(history=STAR_WARS, k=3, mode="likelihood")
+    plan = recommender.plan(request)
+    history, candidates = recommender.retrieve(plan)
+    rendered = recommender.render(plan, history, candidates)
+    tok = recommender.tokenizer
+    prompt, pad = aligned_prompt(rendered.prompt, rendered.prompt_tokens, tok, True)
+    n = tok.count(prompt)
+    assert n % PREFIX_BLOCK == 1 and n == rendered.prompt_tokens + pad and 0 <= pad < PREFIX_BLOCK
+    assert prompt == tok.separator * pad + rendered.prompt and tok.separator == "<|endoftext|>"
+    texts = scored_texts(rendered)[:6]
+    results = await score_texts(recommender.engine, prompt, texts)
+    for text, result in zip(texts[1:], results[1:], strict=True):
+        assert result.cached_tokens == n - 1
+        assert result.prompt_tokens - result.cached_tokens == 1 + tok.count(text)
+    assert aligned_prompt(rendered.prompt, rendered.prompt_tokens, tok, align=False) == (
+        rendered.prompt,
+        0,
+    )
 
 
 async def test_prefix_cache_does_not_change_a_score(recommender):

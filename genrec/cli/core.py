@@ -321,7 +321,7 @@ def prompts_render_command(
     """Exactly what the LM receives for a request: the final prompt string (chat template
     applied), with real candidates retrieved from the catalog. No engine is started."""
     from genrec.model_files import model_path
-    from genrec.modes.likelihood import scored_texts
+    from genrec.modes.likelihood import aligned_prompt, scored_texts
     from genrec.prompts import ChatTokenizer, PromptRegistry
     from genrec.recommender import Recommender
 
@@ -346,14 +346,19 @@ def prompts_render_command(
         rendered = rec.render(plan, hist, cands)
     # likelihood templates: the text scored after the prompt, per candidate
     scored = scored_texts(rendered) if rendered.items else [None] * len(cands)
+    prompt, pad = rendered.prompt, 0
+    if rendered.mode == "likelihood":  # the prompt as scored: padded for the prefix cache
+        align = settings.likelihood_align
+        prompt, pad = aligned_prompt(prompt, rendered.prompt_tokens, tokenizer, align)
     if as_json:
         print_json(
             {
                 "template": rendered.template,
                 "mode": rendered.mode,
                 "messages": rendered.messages,
-                "prompt": rendered.prompt,
-                "prompt_tokens": rendered.prompt_tokens,
+                "prompt": prompt,
+                "prompt_tokens": rendered.prompt_tokens + pad,
+                "padding_tokens": pad,
                 "candidates": [
                     {"label": lab, "id": c.id, "title": t}
                     | ({"scored_text": s} if s is not None else {})
@@ -364,11 +369,15 @@ def prompts_render_command(
             }
         )
     else:
-        sys.stdout.write(rendered.prompt)
-        if not rendered.prompt.endswith("\n"):
+        sys.stdout.write(prompt)
+        if not prompt.endswith("\n"):
             sys.stdout.write("\n")
         if rendered.items:
             typer.echo("# scored after the prompt, one engine request per candidate:", err=True)
             for text in scored:
                 sys.stdout.write(f"{text!r}\n")
-        typer.echo(f"[{rendered.prompt_tokens} tokens, template {rendered.template}]", err=True)
+        padding = f", {pad} of them cache-alignment padding" if pad else ""
+        typer.echo(
+            f"[{rendered.prompt_tokens + pad} tokens{padding}, template {rendered.template}]",
+            err=True,
+        )

@@ -126,6 +126,7 @@ def finetune_command(
         plan,
         collection=index.name,
         objective=objective,
+        align=settings.likelihood_align,
     )
     _say(f"building examples with {retriever_name}'s top {candidates} ({len(sequences)} users)")
     train, val = builder.build(sequences, seed, progress=lambda d, t: _say(f"examples: {d}/{t}"))
@@ -155,6 +156,8 @@ def finetune_command(
             "examples": {**plan.__dict__, "seed": seed},
         }
     )
+    if objective == "likelihood":  # how its prompts were padded (serve with the same setting)
+        info["likelihood_align"] = settings.likelihood_align
     result = finetune(base_model, train, val, out, cfg, info=info, say=_say)
     m = result.manifest
     if json_out:

@@ -29,6 +29,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+# The KV-cache block (tokens) of the in-process engine: prefix caching reuses whole blocks. A
+# remote vLLM on a GPU uses 16, which divides it.
+PREFIX_BLOCK = 32
+
 
 @dataclass(frozen=True)
 class Labels:

@@ -8,7 +8,7 @@ each token of y_i read after the prompt (vLLM prompt log-probabilities, a :class
 One engine request per candidate: the first puts the shared prompt into vLLM's prefix cache, the
 others then go together, so they batch and each prefills little more than its own text.
 
-Calibration (``settings.likelihood_score``):
+Calibration (``settings.likelihood_score``; unset, a likelihood-tuned model's manifest's choice):
 
 - ``sum``: log p(y|X), which favours short titles;
 - ``mean``: the mean per-token log-probability, which removes the length effect;
@@ -19,6 +19,14 @@ Calibration (``settings.likelihood_score``):
   engine cache keeps it across runs); a changed title, template or model is another key.
 
 Each candidate is scored on its own, so there is no position bias by construction.
+
+Cost: vLLM's prefix cache reuses whole KV blocks (``PREFIX_BLOCK`` tokens), so after the first
+request every candidate recomputes the prompt's last partial block before its own text. With
+``settings.likelihood_align`` (off by default: it costs validation NDCG, see the README) the
+prompt is left-padded with document separators
+(``ChatTokenizer.separator``: tokens the model saw between pretraining documents, no words) to
+one token past a whole number of blocks: each candidate then recomputes one prompt token (whose
+logits give its text's first log-probability; a fully cached prompt would give none).
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from genrec.engines.base import Engine, EngineRequest, EngineResult
+from genrec.engines.base import PREFIX_BLOCK, Engine, EngineRequest, EngineResult
 from genrec.errors import InvalidRequest, PromptTooLong
 from genrec.grounding import Grounded, Match
 from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
 
 if TYPE_CHECKING:
     from genrec.prompts import PromptTemplate, RenderedPrompt
+    from genrec.tokenizer import ChatTokenizer
 
 NEED_SLOTS = frozenset({"history", "query"})
 _PRIOR_CACHE_SIZE = 100_000
@@ -57,6 +66,18 @@ def scored_texts(rendered: RenderedPrompt) -> list[str]:
     text, starting a new token (after a prompt that ends mid-line, with a space)."""
     lead = "" if rendered.prompt[-1:].isspace() else " "
     return [lead + t for t in rendered.items]
+
+
+def aligned_prompt(
+    prompt: str, n_tokens: int, tokenizer: ChatTokenizer, align: bool
+) -> tuple[str, int]:
+    """(the prompt left-padded to 1 token past a whole number of cache blocks, the padding's
+    tokens); unchanged when ``align`` is off or the tokenizer has no separator."""
+    separator = tokenizer.separator if align else None
+    if separator is None:
+        return prompt, 0
+    pad = (1 - n_tokens) % PREFIX_BLOCK
+    return separator * pad + prompt, pad
 
 
 def mean_logprob(result: EngineResult) -> float:
@@ -106,14 +127,16 @@ class LikelihoodMode:
 
     async def decode(self, job: Job) -> Decoded:
         plan, rendered = job.plan, job.rendered
-        texts = self._texts(job)
+        align = plan.settings.likelihood_align
+        prompt, pad = aligned_prompt(rendered.prompt, rendered.prompt_tokens, job.tokenizer, align)
+        texts = self._texts(job, pad)
         decoded = Decoded(outputs=[], score_is_log=True)  # fused as a log-score, not a probability
         conditional, prior = await asyncio.gather(
-            score_texts(job.engine, rendered.prompt, texts), self._priors(job, texts, decoded)
+            score_texts(job.engine, prompt, texts), self._priors(job, texts, decoded)
         )
         for result in conditional:
             add_usage(decoded, result)
-        how = plan.settings.likelihood_score
+        how = plan.settings.likelihood_score or "pmi"  # the Recommender resolves None
         pairs = zip(conditional, prior, strict=True)
         scores = [calibrate(how, result.token_logprobs, p) for result, p in pairs]
         # Stable sort: equal scores keep the retriever's order.
@@ -122,8 +145,9 @@ class LikelihoodMode:
         decoded.outputs = [texts[i] for i in order[: plan.k]]
         return decoded
 
-    def _texts(self, job: Job) -> list[str]:
-        """Each candidate's scored text, checked to be non-empty and to fit the context."""
+    def _texts(self, job: Job, pad: int) -> list[str]:
+        """Each candidate's scored text, checked to be non-empty and to fit the context after
+        the prompt and its ``pad`` tokens of alignment."""
         rendered = job.rendered
         texts = scored_texts(rendered)
         limit = job.engine.max_model_len
@@ -134,7 +158,7 @@ class LikelihoodMode:
                     f"{rendered.template!r}, so likelihood mode has nothing to score",
                     param="candidates",
                 )
-            need = rendered.prompt_tokens + job.tokenizer.count(text) + 1
+            need = rendered.prompt_tokens + pad + job.tokenizer.count(text) + 1
             if need > limit:
                 raise PromptTooLong(
                     f"the prompt with candidate {item.id!r}'s text appended has {need} tokens, "
@@ -145,9 +169,11 @@ class LikelihoodMode:
 
     async def _priors(self, job: Job, texts: list[str], decoded: Decoded) -> list[float]:
         """Mean log p(text | no need stated) per text (zeros unless the score is PMI)."""
-        if job.plan.settings.likelihood_score != "pmi":
+        if (job.plan.settings.likelihood_score or "pmi") != "pmi":
             return [0.0] * len(texts)
-        null_prompt = job.rerender(job.candidates, history=False, query=False).prompt  # X0
+        null = job.rerender(job.candidates, history=False, query=False)  # X0
+        align = job.plan.settings.likelihood_align
+        null_prompt, _ = aligned_prompt(null.prompt, null.prompt_tokens, job.tokenizer, align)
         keys = [(job.engine.model_name, null_prompt, t) for t in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self._prior))
         results = await score_texts(job.engine, null_prompt, [k[2] for k in missing])

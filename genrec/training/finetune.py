@@ -49,7 +49,9 @@ FORMAT = 1
 @dataclass
 class FinetuneConfig:
     objective: str = "rank"  # rank (the label among the labels) | likelihood (the item's text)
-    likelihood_score: str = "pmi"  # likelihood: the calibration validation scores with
+    # likelihood: the calibration validation scores with; None = the best of pmi, mean, sum at
+    # each evaluation (the manifest records the one the kept weights were best with)
+    likelihood_score: str | None = None
     method: str = "top"  # full (every layer) | top (the top_layers last layers) | lora
     top_layers: int = 8
     lr: float = 3e-5
@@ -157,6 +159,8 @@ def finetune(
         "data": info.get("data", {}).get("fingerprint"),
         "base": base_model,
         "examples": len(train),
+        # the template, example plan, retriever bundle and padding: other prompts, another run
+        "info": hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest(),
     }
     state = _resume(work, run_key, model, masters, opt, say)
     step = state.get("step", 0)
@@ -171,7 +175,10 @@ def finetune(
         history.append({"step": 0, "metrics": metrics0})
         best = {"step": 0, "metrics": metrics0, "scores": scores0}
         best_weights = _trainable_state(model)
-        say(f"validation before training: NDCG@10 {metrics0['ndcg@10']:.4f} ({len(val)} users)")
+        say(
+            f"validation before training: NDCG@10 {metrics0['ndcg@10']:.4f} ({len(val)} users)"
+            + _scored_by(metrics0)
+        )
 
     bar = _bar(total_steps, step, progress)
     since_gain = sum(1 for h in history if h["step"] > best["step"])
@@ -223,6 +230,7 @@ def finetune(
                 since_gain += 1
             bar.write(
                 f"step {step}: loss {ema:.4f} validation NDCG@10 {metrics['ndcg@10']:.4f}"
+                + _scored_by(metrics)
                 + (" (best)" if gain else f" (best {best['metrics']['ndcg@10']:.4f})"),
                 file=sys.stderr,
             )
@@ -268,6 +276,7 @@ def finetune(
         "format": FORMAT,
         "kind": "genrec-ranker",
         "objective": config.objective,
+        **objective.serving(best_metrics),
         **_manifest_base(base_model),
         **info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -297,6 +306,15 @@ def finetune(
     _write_model(model.to(torch.bfloat16), tokenizer, manifest, out)
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(out=out, manifest=manifest, losses=losses)
+
+
+def _scored_by(metrics: dict[str, Any]) -> str:
+    """ ", scored by pmi (pmi 0.1, mean 0.2, sum 0.1)" when the objective chose a calibration."""
+    by = metrics.get("ndcg@10_by_score")
+    if not by:
+        return ""
+    each = ", ".join(f"{k} {v:.4f}" for k, v in by.items())
+    return f", scored by {metrics['score']} ({each})"
 
 
 def _trainable(model: Any, config: FinetuneConfig) -> Any:

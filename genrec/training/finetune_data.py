@@ -18,7 +18,8 @@ For the ``likelihood`` objective an example is a likelihood prompt (the need: th
 prefix) and the target's text as that mode scores it (the template's ``item`` block); training
 examples need no candidates (the loss is the target text's cross-entropy), validation examples
 carry the retriever's top N, in its order (each candidate is scored on its own, so order only
-breaks ties), each candidate's text, and the prompt with no need stated (PMI's prior).
+breaks ties), each candidate's text, and the prompt with no need stated (PMI's prior); both
+prompts padded for the cache as likelihood mode pads them (``aligned_prompt``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from genrec.catalog import Item
 from genrec.errors import InvalidRequest
-from genrec.modes.likelihood import check_template, scored_texts
+from genrec.modes.likelihood import aligned_prompt, check_template, scored_texts
 from genrec.prompts import PromptTemplate, RenderedPrompt, infer_item_kind, render
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.base import Retriever
@@ -100,6 +101,7 @@ class ExampleBuilder:
         *,
         collection: str,
         objective: str = "rank",
+        align: bool = False,
     ) -> None:
         if objective not in OBJECTIVES:
             raise InvalidRequest(
@@ -123,7 +125,7 @@ class ExampleBuilder:
             )
         self.template, self.tokenizer, self.retriever = template, tokenizer, retriever
         self.items, self.plan, self.collection = items, plan, collection
-        self.objective = objective
+        self.objective, self.align = objective, align  # align: as settings.likelihood_align
 
     def example(
         self,
@@ -193,15 +195,19 @@ class ExampleBuilder:
         items = [it for it, _ in cands]
         rendered = self._render(items, hist)
         null = self._render(items, [])  # as LikelihoodMode's unconditional prompt: no need
+        prompt, pad = aligned_prompt(
+            rendered.prompt, rendered.prompt_tokens, self.tokenizer, self.align
+        )
+        null_prompt, _ = aligned_prompt(null.prompt, null.prompt_tokens, self.tokenizer, self.align)
         return LikelihoodExample(
             user=user,
-            prompt=rendered.prompt,
+            prompt=prompt,
             texts=scored_texts(rendered),
             target=pos,
             candidates=[it.id for it in items],
             retrieval_scores=[float(s) for _, s in cands],
-            prompt_tokens=rendered.prompt_tokens,
-            null_prompt=null.prompt,
+            prompt_tokens=rendered.prompt_tokens + pad,
+            null_prompt=null_prompt,
         )
 
     def build(

@@ -6,8 +6,11 @@
 - ``likelihood``: the token-level cross-entropy of the target item's text given the need (the
   history), the loss genrec's method prescribes: item i's score is log p(y_i | X). Only the
   text's positions get logits. Validation scores each of the retriever's top N as likelihood
-  mode does (the same tokenization of prompt + text, the same calibration: ``calibrate``, PMI by
-  default, whose prior is recomputed with the weights being trained).
+  mode does (the same tokenization of prompt + text, the same calibration: ``calibrate``, whose
+  PMI prior is recomputed with the weights being trained). Unless one is given, every evaluation
+  scores all three calibrations and keeps the best: training moves what the model finds likely
+  with no need stated (popularity, the title format), which PMI divides out, so the calibration
+  that suits the base model need not suit the trained one.
 
 Both score validation with ``rank_metrics``; the scores are what the fusion weight is chosen on.
 """
@@ -23,6 +26,7 @@ from genrec.training.finetune_data import LikelihoodExample, RankExample
 from genrec.training.fusion_weight import rank_metrics
 
 TEXT_BATCH = 32  # candidate texts scored in one batched forward after a shared prompt
+SCORES = ("pmi", "mean", "sum")  # likelihood mode's calibrations (settings.likelihood_score)
 
 
 class RankObjective:
@@ -41,6 +45,9 @@ class RankObjective:
     def loss(self, model: Any, i: int, device: Any) -> Any:
         logp = _label_logprobs(model, self.tok[i], self.train[i].label_ids, device)
         return -logp[self.train[i].target]
+
+    def serving(self, best: dict[str, Any]) -> dict[str, Any]:
+        return {}  # nothing beyond the weights and the fusion weight
 
     def validate(self, model: Any, device: Any) -> tuple[dict[str, float], list[list[float]]]:
         import torch
@@ -63,7 +70,7 @@ class LikelihoodObjective:
         tokenizer: Any,
         train: Sequence[LikelihoodExample],
         val: Sequence[LikelihoodExample],
-        score: str = "pmi",
+        score: str | None = None,
     ):
         _same_kind(LikelihoodExample, train, val)
         self.train, self.val, self.score, self.tokenizer = train, val, score, tokenizer
@@ -89,25 +96,42 @@ class LikelihoodObjective:
         logits = out.logits[0, :-1].float()  # position j predicts token j + 1
         return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[n:], device=device))
 
-    def validate(self, model: Any, device: Any) -> tuple[dict[str, float], list[list[float]]]:
+    def serving(self, best: dict[str, Any]) -> dict[str, Any]:
+        """What serving must use to score as validation did (the manifest's entries)."""
+        return {"likelihood_score": best["score"]}
+
+    def validate(self, model: Any, device: Any) -> tuple[dict[str, Any], list[list[float]]]:
+        """Metrics of the best calibration (named in ``score``; ``ndcg@10_by_score`` has
+        each one's) and its scores."""
         import torch
 
         model.eval()
         priors: dict[tuple[str, str], float] = {}  # this round's weights: recomputed each time
-        scores: list[list[float]] = []
+        logprobs: list[list[list[float]]] = []
         with torch.no_grad():
-            if self.score == "pmi":
+            if self.score in (None, "pmi"):
                 self._priors(model, device, priors)
             for ex in self.val:
-                lps = self._text_logprobs(model, ex.prompt, ex.texts, device)
-                scores.append(
-                    [
-                        calibrate(self.score, lp, priors.get((ex.null_prompt, t), 0.0))
-                        for lp, t in zip(lps, ex.texts, strict=True)
-                    ]
-                )
+                logprobs.append(self._text_logprobs(model, ex.prompt, ex.texts, device))
         model.train()
-        return rank_metrics(scores, [ex.target for ex in self.val]), scores
+        targets = [ex.target for ex in self.val]
+        best: tuple[dict[str, Any], list[list[float]]] | None = None
+        by_score: dict[str, float] = {}
+        for how in (self.score,) if self.score else SCORES:
+            scores = [
+                [
+                    calibrate(how, lp, priors.get((ex.null_prompt, t), 0.0))
+                    for lp, t in zip(lps, ex.texts, strict=True)
+                ]
+                for lps, ex in zip(logprobs, self.val, strict=True)
+            ]
+            metrics: dict[str, Any] = {**rank_metrics(scores, targets), "score": how}
+            by_score[how] = metrics["ndcg@10"]
+            if best is None or metrics["ndcg@10"] > best[0]["ndcg@10"]:
+                best = (metrics, scores)
+        assert best is not None
+        best[0]["ndcg@10_by_score"] = by_score
+        return best
 
     def _priors(self, model: Any, device: Any, out: dict[tuple[str, str], float]) -> None:
         """Each distinct (unconditional prompt, text)'s mean log-probability."""
@@ -183,7 +207,7 @@ def _same_kind(kind: type, *groups: Sequence[Any]) -> None:
 
 
 def objective_for(
-    name: str, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], score: str = "pmi"
+    name: str, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], score: str | None = None
 ) -> RankObjective | LikelihoodObjective:
     if name == "likelihood":
         return LikelihoodObjective(tokenizer, train, val, score)
