@@ -73,17 +73,22 @@ def base(settings: Settings) -> str:
     return model_path(settings)
 
 
-@pytest.fixture(scope="module")
-def examples(settings, index, retrievers, sequences, base):
+def build_examples(settings, index, retrievers, sequences, base, template, objective="rank"):
     builder = ExampleBuilder(
-        PromptRegistry(settings).get("rank_brief"),
+        PromptRegistry(settings).get(template),
         ChatTokenizer.load(base),
         retrievers.get("itemknn"),
         {it.id: it for it in index.get(sorted({i for s in sequences.values() for i in s}))},
         PLAN,
         collection=index.name,
+        objective=objective,
     )
     return builder.build(sequences, seed=0)
+
+
+@pytest.fixture(scope="module")
+def examples(settings, index, retrievers, sequences, base):
+    return build_examples(settings, index, retrievers, sequences, base, "rank_brief")
 
 
 @pytest.fixture(scope="module")
@@ -230,16 +235,9 @@ LIKELIHOOD_CONFIG = FinetuneConfig(**{**CONFIG.__dict__, "objective": "likelihoo
 
 @pytest.fixture(scope="module")
 def likelihood_examples(settings, index, retrievers, sequences, base):
-    builder = ExampleBuilder(
-        PromptRegistry(settings).get("likelihood_need"),
-        ChatTokenizer.load(base),
-        retrievers.get("itemknn"),
-        {it.id: it for it in index.get(sorted({i for s in sequences.values() for i in s}))},
-        PLAN,
-        collection=index.name,
-        objective="likelihood",
+    return build_examples(
+        settings, index, retrievers, sequences, base, "likelihood_need", "likelihood"
     )
-    return builder.build(sequences, seed=0)
 
 
 @pytest.fixture(scope="module")
