@@ -88,7 +88,7 @@ def finetune_command(
     from genrec.prompts import PromptRegistry
     from genrec.tokenizer import ChatTokenizer
     from genrec.training.finetune import FinetuneConfig, finetune
-    from genrec.training.finetune_data import ExampleBuilder, ExamplePlan
+    from genrec.training.finetune_data import OBJECTIVES, ExampleBuilder, ExamplePlan
 
     settings = load_settings(config)
     if not source.exists():
@@ -105,9 +105,10 @@ def finetune_command(
             param="retriever",
         )
     base_model = base or model_path(settings)
-    if objective not in ("rank", "likelihood"):
+    if objective not in OBJECTIVES:
         raise ConfigError(
-            f"objective must be rank or likelihood, not {objective!r}", param="objective"
+            f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}",
+            param="objective",
         )
     registry = PromptRegistry(settings)
     tmpl = registry.get(template or ("rank_brief" if objective == "rank" else "likelihood_need"))

@@ -81,8 +81,7 @@ def aligned_prompt(
 
 
 def mean_logprob(result: EngineResult) -> float:
-    lps = result.token_logprobs
-    return sum(lps) / len(lps) if lps else float("-inf")
+    return calibrate("mean", result.token_logprobs, 0.0)
 
 
 def calibrate(how: str, logprobs: Sequence[float], prior: float) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 
 from genrec.errors import InvalidRequest
 from genrec.modes.likelihood import calibrate
-from genrec.training.finetune_data import LikelihoodExample, RankExample
+from genrec.training.finetune_data import OBJECTIVES, LikelihoodExample, RankExample
 from genrec.training.fusion_weight import rank_metrics
 
 TEXT_BATCH = 32  # candidate texts scored in one batched forward after a shared prompt
@@ -213,7 +213,9 @@ def objective_for(
         return LikelihoodObjective(tokenizer, train, val, score)
     if name == "rank":
         return RankObjective(tokenizer, train, val)
-    raise InvalidRequest(f"objective must be rank or likelihood, not {name!r}", param="objective")
+    raise InvalidRequest(
+        f"objective must be one of {', '.join(OBJECTIVES)}, not {name!r}", param="objective"
+    )
 
 
 __all__ = ["LikelihoodObjective", "RankObjective", "objective_for"]
