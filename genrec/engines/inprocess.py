@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import Any
 
+from genrec.engines import adapters
 from genrec.engines.base import (
     PREFIX_BLOCK,
     Choice,
@@ -28,7 +29,6 @@ from genrec.engines.base import (
     Labels,
     Owned,
     Regex,
-    check_labels,
 )
 from genrec.engines.hardware import ThreadBinding, choose_binding, resolve_dtype
 from genrec.errors import EngineError, PromptTooLong
@@ -199,69 +199,37 @@ class InProcessEngine(Owned):
         gc.collect()
 
     async def complete(self, request: EngineRequest) -> EngineResult:
-        sampling = self._vllm["SamplingParams"]
-        c = request.constraint
-        if isinstance(c, Continuation):
-            return await self._score(request.prompt, c.text)
-        if isinstance(c, Labels):
-            ids = check_labels(request, self.max_logprobs)
-            params = sampling(
-                max_tokens=1, temperature=0.0, allowed_token_ids=list(ids), logprobs=len(ids)
-            )
-        else:
-            structured = None
-            if c is not None:
-                structured = self._vllm["Structured"](
-                    choice=list(c.options) if isinstance(c, Choice) else None,
-                    regex=c.pattern if isinstance(c, Regex) else None,
-                    disable_any_whitespace=True,
-                )
-            params = sampling(
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                seed=request.seed,
-                stop=list(request.stop) or None,
-                structured_outputs=structured,
-            )
-        out = await self._run(request.prompt, params)
+        if isinstance(request.constraint, Continuation):
+            return await self._score(request)
+        kwargs = adapters.vllm_sampling(request, self.max_logprobs)
+        if kwargs.get("structured_outputs") is not None:
+            kwargs["structured_outputs"] = self._vllm["Structured"](**kwargs["structured_outputs"])
+        out = await self._run(request.prompt, self._vllm["SamplingParams"](**kwargs))
         first = out.outputs[0]
-        label_logprobs: dict[int, float] = {}
-        if isinstance(c, Labels):
-            allowed = set(c.token_ids)
-            label_logprobs = {
-                tid: lp.logprob
-                for tid, lp in first.logprobs[0].items()
-                if tid in allowed and math.isfinite(lp.logprob)
-            }
+        labels = isinstance(request.constraint, Labels)
         return EngineResult(
             text=first.text,
             prompt_tokens=len(out.prompt_token_ids or ()),
             completion_tokens=len(first.token_ids),
             finish_reason=first.finish_reason,
             cached_tokens=int(out.num_cached_tokens or 0),
-            label_logprobs=label_logprobs,
+            label_logprobs=adapters.vllm_labels(request, first.logprobs[0]) if labels else {},
         )
 
-    async def _score(self, prompt: str, text: str) -> EngineResult:
-        """The log-probability of each token of ``text`` after ``prompt`` (prompt log-probs).
+    async def _score(self, request: EngineRequest) -> EngineResult:
+        """The log-probability of each token of the Continuation's text after the prompt.
 
-        vLLM skips the prefix cache for prompt log-probabilities by default, because cached
-        positions get none. Only the text's positions matter here, so the cache is read (the
-        shared prompt is computed once for all candidates) unless it covered a text position
-        (two candidates whose text starts alike may share a cached block): then the request
-        runs again without it."""
-        n_prompt = len(self._tokenizer.encode(prompt, add_special_tokens=False))
-        sampling = self._vllm["SamplingParams"]
+        The shared prompt is read from the prefix cache (computed once for all candidates)
+        unless the cache covered a text position (two candidates whose text starts alike may
+        share a cached block): then the request runs again without it."""
+        n_prompt = len(self._tokenizer.encode(request.prompt, add_special_tokens=False))
         for skip_cache in (False, True):
-            params = sampling(
-                max_tokens=1,
-                temperature=0.0,
-                prompt_logprobs=0,
-                skip_reading_prefix_cache=skip_cache,
-                # Cached positions come back as uninitialised rows; detokenizing them fails.
-                detokenize=False,
+            kwargs = adapters.vllm_sampling(
+                request, self.max_logprobs, skip_prefix_cache=skip_cache
             )
-            out = await self._run(prompt + text, params)
+            out = await self._run(
+                adapters.engine_prompt(request), self._vllm["SamplingParams"](**kwargs)
+            )
             if (out.num_cached_tokens or 0) < n_prompt:
                 break
         ids = list(out.prompt_token_ids or ())

@@ -13,14 +13,13 @@ grounded), so a server that ignores a constraint cannot produce an unknown item.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
 import httpx
 
-from genrec.engines import base
-from genrec.engines.base import EngineRequest, EngineResult, Owned, check_labels
+from genrec.engines import adapters, base
+from genrec.engines.base import EngineRequest, EngineResult, Owned
 from genrec.errors import ConfigError, EngineError, PromptTooLong
 from genrec.settings import Settings
 
@@ -98,40 +97,13 @@ class RemoteEngine(Owned):
     async def complete(self, request: EngineRequest) -> EngineResult:
         c = request.constraint
         if isinstance(c, base.Continuation):
-            return await self._score(request.prompt, c.text)
-        body: dict[str, Any] = {
-            "prompt": request.prompt,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "add_special_tokens": False,
-        }
-        if isinstance(c, base.Labels):
-            ids = check_labels(request, self.max_logprobs)
-            body |= {
-                "allowed_token_ids": list(ids),
-                "logprobs": len(ids),
-                "return_tokens_as_token_ids": True,
-            }
-        elif c is not None:
-            structured = {"choice": list(c.options)} if isinstance(c, base.Choice) else {}
-            if isinstance(c, base.Regex):
-                structured = {"regex": c.pattern}
-            body["structured_outputs"] = {**structured, "disable_any_whitespace": True}
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.stop:
-            body["stop"] = list(request.stop)
+            return await self._score(request)
+        body = adapters.openai_completion(request, self.max_logprobs)
         data = await self._complete(body)
         first = data["choices"][0]
         usage = data.get("usage") or {}
-        label_logprobs: dict[int, float] = {}
-        if isinstance(c, base.Labels):
-            top = ((first.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
-            for token, lp in top.items():
-                tid = _token_id(token)
-                # Re-validate: only the labels we allowed, only real numbers.
-                if tid in c.token_ids and lp is not None and math.isfinite(lp):
-                    label_logprobs[tid] = float(lp)
+        # Re-validated there: only the labels we allowed, only real numbers.
+        labels = adapters.openai_labels(request, first) if isinstance(c, base.Labels) else {}
         return EngineResult(
             text=first.get("text") or "",
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -139,13 +111,15 @@ class RemoteEngine(Owned):
             finish_reason=first.get("finish_reason"),
             # reported when the server runs with --enable-prompt-tokens-details
             cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-            label_logprobs=label_logprobs,
+            label_logprobs=labels,
         )
 
-    async def _score(self, prompt: str, text: str) -> EngineResult:
-        """The log-probability of each token of ``text`` after ``prompt``: the server's prompt
-        log-probabilities of the joined string, from the prompt's own token count on (which the
-        server's /tokenize gives once per distinct prompt: all candidates share one)."""
+    async def _score(self, request: EngineRequest) -> EngineResult:
+        """The log-probability of each token of the Continuation's text after the prompt: the
+        server's prompt log-probabilities of the joined string, from the prompt's own token count
+        on (which the server's /tokenize gives once per distinct prompt: all candidates share
+        one)."""
+        prompt = request.prompt
         n_prompt = self._prompt_lengths.get(prompt)
         if n_prompt is None:
             counted = await self._call(
@@ -157,15 +131,7 @@ class RemoteEngine(Owned):
             if len(self._prompt_lengths) >= 256:
                 self._prompt_lengths.pop(next(iter(self._prompt_lengths)))
             self._prompt_lengths[prompt] = n_prompt
-        body = {
-            "prompt": prompt + text,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "add_special_tokens": False,
-            "prompt_logprobs": 0,
-            "return_token_ids": True,
-        }
-        data = await self._complete(body)
+        data = await self._complete(adapters.openai_completion(request, self.max_logprobs))
         first = data["choices"][0]
         ids = first.get("prompt_token_ids") or []
         entries = first.get("prompt_logprobs") or []
@@ -229,16 +195,6 @@ class RemoteEngine(Owned):
             return resp.json()
         except ValueError as exc:
             raise EngineError(f"the engine at {self.base_url} sent a non-JSON answer") from exc
-
-
-def _token_id(token: str) -> int | None:
-    # With return_tokens_as_token_ids, vLLM names tokens "token_id:123".
-    if token.startswith("token_id:"):
-        try:
-            return int(token.removeprefix("token_id:"))
-        except ValueError:
-            return None
-    return None
 
 
 def _message(resp: httpx.Response) -> str:
