@@ -2,7 +2,10 @@
 (``zh_shop_queries.jsonl``) from the hand-written vocabularies below. Deterministic: the same
 code writes the same bytes (a seeded RNG, sorted output).
 
-    python -m genrec.datasets.build_zh_shop        # rewrites the two files beside this module
+    python eval/tools/build_zh_shop.py      # rewrites the two files in genrec/datasets/
+
+A one-off generator kept beside the evaluation, outside the package: the wheel ships the data it
+wrote, not the generator.
 
 Every product, its brand and model number is invented for this project. A query's relevant
 items are the products whose attributes satisfy the query's need (category, type, season,
@@ -17,7 +20,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "genrec" / "datasets"
 CATALOG = HERE / "zh_shop.jsonl"
 QUERIES = HERE / "zh_shop_queries.jsonl"
 

@@ -3,7 +3,7 @@
 ``zh-shop``: a Chinese e-commerce catalog (295 products: menswear, womenswear, children's wear,
 shoes, electronics, home; category, tags and attributes season / material / size / gender / type)
 and 94 Chinese queries with the products relevant to each (32 validation, 62 test). Both files
-are written by :mod:`genrec.datasets.build_zh_shop` from its hand-written vocabularies; every
+are written by ``eval/tools/build_zh_shop.py`` from its hand-written vocabularies; every
 brand and product is invented.
 """
 
