@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from genrec.errors import ConfigError, StoreUnavailable
+from genrec.events.factory import open_event_store
 from genrec.events.model import StoredEvent, checked
 from genrec.events.postgres import PostgresStore
 from genrec.events.sqlite import SQLiteStore
-from genrec.events.store import EventStore, open_event_store
+from genrec.events.store import EventStore
 from genrec.settings import Settings
 
 CATALOG = {str(i) for i in range(1, 200)}

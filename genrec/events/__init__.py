@@ -5,6 +5,7 @@
 user's state for every request with ``user_id``; ``genrec train --events`` learns from the store.
 """
 
+from genrec.events.factory import open_event_store
 from genrec.events.model import (
     EVENT_TYPES,
     MAX_BATCH,
@@ -15,7 +16,7 @@ from genrec.events.model import (
     UserState,
 )
 from genrec.events.recording import record_events
-from genrec.events.store import EventStore, open_event_store
+from genrec.events.store import EventStore
 
 __all__ = [
     "EVENT_TYPES",

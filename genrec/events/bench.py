@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from genrec.events.factory import open_event_store
 from genrec.events.model import StoredEvent
 from genrec.events.recording import record_events
-from genrec.events.store import open_event_store
 from genrec.settings import Settings
 from genrec.stats import rounded_percentile
 

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from genrec.errors import ConfigError
 from genrec.events.model import CONSUMED_TYPES, StoredEvent, UserState
-from genrec.settings import Settings
 
 SCAN_FACTOR = 4  # the latest n distinct items are looked for among the latest 4n events
 MAX_CONSUMED = 50_000  # as many as a request may exclude (genrec.schema.MAX_EXCLUDE)
@@ -87,32 +84,6 @@ class EventStore(ABC):
 
 
 CONSUMED_SQL = "(" + ", ".join(f"'{t}'" for t in CONSUMED_TYPES) + ")"
-
-
-def open_event_store(settings: Settings) -> EventStore:
-    """The store ``settings.events_url`` names; embedded SQLite under home by default.
-    Nothing is connected yet: the first use connects and creates or migrates the schema."""
-    url = settings.events_url
-    if not url:
-        from genrec.events.sqlite import SQLiteStore
-
-        return SQLiteStore(settings.home / "events.sqlite3")
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "sqlite":
-        from genrec.events.sqlite import SQLiteStore
-
-        path = url.split("://", 1)[1] if "://" in url else ""
-        if not path or path == "/":
-            raise ConfigError("GENREC_EVENTS_URL sqlite:///PATH needs a file path")
-        return SQLiteStore(Path(path[1:] if path.startswith("//") else path))
-    if scheme in ("postgresql", "postgres"):
-        from genrec.events.postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise ConfigError(
-        f"GENREC_EVENTS_URL scheme {scheme!r} is not supported; use postgresql://... or "
-        "sqlite:///PATH (or leave it unset for SQLite under GENREC_HOME)"
-    )
 
 
 def redacted(url: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import Interaction
-from genrec.events.store import open_event_store
+from genrec.events.factory import open_event_store
 from genrec.interactions import LogRead
 from genrec.settings import Settings
 
