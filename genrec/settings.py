@@ -2,7 +2,8 @@
 
 It is built once at the edge (CLI, server, tests) and passed down explicitly; no module keeps a
 global copy. The file is named by GENREC_CONFIG (or ``Settings.load(path)``); environment variables
-win over the file.
+win over the file. Each field's description is its documentation: `make docs` (genrec.docs)
+writes docs/reference/configuration.md from them.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENREC_", extra="forbid")
 
-    # Descriptions are the documentation: genrec.docs writes docs/reference/configuration.md
-    # from them (`make docs`).
     home: Path = Field(
         default_factory=_default_home,
         description="Where genrec keeps its state: the Chroma folder, the converted default model, "
