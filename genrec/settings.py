@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     # the latest distinct items of a user's stored history a request with user_id reads
     user_history: int = Field(default=50, ge=1, le=200)
 
+    # Replicas sharing one GENREC_HOME (docs/deployment.md): how often a running Recommender
+    # checks the collection's CURRENT bundle and swaps in a new one (0 = load once at start)
+    reload_interval_s: float = Field(default=2.0, ge=0)
+    # training drops bundles older than the serving one and the one before it only once they
+    # stopped serving this long ago: a replica still holding one (slow or failing reload,
+    # requests in flight) never queries a dropped vector collection
+    prune_grace_s: float = Field(default=600.0, ge=0)
+
     # Server
     api_key: str | None = None
     max_in_flight: int = Field(default=16, ge=1)
