@@ -28,7 +28,8 @@ from genrec.training.data import build, sequences_from_log
 from genrec.training.train import prune, train_retrievers
 
 COLLECTION = "replicas-small"
-MAX_ITEM = 300  # the first 300 ML-100K movies and their interactions: a training takes ~1 s
+# the first 300 ML-100K movies and the first 150 users' interactions with them: small trainings
+MAX_ITEM, MAX_USER = 300, 150
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +52,24 @@ def index(home_settings: Settings, embedder) -> CatalogIndex:
 
 @pytest.fixture(scope="module")
 def data(index: CatalogIndex):
-    rows = [x for x in read_log(None, "ml-100k").interactions if int(x.item) <= MAX_ITEM]
+    rows = [
+        x
+        for x in read_log(None, "ml-100k").interactions
+        if int(x.item) <= MAX_ITEM and int(x.user) <= MAX_USER
+    ]
     return build(sequences_from_log(rows), index.ids(), source="ml-100k<=300")
 
 
 def train(settings: Settings, index: CatalogIndex, data) -> str:
     return train_retrievers(settings, data, index, models=["itemknn"], progress=None)["version"]
+
+
+def bare_bundle(settings: Settings, n: int) -> str:
+    """A bundle without models, written the way training writes one (pruning needs no more)."""
+    version = f"20260101T00000{n}-bare"
+    manifest = {"version": version, "models": {}, "default": "content"}
+    artifacts.write_bundle(settings, "prune-only", manifest, ["1"], {})
+    return version
 
 
 def query(index: CatalogIndex, history: list[str]) -> RetrievalQuery:
@@ -161,24 +174,24 @@ def test_the_watcher_picks_up_a_training_within_its_interval(home_settings, inde
     assert reloader.version == version and reloader.reloads == 1
 
 
-def test_pruning_waits_for_its_grace_period(home_settings, index, data):
+def test_pruning_waits_for_its_grace_period(home_settings):
     s = home_settings.model_copy(update={"prune_grace_s": 3600.0})
-    root = artifacts.retrievers_dir(s, COLLECTION)
-    versions = [train(s, index, data) for _ in range(3)]
+    root = artifacts.retrievers_dir(s, "prune-only")
+    versions = [bare_bundle(s, n) for n in range(3)]
     tmp = root / ".20990101T000000-interrupted.x"
     tmp.mkdir()
     # Beyond the two kept, older bundles stopped serving just now: kept for the grace period.
-    assert artifacts.stale_bundles(s, COLLECTION) == []
-    later = artifacts.stale_bundles(s, COLLECTION, now=time.time() + 3601)
+    assert artifacts.stale_bundles(s, "prune-only") == []
+    later = artifacts.stale_bundles(s, "prune-only", now=time.time() + 3601)
     kept = set(versions[-2:])
     assert kept.isdisjoint(p.name for p in later)
     assert tmp in later and versions[0] in {p.name for p in later}
     # The serving bundle is never pruned, even when older than the two newest.
     (root / "CURRENT").write_text(versions[0] + "\n")
-    later = artifacts.stale_bundles(s, COLLECTION, now=time.time() + 3601)
+    later = artifacts.stale_bundles(s, "prune-only", now=time.time() + 3601)
     assert versions[0] not in {p.name for p in later}
     (root / "CURRENT").write_text(versions[-1] + "\n")
     # With no grace, prune removes them now.
-    prune(s.model_copy(update={"prune_grace_s": 0.0}), COLLECTION)
+    prune(s.model_copy(update={"prune_grace_s": 0.0}), "prune-only")
     left = {p.name for p in root.iterdir()}
     assert set(versions[-2:]) <= left and versions[0] not in left and tmp.name not in left
