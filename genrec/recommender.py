@@ -261,6 +261,7 @@ class Recommender:
             items=_items(picks, parts),
             mode=plan.mode.name,  # type: ignore[arg-type]
             retriever=retriever.name,
+            bundle=retrievers.version,
             template=rendered.template,
             model=self.model_name,
             candidates=[c.id for c in candidates],
