@@ -381,12 +381,16 @@ class Recommender:
         return self._reloader.retrievers if self._reloader is not None else None
 
     def _retriever(
-        self, request: RecommendRequest, history: Sequence[Item], retrievers: Retrievers
+        self,
+        request: RecommendRequest,
+        history: Sequence[Item],
+        retrievers: Retrievers | None = None,
     ) -> Retriever:
-        """The request's retriever, or popularity when there is nothing to go on."""
+        """The request's retriever (from ``retrievers``, the request's snapshot; else those
+        serving now), or popularity when there is nothing to go on."""
         if not (request.query or "").strip() and not history:
             return PopularRetriever(self.index)
-        return retrievers.get(request.retriever)
+        return (retrievers or self.retrievers).get(request.retriever)
 
     @property
     def fusion_weight(self) -> float:

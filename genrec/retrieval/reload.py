@@ -97,6 +97,12 @@ class Reloader:
 
     async def watch(self, interval_s: float) -> None:
         """Check every ``interval_s`` until cancelled."""
+        log.info(
+            "collection %r: serving bundle %s; checking for a new one every %g s",
+            self.index.name,
+            self.version or "(none: content)",
+            interval_s,
+        )
         while True:
             await asyncio.sleep(interval_s)
             try:
