@@ -15,6 +15,12 @@ rated is excluded), ``retrieve`` resolves the history once and asks the retrieve
 the exact prompt (PromptTooLong when it cannot fit), and the mode object (:mod:`genrec.modes`)
 decodes and grounds. Errors come from :mod:`genrec.errors` and name the field. Chroma, embedding
 and event-store calls are synchronous and run in worker threads.
+
+The retrievers it loads itself are hot-reloaded (genrec.retrieval.reload): a started Recommender
+checks its collection's ``CURRENT`` every ``settings.reload_interval_s`` and swaps in a new bundle
+whole; a request reads the serving retrievers once, at its start. The fine-tuned model's card
+(fusion weight, likelihood score) is read once, at construction: it belongs to the weights the
+engine serves, which a running Recommender cannot change (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from genrec.prompts import (
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.base import Candidate, Retriever
 from genrec.retrieval.popular import PopularRetriever
-from genrec.retrieval.registry import Retrievers, load_retrievers
+from genrec.retrieval.registry import Retrievers
+from genrec.retrieval.reload import Reloader
 from genrec.schema import (
     MAX_EXCLUDE,
     Recommendation,
@@ -77,8 +84,10 @@ class Recommender:
         retrievers: Retrievers | None = None,
         events: EventStore | None = None,
     ) -> None:
+        # Pinned: a fine-tune landing in the same folder later is not what the engine serves.
+        self._model_manifest = _manifest(settings)
         if settings.likelihood_score is None:  # the serving model's own choice, else PMI
-            score = (_manifest(settings) or {}).get("likelihood_score") or "pmi"
+            score = (self._model_manifest or {}).get("likelihood_score") or "pmi"
             settings = settings.model_copy(update={"likelihood_score": score})
         self.settings = settings
         self._events = events
@@ -86,7 +95,9 @@ class Recommender:
         self._events_lock = threading.Lock()
         self._index = index
         self._engine = engine
-        self._retrievers = retrievers
+        self._retrievers = retrievers  # given: served as they are, never reloaded
+        self._reloader: Reloader | None = None  # loaded here: hot-reloaded
+        self._watcher: asyncio.Task | None = None
         self.prompts = prompts or PromptRegistry(settings)
         self.tokenizer = tokenizer
         self._fusion_weights: dict[str, float] = {}  # by mode
@@ -110,8 +121,8 @@ class Recommender:
             return
         if self._index is None:
             self._index = await asyncio.to_thread(CatalogIndex, self.settings)
-        if self._retrievers is None:
-            self._retrievers = await asyncio.to_thread(load_retrievers, self.settings, self._index)
+        if self._retrievers is None and self._reloader is None:
+            self._reloader = await asyncio.to_thread(Reloader.load, self.settings, self._index)
         if self.tokenizer is None:
             model = await asyncio.to_thread(model_path, self.settings)
             self.tokenizer = await asyncio.to_thread(ChatTokenizer.load, model)
@@ -121,6 +132,10 @@ class Recommender:
         try:
             await self._stack.enter_async_context(self._engine)
             await asyncio.to_thread(self._index.warm)
+            if self._reloader is not None and self.settings.reload_interval_s > 0:
+                self._watcher = asyncio.create_task(
+                    self._reloader.watch(self.settings.reload_interval_s), name="genrec-reload"
+                )
         except BaseException:
             # Anything failing after the engine started (e.g. the embedder warm-up) must not
             # leak a running vLLM engine: stop what was started here, then re-raise.
@@ -130,6 +145,13 @@ class Recommender:
 
     async def close(self) -> None:
         self._started = False
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            try:
+                await watcher
+            except asyncio.CancelledError:
+                pass
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
@@ -161,9 +183,26 @@ class Recommender:
 
     @property
     def retrievers(self) -> Retrievers:
-        if self._retrievers is None:  # a Recommender given its index validates unstarted too
-            self._retrievers = load_retrievers(self.settings, self.index)
-        return self._retrievers
+        """The serving retrievers; a request reads this once and keeps what it got."""
+        if self._retrievers is not None:
+            return self._retrievers
+        if self._reloader is None:  # a Recommender given its index validates unstarted too
+            self._reloader = Reloader.load(self.settings, self.index)
+        return self._reloader.retrievers
+
+    async def reload(self) -> bool:
+        """Check the collection's ``CURRENT`` now (the watcher does every
+        ``settings.reload_interval_s``); True when a new bundle now serves. Retrievers given
+        to the constructor are never reloaded."""
+        if self._retrievers is not None:
+            return False
+        self.retrievers  # noqa: B018 - loaded on first use
+        assert self._reloader is not None
+        return await asyncio.to_thread(self._reloader.check, force=True)
+
+    def bundle_status(self) -> dict | None:
+        """Which bundle serves and what the last reload check found (None: retrievers given)."""
+        return self._reloader.describe() if self._reloader is not None else None
 
     @property
     def events(self) -> EventStore:
@@ -186,12 +225,13 @@ class Recommender:
 
     async def recommend(self, request: RecommendRequest) -> Recommendation:
         clock = _Clock()
-        plan = self.plan(request)
+        retrievers = self.retrievers  # once: a bundle swap mid-request cannot mix two
+        plan = self.plan(request, retrievers)
         with clock("retrieve"):  # the user's state is part of finding the candidates
             user: UserSummary | None = None
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
-            history, scored = await asyncio.to_thread(self.retrieve_scored, plan)
+            history, retriever, scored = await asyncio.to_thread(self._retrieve, plan, retrievers)
         request = plan.request
         candidates = [c.item for c in scored]
         with clock("render"):
@@ -220,7 +260,8 @@ class Recommender:
         return Recommendation(
             items=_items(picks, parts),
             mode=plan.mode.name,  # type: ignore[arg-type]
-            retriever=self._retriever(request, history).name,
+            retriever=retriever.name,
+            bundle=retrievers.version,
             template=rendered.template,
             model=self.model_name,
             candidates=[c.id for c in candidates],
@@ -263,8 +304,9 @@ class Recommender:
 
     # ------------------------------------------------------------------ stages
 
-    def plan(self, request: RecommendRequest) -> Plan:
-        """Validate a request against settings and templates; no I/O."""
+    def plan(self, request: RecommendRequest, retrievers: Retrievers | None = None) -> Plan:
+        """Validate a request against settings and templates (and ``retrievers``, else those
+        serving once loaded); no I/O."""
         name: Mode = request.mode or self.settings.mode
         template = self.prompts.for_request(request.template or self._default_template(name), name)
         n = request.candidates or self.settings.candidates
@@ -277,8 +319,9 @@ class Recommender:
                 param="k",
             )
         validate_where(request.filters, param="filters")
-        if self._retrievers is not None:
-            self._retrievers.get(request.retriever)  # a 400 on `retriever` before any work
+        retrievers = retrievers or self._loaded_retrievers()
+        if retrievers is not None:
+            retrievers.get(request.retriever)  # a 400 on `retriever` before any work
         plan = Plan(
             request=request,
             mode=MODES[name],
@@ -332,11 +375,22 @@ class Recommender:
         personal = request.model_copy(update={"history": history, "exclude": exclude})
         return dataclasses.replace(plan, request=personal), summary
 
-    def _retriever(self, request: RecommendRequest, history: Sequence[Item]) -> Retriever:
-        """The request's retriever, or popularity when there is nothing to go on."""
+    def _loaded_retrievers(self) -> Retrievers | None:
+        if self._retrievers is not None:
+            return self._retrievers
+        return self._reloader.retrievers if self._reloader is not None else None
+
+    def _retriever(
+        self,
+        request: RecommendRequest,
+        history: Sequence[Item],
+        retrievers: Retrievers | None = None,
+    ) -> Retriever:
+        """The request's retriever (from ``retrievers``, the request's snapshot; else those
+        serving now), or popularity when there is nothing to go on."""
         if not (request.query or "").strip() and not history:
             return PopularRetriever(self.index)
-        return self.retrievers.get(request.retriever)
+        return (retrievers or self.retrievers).get(request.retriever)
 
     @property
     def fusion_weight(self) -> float:
@@ -347,14 +401,16 @@ class Recommender:
         """The retriever's weight in ``mode``'s fused scores: the setting, else what the serving
         model's fine-tuning manifest chose on validation for that mode, else 0 (the LM's order)."""
         if mode not in self._fusion_weights:
-            self._fusion_weights[mode] = resolve_fusion_weight(self.settings, mode)
+            self._fusion_weights[mode] = resolve_fusion_weight(
+                self.settings, mode, self._model_manifest
+            )
         return self._fusion_weights[mode]
 
     def ranker(self) -> dict:
         """What ranks, for /v1/models: the model, whether it was fine-tuned (from its manifest:
         base model, template, validation NDCG@10) and the fusion weight in use."""
         doc: dict = {"model": self.model_name, "fine_tuned": False}
-        manifest = _manifest(self.settings)
+        manifest = self._model_manifest
         if manifest is not None:
             doc.update(
                 fine_tuned=True,
@@ -375,6 +431,12 @@ class Recommender:
 
     def retrieve_scored(self, plan: Plan) -> tuple[list[Item], list[Candidate]]:
         """(the resolved history, the candidates with the retriever's scores)."""
+        history, _, candidates = self._retrieve(plan, self.retrievers)
+        return history, candidates
+
+    def _retrieve(
+        self, plan: Plan, retrievers: Retrievers
+    ) -> tuple[list[Item], Retriever, list[Candidate]]:
         request, index = plan.request, self.index
         if index.count() == 0:
             raise CatalogError(
@@ -383,7 +445,7 @@ class Recommender:
                 param="collection",
             )
         history = index.resolve_history(request.history)
-        retriever = self._retriever(request, history)
+        retriever = self._retriever(request, history, retrievers)
         query = RetrievalQuery(
             text=(request.query or "").strip(),
             history=tuple(history),
@@ -398,7 +460,7 @@ class Recommender:
                 f"history and exclusions), fewer than k={plan.k}; lower k or relax filters",
                 param="k",
             )
-        return history, candidates
+        return history, retriever, candidates
 
     def render(self, plan: Plan, history: list[Item], candidates: list[Item]) -> RenderedPrompt:
         """The exact prompt for a validated request; PromptTooLong when it cannot fit."""
@@ -419,12 +481,14 @@ class Recommender:
         )
 
 
-def resolve_fusion_weight(settings: Settings, mode: str = "rank") -> float:
-    """The setting, else the manifest's weight when it was chosen for ``mode`` (a manifest
-    without a mode is a rank fine-tune's), else 0."""
+def resolve_fusion_weight(
+    settings: Settings, mode: str = "rank", manifest: dict | None = None
+) -> float:
+    """The setting, else the manifest's weight (``manifest``, else the model folder's) when it
+    was chosen for ``mode`` (a manifest without a mode is a rank fine-tune's), else 0."""
     if settings.fusion_weight is not None:
         return settings.fusion_weight
-    fusion = (_manifest(settings) or {}).get("fusion", {})
+    fusion = (manifest if manifest is not None else _manifest(settings) or {}).get("fusion", {})
     if fusion.get("mode", "rank") != mode:
         return 0.0
     return float(fusion.get("weight", 0.0))

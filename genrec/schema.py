@@ -157,3 +157,7 @@ class Recommendation(BaseModel):
     user: UserSummary | None = None  # set when the request had a user_id
     # the retriever's weight in the fused score (0: the LM's order alone); None: not fused
     fusion_weight: float | None = None
+    # the retriever that found the candidates, and the trained bundle serving when the request
+    # started (None: none trained); one request is served by one bundle (docs/deployment.md)
+    retriever: str | None = None
+    bundle: str | None = None

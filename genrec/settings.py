@@ -220,6 +220,14 @@ class Settings(BaseSettings):
         "`user_id` reads.",
     )
 
+    # Replicas sharing one GENREC_HOME (docs/deployment.md): how often a running Recommender
+    # checks the collection's CURRENT bundle and swaps in a new one (0 = load once at start)
+    reload_interval_s: float = Field(default=2.0, ge=0)
+    # training drops bundles older than the serving one and the one before it only once they
+    # stopped serving this long ago: a replica still holding one (slow or failing reload,
+    # requests in flight) never queries a dropped vector collection
+    prune_grace_s: float = Field(default=600.0, ge=0)
+
     # Server
     api_key: str | None = Field(
         default=None,

@@ -8,13 +8,24 @@ Other areas use ``recommender`` (a started :class:`genrec.recommender.Recommende
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest_asyncio
 
+from genrec.engines.hardware import resolve_dtype
 from genrec.index import CatalogIndex
+from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.settings import Settings
+from tests.fixtures_catalog import free_port, stop_process
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -33,3 +44,61 @@ def sharing(recommender: Recommender, **updates: object) -> Recommender:
         engine=recommender.engine,
         tokenizer=recommender.tokenizer,
     )
+
+
+@contextlib.contextmanager
+def run_vllm_server(settings: Settings, folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, process) of a real vLLM OpenAI-compatible server with the default model, configured
+    as the in-process engine is, on a free loopback port; stopped on exit. Its log is in
+    ``folder``."""
+    model = default_model_dir(settings)
+    port = free_port()
+    log_path = folder / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at exit
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            resolve_dtype("auto"),  # the in-process engine's dtype on this machine
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+            "--logprobs-mode",
+            "processed_logprobs",
+            "--block-size",  # as the in-process engine: the same configuration
+            "32",
+            "--enable-prompt-tokens-details",  # prefix-cache hits in usage (issue #12)
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as resp:
+                    if json.load(resp)["data"]:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"vLLM server not ready in 600 s: {log_path.read_text()[-3000:]}"
+                )
+            time.sleep(1.0)
+        yield url, proc
+    finally:
+        stop_process(proc, timeout=30)
+        log.close()

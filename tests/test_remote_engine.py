@@ -5,13 +5,9 @@ start or that die surface as retryable EngineErrors, not hangs."""
 from __future__ import annotations
 
 import http.server
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +15,14 @@ import pytest
 import pytest_asyncio
 
 from genrec.engines.base import EngineRequest
-from genrec.engines.hardware import resolve_dtype
 from genrec.engines.inprocess import InProcessEngine
 from genrec.engines.remote import RemoteEngine
 from genrec.errors import ConfigError, EngineError
-from genrec.model_files import default_model_dir
 from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
 from genrec.server.errors import http_status
-from tests.fixtures_catalog import free_port, stop_process
+from tests.fixtures_catalog import free_port
+from tests.fixtures_engine import run_vllm_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,57 +31,9 @@ HISTORIES = [["50", "172", "181"], ["1", "95"], ["98", "127", "187"]]
 
 @pytest.fixture(scope="module")
 def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
-    model = default_model_dir(settings)
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtype",
-            resolve_dtype("auto"),  # the in-process engine's dtype on this machine
-            "--max-model-len",
-            "2048",
-            "--enforce-eager",
-            "--logprobs-mode",
-            "processed_logprobs",
-            "--block-size",  # as the in-process engine: the same configuration
-            "32",
-            "--enable-prompt-tokens-details",  # prefix-cache hits in usage (issue #12)
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as resp:
-                    if json.load(resp)["data"]:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"vLLM server not ready in 600 s: {log_path.read_text()[-3000:]}"
-                )
-            time.sleep(1.0)
-        yield url, proc
-    finally:
-        stop_process(proc, timeout=30)
-        log.close()
+    # module scope: test_dead_server_is_a_retryable_engine_error kills it
+    with run_vllm_server(settings, tmp_path_factory.mktemp("vllm-server")) as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

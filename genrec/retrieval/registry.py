@@ -1,4 +1,8 @@
-"""The retrievers a collection can serve, loaded once at start from its current bundle.
+"""The retrievers a collection can serve, loaded from its current bundle.
+
+:func:`load_retrievers` (at start) never fails on an unreadable bundle: content serves and a
+note says why. :func:`bundle_retrievers` (a reload, genrec.recommender) is strict: it raises,
+and the caller keeps what it serves and retries.
 
 ``content`` always; with a trained bundle (``genrec train``) also each model it holds and
 ``hybrid``. The default is ``settings.retriever``: ``auto`` means the bundle's best (by
@@ -45,6 +49,11 @@ class Retrievers:
             )
         return found
 
+    @property
+    def version(self) -> str | None:
+        """The bundle's version, None when content alone serves."""
+        return self.bundle.version if self.bundle is not None else None
+
     def describe(self) -> dict[str, Any]:
         """What serves, for /health and /v1/models."""
         doc: dict[str, Any] = {"default": self.default, "available": sorted(self.by_name)}
@@ -66,8 +75,6 @@ def content_only(index: CatalogIndex) -> Retrievers:
 
 
 def load_retrievers(settings: Settings, index: CatalogIndex) -> Retrievers:
-    content = ContentRetriever(index)
-    found: dict[str, Retriever] = {"content": content}
     notes: list[str] = []
     try:
         bundle = artifacts.current(settings, index.name)
@@ -75,11 +82,25 @@ def load_retrievers(settings: Settings, index: CatalogIndex) -> Retrievers:
         bundle = None
         notes.append(f"the trained retrievers cannot be read ({exc}); content serves")
         log.warning(notes[-1])
+    return bundle_retrievers(settings, index, bundle, notes)
+
+
+def bundle_retrievers(
+    settings: Settings,
+    index: CatalogIndex,
+    bundle: artifacts.Bundle | None,
+    notes: list[str] | None = None,
+) -> Retrievers:
+    """The retrievers of ``bundle`` (content alone for None); whatever cannot be read raises."""
+    content = ContentRetriever(index)
+    found: dict[str, Retriever] = {"content": content}
+    notes = list(notes or [])
     if bundle is not None:
         found.update(_learned(settings, index, bundle, content))
-        notes += _staleness(index, bundle)
-        for note in notes:
+        stale = _staleness(index, bundle)
+        for note in stale:
             log.warning(note)
+        notes += stale
     wanted = settings.retriever
     if wanted == "auto":
         default = bundle.manifest["default"] if bundle is not None else "content"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -108,6 +110,8 @@ class Service:
             doc["model"] = rec.model_name
             doc["collection"] = rec.index.name
             doc["retriever"] = rec.retrievers.describe()
+            doc["bundle"] = _public(rec.bundle_status())
+            doc["replica"] = {"host": socket.gethostname(), "pid": os.getpid()}
             doc["ready_after_s"] = self.ready_after_s
             doc["engine"] = engine_runtime(rec.engine)
         return doc
@@ -195,3 +199,10 @@ class Service:
         if self.owned and self.events is not None:
             store, self.events = self.events, None
             await anyio.to_thread.run_sync(store.close)
+
+
+def _public(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The bundle status without the fault's text (paths): /health is unauthenticated."""
+    if status is None or status.get("error") is None:
+        return status
+    return {**status, "error": "the last reload check failed; see the server log"}

@@ -10,8 +10,10 @@
 
 A bundle is written into a temporary folder, renamed into place complete, and only then named
 in ``CURRENT``: a killed training leaves the previous bundle serving, and a half-written folder
-is never read (its name starts with a dot and is swept by the next training). The previous
-bundle is kept for rollback; older ones (and their item-vector collections) are removed.
+is never read (its name starts with a dot and is swept by a later training). The previous
+bundle is kept for rollback; older ones (and their item-vector collections) are removed once
+they stopped serving ``settings.prune_grace_s`` ago, so a replica that has not yet reloaded
+(genrec.recommender polls ``CURRENT``) never queries a dropped collection.
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ def new_version(fingerprint: str) -> str:
     return (
         time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{fingerprint[:8]}-{uuid.uuid4().hex[:4]}"
     )
+
+
+def current_version(settings: Settings, collection: str) -> str | None:
+    """The version ``CURRENT`` names, None when none was trained; an OSError when the folder
+    cannot be read (a shared volume briefly away): the caller retries."""
+    pointer = retrievers_dir(settings, collection) / "CURRENT"
+    try:
+        return pointer.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def current(settings: Settings, collection: str) -> Bundle | None:
@@ -108,11 +120,16 @@ def write_bundle(
     return Bundle(root / version, {**manifest, "format": FORMAT})
 
 
-def stale_bundles(settings: Settings, collection: str) -> list[Path]:
-    """Bundles beyond the KEEP newest, and temporary folders of interrupted trainings."""
+def stale_bundles(settings: Settings, collection: str, *, now: float | None = None) -> list[Path]:
+    """What a training may delete: bundles beyond the KEEP newest (never the serving one) that
+    stopped serving at least ``settings.prune_grace_s`` ago, and temporary folders of
+    interrupted trainings untouched for as long (a younger one may be another training's, still
+    being written). A bundle stopped serving when the next newer one was written."""
     root = retrievers_dir(settings, collection)
     if not root.is_dir():
         return []
+    now = time.time() if now is None else now
+    grace = settings.prune_grace_s
     pointer = root / "CURRENT"
     serving = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
     done = sorted(
@@ -120,9 +137,21 @@ def stale_bundles(settings: Settings, collection: str) -> list[Path]:
         key=lambda p: p.name,
         reverse=True,
     )
-    keep = {p.name for p in done[:KEEP]} | ({serving} if serving else set())
+    stale: list[Path] = []
+    for newer, path in zip(done, done[1:], strict=False):
+        if path in done[:KEEP] or path.name == serving:
+            continue
+        if now - _mtime(newer / "manifest.json", default=now) >= grace:
+            stale.append(path)
     tmp = [p for p in root.iterdir() if p.name.startswith(".") and p.is_dir()]
-    return [p for p in done if p.name not in keep] + tmp
+    return stale + [p for p in tmp if now - _mtime(p, default=now) >= grace]
+
+
+def _mtime(path: Path, *, default: float) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return default  # unknown: as if just now, so nothing is deleted on its account
 
 
 def _write_json(path: Path, doc: Any) -> None:
