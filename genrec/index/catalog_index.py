@@ -73,6 +73,10 @@ class CatalogIndex:
     # modestly still meets the other's evidence (chosen on the zh-shop validation queries)
     fusion_pool = 50
     dense_weight = 0.7  # the lexical channel weighs 1 - this; see the module docstring
+    # first_matching's chunks of IDs: the first small (most filters pass many items), the
+    # largest well below SQLite's limit on one statement's variables (32,766)
+    FILTER_CHUNK = 512
+    FILTER_CHUNK_MAX = 16_384
 
     def __init__(
         self, settings: Settings, collection: str | None = None, embedder: Embedder | None = None
@@ -200,15 +204,33 @@ class CatalogIndex:
             )
         return out
 
+    def first_matching(
+        self, ranked: Sequence[str], where: dict, n: int, *, param: str = "where"
+    ) -> list[str]:
+        """The first ``n`` of ``ranked`` (IDs, best first) whose items match ``where``, in that
+        order: for retrievers that rank in process. Chroma checks the filter on growing chunks of
+        the ranking (512 IDs, then twice as many each time), so a filter most items pass costs
+        one small query, a rare one a few, and the IDs of every matching item (thousands at
+        300,000 items) are never fetched."""
+        out: list[str] = []
+        start, size = 0, self.FILTER_CHUNK
+        while len(out) < n and start < len(ranked):
+            chunk = list(ranked[start : start + size])
+            allowed = self.store.matching(chunk, where, param=param)
+            out += [i for i in chunk if i in allowed]
+            start += len(chunk)
+            size = min(2 * size, self.FILTER_CHUNK_MAX)
+        return out[:n]
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embedder.embed(texts)
 
     def warm(self) -> None:
-        """Load the embedding model, the item mirror and the title maps now, so that the first
-        search does not pay for them."""
+        """Load the embedding model, the item mirror and the catalog summary (popularity order,
+        title hashes: genrec.index.mirror) now, so that the first search does not pay for them."""
         self.embedder.encode(["warm up"])
         if self.exists():
-            self.mirror.title_maps()
+            self.mirror.summary()
 
     # ------------------------------------------------------------------ search
 
