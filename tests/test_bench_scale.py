@@ -43,7 +43,7 @@ def test_bench_scale_measures_every_step(tmp_path: Path):
         for filtered in (False, True):
             for level in (1, 8):
                 cell = cells[(name, filtered, level)]
-                assert cell["requests"] == 4 and 0 < cell["p50_ms"] <= cell["p99_ms"]
+                assert cell["requests"] == 4 and 0 < cell["p50_ms"] <= cell["p99_ms"], cell
     assert retrieve["process"]["peak_rss_mib"] >= retrieve["memory_after_load"]["rss_mib"] > 50
 
     # --reuse keeps the collection and its bundle: nothing is ingested or trained again

@@ -1,6 +1,6 @@
 """The catalog read path as it runs for catalogs too big to mirror whole (forced here on ML-100K
 by lowering ``max_mirrored`` on one index): the LRU item cache, title lookup through the catalog
-summary's hashes, popularity with filters, and filters checked on a ranking in chunks."""
+summary's hashes, popularity with filters, and remembered filter matches."""
 
 from __future__ import annotations
 
@@ -65,3 +65,4 @@ def test_first_matching_keeps_the_ranking_order(big: CatalogIndex):
     want = [i for i in ranked if "Comedy" in items[i].tags]
     assert got == want[:700]  # fewer than 700 comedies: every one, over several chunks
     assert big.first_matching(ranked, {"year": 1800}, 5) == []
+    assert big.allowed(comedy) is big.allowed(dict(comedy))  # remembered per distinct filter

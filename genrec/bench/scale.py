@@ -226,9 +226,9 @@ def _probe(code: str, env: dict[str, str]) -> str:
 
 def _held_items(name: str, env: dict[str, str]) -> int:
     code = (
-        "from genrec.settings import Settings; from genrec.index.store import ChromaStore\n"
-        f"s = ChromaStore(Settings.load(), {name!r}, '')\n"
-        "print(s.count() if s.exists() and s.metadata.get('genrec_complete') else 0)"
+        "from genrec.settings import Settings; from genrec.index import CatalogIndex\n"
+        f"i = CatalogIndex(Settings.load(), {name!r})\n"
+        "print(i.count() if i.exists() and i.complete else 0)"
     )
     answer = _probe(code, env)
     return int(answer) if answer.isdigit() else 0

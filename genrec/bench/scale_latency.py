@@ -81,8 +81,8 @@ def timed(call: Callable[[Any], Any], args: Sequence[Any], concurrency: int) -> 
     wall = time.perf_counter() - started
     return {
         "requests": len(args),
-        "p50_ms": rounded_percentile(ms, 50),
-        "p99_ms": rounded_percentile(ms, 99),
+        "p50_ms": rounded_percentile(ms, 50, 3),
+        "p99_ms": rounded_percentile(ms, 99, 3),
         "throughput_rps": round(len(args) / wall, 1) if wall > 0 else None,
     }
 

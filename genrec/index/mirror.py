@@ -114,6 +114,11 @@ class ItemMirror:
                 self._stamp = stamp
             self._checked = now
 
+    def generation(self) -> int:
+        """Moves whenever what was cached from the catalog is dropped (after a revalidation)."""
+        self._revalidate()
+        return self._generation
+
     def items(self) -> dict[str, Item]:
         """All items by ID ({} for a catalog too big to mirror, or none)."""
         self._revalidate()

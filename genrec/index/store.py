@@ -281,19 +281,6 @@ class ChromaStore:
             msg = f"bad {param}: the catalog store rejected it: {exc}"
             raise InvalidRequest(msg, param=param) from exc
 
-    def matching(self, ids: Sequence[str], where: dict, *, param: str = "where") -> set[str]:
-        """Which of ``ids`` match the filter (one query; no metadata comes back)."""
-        if not ids:
-            return set()
-        validate_where(where, param=param)
-        try:
-            return set(self.require().get(ids=list(ids), where=where, include=[])["ids"])
-        except GenrecError:
-            raise
-        except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
-            msg = f"bad {param}: the catalog store rejected it: {exc}"
-            raise InvalidRequest(msg, param=param) from exc
-
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self.collection()
         out: dict[str, str] = {}
