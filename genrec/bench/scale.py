@@ -49,6 +49,7 @@ class ScaleOptions:
     seed: int = 0
     models: list[str] = field(default_factory=lambda: ["itemknn", "sasrec"])
     work: Path = Path("scale-bench")  # data files and per-step logs
+    data: Path | None = None  # a folder with catalog.jsonl and log.csv made earlier (no generating)
     collection: str | None = None  # default: scale-<items>-s<seed>
     reuse: bool = False  # keep an existing complete collection and bundle as they are
     standin: bool = False  # stand-in vectors (genrec.bench.standin): minutes, for latency only
@@ -101,6 +102,14 @@ def run_scale(
 
 
 def make_data(options: ScaleOptions, say: Say) -> dict[str, Any]:
+    if options.data is not None:
+        catalog, log = options.data / "catalog.jsonl", options.data / "log.csv"
+        if not (catalog.is_file() and log.is_file()):
+            raise GenrecError(f"{options.data} has no catalog.jsonl and log.csv", param="data")
+        with log.open(encoding="utf-8") as fh:
+            events = sum(1 for _ in fh) - 1
+        say(f"scale: data from {options.data} ({events} events)")
+        return {"catalog": str(catalog), "log": str(log), "events": events, "given": True}
     sizes = synthetic.Sizes(options.items, options.users, options.events, options.seed)
     folder = options.work / f"data-{options.items}-{options.users}-{options.events}-s{options.seed}"
     done = folder / "written.json"

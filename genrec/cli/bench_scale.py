@@ -20,6 +20,14 @@ WorkOption = typer.Option(
 )
 
 
+DataOption = typer.Option(
+    None,
+    "--data",
+    help="Use catalog.jsonl and log.csv from this folder (e.g. one written by "
+    "genrec.bench.synthetic) instead of generating them; give --items to match.",
+)
+
+
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -34,6 +42,7 @@ def bench_scale_command(
         "itemknn,sasrec", "--models", help="Retrievers to train (comma-separated); '' for none."
     ),
     work: Path = WorkOption,
+    data: Path | None = DataOption,
     collection: str | None = typer.Option(
         None, "--collection", help="Collection to fill (default: scale-ITEMS-sSEED)."
     ),
@@ -79,6 +88,7 @@ def bench_scale_command(
         seed=seed,
         models=_names(models),
         work=work,
+        data=data,
         collection=collection,
         reuse=reuse,
         standin=standin,

@@ -95,6 +95,7 @@ class CatalogIndex:
         self._text_cache: dict[str, np.ndarray] = {}
         self._filters: OrderedDict[str, frozenset[str]] = OrderedDict()  # see allowed()
         self._filters_generation = -1
+        self._count: tuple[int, int] | None = None  # (mirror generation, count)
         self._lexical_state: tuple[float, bool, str] = (-1e9, False, "")  # checked, on, digest
 
     def _recorded_model(self) -> str | None:
@@ -131,7 +132,15 @@ class CatalogIndex:
         self.mirror.freshness_s = seconds
 
     def count(self) -> int:
-        return self.store.count()
+        """Items in the collection; remembered until the catalog is written (every request
+        asks, and Chroma counts in O(items))."""
+        generation = self.mirror.generation()
+        known = self._count
+        if known is not None and known[0] == generation:
+            return known[1]
+        n = self.store.count()
+        self._count = (generation, n)
+        return n
 
     def ids(self) -> list[str]:
         return self.store.ids()
