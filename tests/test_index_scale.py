@@ -66,3 +66,13 @@ def test_first_matching_keeps_the_ranking_order(big: CatalogIndex):
     assert got == want[:700]  # fewer than 700 comedies: every one, over several chunks
     assert big.first_matching(ranked, {"year": 1800}, 5) == []
     assert big.allowed(comedy) is big.allowed(dict(comedy))  # remembered per distinct filter
+
+
+def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex):
+    vector = big.vectors(["50"])["50"]
+    for where in ({"tags": {"$contains": "Sci-Fi"}}, {"year": {"$lt": 1940}}):
+        mine = [
+            (h.item.id, round(h.score, 5)) for h in big.search_vector(vector, k=10, where=where)
+        ]
+        chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
+        assert mine == [(i, round(1.0 - d, 5)) for i, d in chroma]

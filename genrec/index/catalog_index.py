@@ -406,9 +406,12 @@ class CatalogIndex:
         if k < 1:
             raise InvalidRequest("k must be a positive integer", param="k")
         banned = {str(e) for e in exclude}
+        allowed = self.allowed(where, param=param) if where is not None else None
         found = [
             (item_id, dist)
-            for item_id, dist in self.store.query(vector, k + len(banned), where, param=param)
+            for item_id, dist in self.store.query(
+                vector, k + len(banned), where, param=param, allowed=allowed
+            )
             if item_id not in banned
         ][:k]
         items = self.mirror.by_id([item_id for item_id, _ in found])
