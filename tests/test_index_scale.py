@@ -76,3 +76,14 @@ def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex
         ]
         chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
         assert mine == [(i, round(1.0 - d, 5)) for i, d in chroma]
+
+
+def test_a_filter_far_from_the_query_is_searched_among_its_ids(big: CatalogIndex):
+    vector = big.vectors(["50"])["50"]  # Star Wars, far from 1930s films
+    big.store.MAX_OVERFETCH = 40  # the over-fetch cannot find them: the ID-restricted query
+    try:
+        where = {"year": {"$lt": 1935}}
+        mine = [h.item.id for h in big.search_vector(vector, k=5, where=where)]
+    finally:
+        del big.store.MAX_OVERFETCH
+    assert mine == [i for i, _ in big.store.query(vector, 5, where)]

@@ -284,6 +284,7 @@ class ChromaStore:
     # the most neighbours over-fetched for a filtered query (HNSW at 300,000 items: 2,000 cost
     # ~50 ms, 500 ~8 ms on the shared 2-core machine), and the margin over the expected share
     MAX_OVERFETCH = 2000
+    MAX_IDS_QUERY = 30_000  # IDs a query restricted to them may list (SQLite's variables)
     OVERFETCH_MARGIN = 1.2
 
     def _query_allowed(
@@ -308,7 +309,17 @@ class ChromaStore:
             if fetch == self.MAX_OVERFETCH:
                 break
             fetch = min(total, self.MAX_OVERFETCH)  # once more, as wide as allowed
-        return None  # a filter far from this vector: Chroma filters (slow at scale)
+        if len(allowed) > self.MAX_IDS_QUERY:
+            return None  # Chroma filters by the where (slow at scale)
+        # A filter far from this vector: search among the allowed IDs (0.24 s for 20,000 IDs at
+        # 300,000 items, against 1.2 s for Chroma's own where)
+        res = self.require().query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=min(n, len(allowed)),
+            ids=sorted(allowed),
+            include=["distances"],
+        )
+        return list(zip(res["ids"][0], res["distances"][0], strict=True))
 
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self.collection()
