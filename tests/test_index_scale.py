@@ -87,3 +87,18 @@ def test_a_filter_far_from_the_query_is_searched_among_its_ids(big: CatalogIndex
     finally:
         del big.store.MAX_OVERFETCH
     assert mine == [i for i, _ in big.store.query(vector, 5, where)]
+
+
+def test_the_summary_is_kept_on_disk_for_the_next_process(
+    big: CatalogIndex, settings: Settings, embedder: Embedder
+):
+    first = big.mirror.summary()
+    files = list((settings.home / "summaries").glob(f"{big.name}-*.npz"))
+    assert len(files) == 1
+    other = CatalogIndex(settings, big.name, embedder)
+    other.mirror.max_mirrored = 100
+    other.mirror._scan = None  # type: ignore[method-assign]  # would fail if it scanned again
+    second = other.mirror.summary()
+    assert second.ids == first.ids
+    assert all((a == b).all() for a, b in zip(second.exact, first.exact, strict=True))
+    assert other.resolve("The Godfather").id == "127"

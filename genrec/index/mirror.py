@@ -13,7 +13,9 @@ Every catalog also has a compact :class:`Summary`, built by one pass over the co
 most popular first (what a request with nothing to go on is served from, genrec.retrieval.popular)
 and two sorted arrays of 64-bit title hashes (exact lower-cased title, normalised title) pointing
 into that order, so a history given by titles resolves without a title dict per replica. At
-300,000 items it holds about 30 MB.
+300,000 items it holds 25.5 MB; reading every item's metadata to build it takes minutes there, so
+a big catalog's summary is kept in ``GENREC_HOME/summaries/`` per catalog version (the
+``genrec_written`` stamp) and the next process (a replica starting) loads it.
 
 Every genrec write stamps the collection (``genrec_written``); readers compare the stamp at most
 once per ``freshness_s`` and drop everything here when it moved, so another process's writes show
@@ -23,11 +25,13 @@ within that time. (Writes made around genrec, straight through Chroma, are not s
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,12 +175,53 @@ class ItemMirror:
         mirror = self.items()
         if mirror:
             rows = [(it.id, it.title, float(it.popularity or 0.0)) for it in mirror.values()]
-        else:
-            rows = self._scan()
-        summary = Summary.build(rows)
+            summary = Summary.build(rows)
+        else:  # one pass over all metadata: minutes at 300k, so kept on disk per catalog version
+            summary = self._load() or self._save(Summary.build(self._scan()))
         with self._lock:
             if generation == self._generation:
                 self._summary = summary
+        return summary
+
+    def _file(self) -> Path | None:
+        """Where this catalog version's summary is kept (None: no version stamp to key it on)."""
+        stamp = self._stamp
+        if stamp is None:
+            return None
+        return self.store.settings.home / "summaries" / f"{self.store.name}-{stamp}.npz"
+
+    def _load(self) -> Summary | None:
+        path = self._file()
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return Summary(
+                    [str(i) for i in f["ids"]],
+                    (f["exact_keys"], f["exact_rows"]),
+                    (f["normal_keys"], f["normal_rows"]),
+                )
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable: built again
+
+    def _save(self, summary: Summary) -> Summary:
+        path = self._file()
+        if path is None:
+            return summary
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(
+                tmp,
+                ids=np.array(summary.ids),
+                exact_keys=summary.exact[0],
+                exact_rows=summary.exact[1],
+                normal_keys=summary.normal[0],
+                normal_rows=summary.normal[1],
+            )
+            os.replace(tmp, path)  # atomic: a reader sees a whole file or none
+        except OSError:
+            pass  # a read-only home: each process builds its own
         return summary
 
     def _scan(self) -> list[tuple[str, str, float]]:
