@@ -91,12 +91,24 @@ async def _compare(
     small_p50 = cells["ml-100k"]["total"]["p50_ms"]
     ratio = round(big_p50 / small_p50, 3) if big_p50 and small_p50 else None
     say(f"scale: rank p50 {big_p50} ms here, {small_p50} ms on ML-100K (ratio {ratio})")
+    big_cell, small_cell = cells["scale"], cells["ml-100k"]
     return {
         "shape": {**SHAPE, "retriever": options.rank_retriever},
         "requests": options.rank_requests,
         "cells": cells,
         "p50_ratio": ratio,
+        # what the catalog's size costs, apart from the LM reading longer titles
+        "retrieve_p50_ratio": _ratio(
+            big_cell["retrieve"]["p50_ms"], small_cell["retrieve"]["p50_ms"]
+        ),
+        "prompt_tokens_ratio": _ratio(
+            big_cell.get("prompt_tokens_mean"), small_cell.get("prompt_tokens_mean")
+        ),
     }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
 
 
 def _cell(results: list[Any]) -> dict[str, Any]:
