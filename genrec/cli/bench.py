@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from genrec.cli.bench_scale import bench_scale_command
 from genrec.cli.common import (
     ConfigOption,
     handles_errors,
@@ -28,6 +29,7 @@ from genrec.stats import rounded_percentile
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("recommend")(bench_recommend_command)
     bench.command("retrieve")(bench_retrieve_command)
+    bench.command("scale")(bench_scale_command)
 
 
 def bench_histories(n: int, index: Any, *, length: int = 5, seed: int = 0) -> list[list[str]]:

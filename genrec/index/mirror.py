@@ -1,36 +1,97 @@
-"""The in-process mirror of a catalog's items, and its title maps.
+"""What a process keeps of a catalog's items between requests, and the title lookup.
 
-The item fields of catalogs up to ``max_mirrored`` items are mirrored in this process (loaded on
-first use; 17 MB for ml-latest-small): fetching 20 items' metadata from Chroma costs as much as
-the nearest-neighbour query itself, so a search asks Chroma for IDs and distances only. Every
-genrec write stamps the collection (``genrec_written``); readers compare the stamp at most once
-per ``freshness_s`` and drop the mirror and the title maps when it moved, so another process's
-writes show within that time. (Writes made around genrec, straight through Chroma, are not seen;
-bigger catalogs are read from Chroma.)
+Fetching 20 items' metadata from Chroma costs about as much as the nearest-neighbour query
+itself, so a search asks Chroma for IDs and distances only and reads item fields here:
+
+- catalogs up to ``max_mirrored`` items are mirrored whole (loaded on first use; 17 MB for
+  ml-latest-small's 9,742 items, about 1.7 KB an item);
+- bigger ones keep the last ``cache_items`` items fetched (least recently used out; popular items
+  stay), and a miss is one Chroma ``get`` for all of a request's missing IDs. Mirroring 300,000
+  items whole would cost about 500 MB in every replica.
+
+Every catalog also has a compact :class:`Summary`, built by one pass over the collection: its IDs
+most popular first (what a request with nothing to go on is served from, genrec.retrieval.popular)
+and two sorted arrays of 64-bit title hashes (exact lower-cased title, normalised title) pointing
+into that order, so a history given by titles resolves without a title dict per replica. At
+300,000 items it holds 25.5 MB; reading every item's metadata to build it takes minutes there, so
+a big catalog's summary is kept in ``GENREC_HOME/summaries/`` per catalog version (the
+``genrec_written`` stamp) and the next process (a replica starting) loads it.
+
+Every genrec write stamps the collection (``genrec_written``); readers compare the stamp at most
+once per ``freshness_s`` and drop everything here when it moved, so another process's writes show
+within that time. (Writes made around genrec, straight through Chroma, are not seen.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from genrec.catalog import Item
+import numpy as np
+
+from genrec.catalog import Item, id_key
 from genrec.index.store import ChromaStore
 from genrec.titles import title_key
+
+_SCAN_PAGE = 5000
+
+
+def title_hash(text: str) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A catalog's IDs, most popular first (ties by ID), and its title hashes (see above)."""
+
+    ids: list[str]
+    exact: tuple[np.ndarray, np.ndarray]  # sorted hashes of title.lower(), rows into ids
+    normal: tuple[np.ndarray, np.ndarray]  # the same for title_key(title)
+
+    @classmethod
+    def build(cls, rows: list[tuple[str, str, float]]) -> Summary:
+        """From (id, title, popularity) of every item."""
+        rows.sort(key=lambda r: (-r[2], id_key(r[0])))
+        exact = np.fromiter((title_hash(r[1].lower()) for r in rows), np.int64, len(rows))
+        normal = np.fromiter((title_hash(title_key(r[1]) or "") for r in rows), np.int64, len(rows))
+        return cls([r[0] for r in rows], _table(exact), _table(normal))
+
+    def rows(self, table: tuple[np.ndarray, np.ndarray], text: str) -> list[int]:
+        keys, rows = table
+        h = title_hash(text)
+        lo, hi = np.searchsorted(keys, h, "left"), np.searchsorted(keys, h, "right")
+        return [int(r) for r in rows[lo:hi]]  # most popular first (a stable sort of the rows)
+
+    @property
+    def nbytes(self) -> int:
+        ids = sum(49 + len(i) + 8 for i in self.ids)  # str objects and the list's pointers
+        return ids + sum(a.nbytes for t in (self.exact, self.normal) for a in t)
+
+
+def _table(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(hashes, kind="stable").astype(np.int32)
+    return hashes[order], order
 
 
 class ItemMirror:
     freshness_s = 1.0
-    max_mirrored = 50_000  # items; about 1.7 KB each in memory (ml-latest-small)
+    max_mirrored = 50_000  # items mirrored whole; see the module docstring
+    cache_items = 20_000  # items remembered for bigger catalogs (about 35 MB)
 
     def __init__(self, store: ChromaStore) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._items: dict[str, Item] | None = None
-        self._exact: dict[str, list[str]] | None = None  # lower-cased title -> ids
-        self._titles: dict[str, list[str]] | None = None  # normalised title -> ids
+        self._items: dict[str, Item] | None = None  # the whole catalog (small ones) or {}
+        self._cache: OrderedDict[str, Item] = OrderedDict()  # big catalogs: recently fetched
+        self._summary: Summary | None = None
         self._stamp: Any = None  # the collection's genrec_written when the caches were filled
         self._checked = 0.0  # time.monotonic() of the last comparison of that stamp
         self._generation = 0  # bumped whenever the caches are dropped
@@ -42,7 +103,8 @@ class ItemMirror:
             self._checked = 0.0
 
     def _drop(self) -> None:  # with self._lock held
-        self._items = self._exact = self._titles = None
+        self._items = self._summary = None
+        self._cache = OrderedDict()
         self._generation += 1  # a cache being built from older data is not kept
 
     def _revalidate(self) -> None:
@@ -55,6 +117,11 @@ class ItemMirror:
                 self._drop()
                 self._stamp = stamp
             self._checked = now
+
+    def generation(self) -> int:
+        """Moves whenever what was cached from the catalog is dropped (after a revalidation)."""
+        self._revalidate()
+        return self._generation
 
     def items(self) -> dict[str, Item]:
         """All items by ID ({} for a catalog too big to mirror, or none)."""
@@ -73,38 +140,131 @@ class ItemMirror:
         return items
 
     def by_id(self, ids: Sequence[str]) -> dict[str, Item]:
-        """The items with these IDs (unknown ones left out): from the mirror when it has them
-        all, else from Chroma."""
+        """The items with these IDs (unknown ones left out): from the mirror, or the cache and
+        one Chroma fetch for the rest."""
         mirror = self.items()
-        if all(item_id in mirror for item_id in ids):
-            return mirror
-        return self.store.items(ids)
+        if mirror:
+            if all(item_id in mirror for item_id in ids):
+                return mirror
+            return self.store.items(ids)  # written since the mirror was filled
+        found: dict[str, Item] = {}
+        with self._lock:
+            generation = self._generation
+            for item_id in ids:
+                if (item := self._cache.get(item_id)) is not None:
+                    self._cache.move_to_end(item_id)
+                    found[item_id] = item
+        missing = [i for i in dict.fromkeys(ids) if i not in found]
+        if missing:
+            fetched = self.store.items(missing)
+            found.update(fetched)
+            with self._lock:
+                if generation == self._generation:
+                    self._cache.update(fetched)
+                    while len(self._cache) > self.cache_items:
+                        self._cache.popitem(last=False)
+        return found
+
+    def summary(self) -> Summary:
+        """The catalog's popularity order and title hashes (built on first use, one pass)."""
+        self._revalidate()
+        with self._lock:
+            if self._summary is not None:
+                return self._summary
+            generation = self._generation
+        mirror = self.items()
+        if mirror:
+            rows = [(it.id, it.title, float(it.popularity or 0.0)) for it in mirror.values()]
+            summary = Summary.build(rows)
+        else:  # one pass over all metadata: minutes at 300k, so kept on disk per catalog version
+            summary = self._load() or self._save(Summary.build(self._scan()))
+        with self._lock:
+            if generation == self._generation:
+                self._summary = summary
+        return summary
+
+    def _file(self) -> Path | None:
+        """Where this catalog version's summary is kept (None: no version stamp to key it on)."""
+        stamp = self._stamp
+        if stamp is None:
+            return None
+        return self.store.settings.home / "summaries" / f"{self.store.name}-{stamp}.npz"
+
+    def _load(self) -> Summary | None:
+        path = self._file()
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return Summary(
+                    [str(i) for i in f["ids"]],
+                    (f["exact_keys"], f["exact_rows"]),
+                    (f["normal_keys"], f["normal_rows"]),
+                )
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable: built again
+
+    def _save(self, summary: Summary) -> Summary:
+        path = self._file()
+        if path is None:
+            return summary
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(
+                tmp,
+                ids=np.array(summary.ids),
+                exact_keys=summary.exact[0],
+                exact_rows=summary.exact[1],
+                normal_keys=summary.normal[0],
+                normal_rows=summary.normal[1],
+            )
+            os.replace(tmp, path)  # atomic: a reader sees a whole file or none
+        except OSError:
+            pass  # a read-only home: each process builds its own
+        return summary
+
+    def _scan(self) -> list[tuple[str, str, float]]:
+        """(id, title, popularity) of every record, a page at a time (no Item objects)."""
+        col = self.store.collection()
+        rows: list[tuple[str, str, float]] = []
+        while col is not None:
+            got = col.get(include=["metadatas"], limit=_SCAN_PAGE, offset=len(rows))
+            rows += [
+                (i, str(md.get("title", "")), float(md.get("popularity") or 0.0))
+                for i, md in zip(got["ids"], got["metadatas"], strict=True)
+            ]
+            if len(got["ids"]) < _SCAN_PAGE:
+                break
+        return rows
+
+    def popular_ids(self) -> list[str]:
+        """Every item's ID, most popular first (ties by ID)."""
+        return self.summary().ids
 
     def by_title(self, ref: str) -> str | None:
         """The ID of the item with this exact (case-insensitive) or normalised title; several
-        items with one title: the most popular."""
-        exact, normal = self.title_maps()
-        key = title_key(ref)
-        ids = exact.get(ref.lower()) or (normal.get(key) if key else None)
-        return ids[0] if ids else None
+        items with one title: the most popular. A hash match is checked against the item."""
+        summary = self.summary()
+        lowered, key = ref.lower(), title_key(ref)
+        for table, text, same in (
+            (summary.exact, lowered, lambda it: it.title.lower() == lowered),
+            (summary.normal, key, lambda it: title_key(it.title) == key),
+        ):
+            if not text:
+                continue
+            ids = [summary.ids[r] for r in summary.rows(table, text)]
+            found = self.by_id(ids) if ids else {}
+            for item_id in ids:
+                if item_id in found and same(found[item_id]):
+                    return item_id
+        return None
 
-    def title_maps(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        self._revalidate()
+    def describe(self) -> dict[str, Any]:
+        """What this process holds for the catalog now (for benchmarks and /health)."""
         with self._lock:
-            if self._exact is not None and self._titles is not None:
-                return self._exact, self._titles
-            generation = self._generation
-        items = list(self.items().values())
-        if not items and self.store.exists():
-            items = self.store.all_items()
-        items.sort(key=lambda it: -(it.popularity or 0.0))
-        exact: dict[str, list[str]] = {}
-        normal: dict[str, list[str]] = {}
-        for item in items:
-            exact.setdefault(item.title.lower(), []).append(item.id)
-            if key := title_key(item.title):  # a title of punctuation only has no key
-                normal.setdefault(key, []).append(item.id)
-        with self._lock:
-            if generation == self._generation:
-                self._exact, self._titles = exact, normal
-        return exact, normal
+            return {
+                "mirrored_items": len(self._items or {}),
+                "cached_items": len(self._cache),
+                "summary_mib": round(self._summary.nbytes / 2**20, 1) if self._summary else 0,
+            }

@@ -281,6 +281,49 @@ class ChromaStore:
             msg = f"bad {param}: the catalog store rejected it: {exc}"
             raise InvalidRequest(msg, param=param) from exc
 
+    # the most neighbours over-fetched for a filtered query (HNSW at 300,000 items: 2,000 cost
+    # ~50 ms, 500 ~8 ms on the shared 2-core machine), and the margin over the expected share
+    MAX_OVERFETCH = 2000
+    MAX_IDS_QUERY = 30_000  # IDs a query restricted to them may list (SQLite's variables)
+    OVERFETCH_MARGIN = 1.2
+
+    def _query_allowed(
+        self, vector: Sequence[float] | np.ndarray, n: int, allowed: frozenset[str]
+    ) -> list[tuple[str, float]] | None:
+        """The filtered query by over-fetch (see :meth:`query`); None when it cannot answer."""
+        if not allowed:
+            return []
+        total = self.count()
+        share = len(allowed) / max(total, 1)
+        fetch = min(total, int(self.OVERFETCH_MARGIN * n / share) + 1)
+        while fetch <= self.MAX_OVERFETCH:
+            res = self.require().query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=max(fetch, n),
+                include=["distances"],
+            )
+            ids, dists = res["ids"][0], res["distances"][0]
+            found = [(i, d) for i, d in zip(ids, dists, strict=True) if i in allowed]
+            if len(found) >= n or fetch >= total:
+                return found[:n]
+            if fetch == self.MAX_OVERFETCH:
+                break
+            fetch = min(total, self.MAX_OVERFETCH)  # once more, as wide as allowed
+        if len(allowed) > self.MAX_IDS_QUERY:
+            return None  # Chroma filters by the where (slow at scale)
+        # A filter far from this vector: search among the allowed IDs (0.24 s for 20,000 IDs at
+        # 300,000 items, against 1.2 s for Chroma's own where)
+        try:
+            res = self.require().query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=min(n, len(allowed)),
+                ids=sorted(allowed),
+                include=["distances"],
+            )
+        except Exception:  # noqa: BLE001 - e.g. an allowed ID this collection lacks (learned
+            return None  # vectors cover the items seen in training): Chroma's where decides
+        return list(zip(res["ids"][0], res["distances"][0], strict=True))
+
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self.collection()
         out: dict[str, str] = {}
@@ -326,10 +369,21 @@ class ChromaStore:
         where: dict | None,
         *,
         param: str = "where",
+        allowed: frozenset[str] | None = None,
     ) -> list[tuple[str, float]]:
         """(id, distance) of the ``n`` nearest records matching ``where``. A filter the store
-        rejects is the caller's 400 on ``param``, never a 500."""
+        rejects is the caller's 400 on ``param``, never a 500.
+
+        ``allowed``: the IDs matching ``where``, when the caller knows them (CatalogIndex.allowed
+        remembers them per filter). Then the unfiltered nearest neighbours are over-fetched and
+        kept when allowed: Chroma's own filtered query reads the filter's matches from SQLite on
+        every call (1.2 s at 300,000 items for a filter one item in 12 passes), the over-fetch
+        costs a few ms. A filter too rare for a bounded over-fetch still goes to Chroma."""
         validate_where(where, param=param)
+        if where is not None and allowed is not None:
+            found = self._query_allowed(vector, n, allowed)
+            if found is not None:
+                return found
         col = self.require()
         try:
             res = col.query(

@@ -57,7 +57,7 @@ class ScoringRetriever(_Learned):
         banned = [self.position[i] for i in query.banned if i in self.position]
         scores[banned] = -np.inf
         if query.where is not None:
-            allowed = self.index.store.ids_where(query.where, param="filters")
+            allowed = self.index.allowed(query.where, param="filters")
             keep = np.zeros(len(scores), dtype=bool)
             keep[[self.position[i] for i in allowed if i in self.position]] = True
             scores[~keep] = -np.inf
@@ -88,7 +88,10 @@ class VectorRetriever(_Learned):
             return []
         user = self.model.user_vectors([history])[0]
         banned = query.banned
-        found = self.vectors.query(user, query.k + len(banned), query.where, param="filters")
+        allowed = self.index.allowed(query.where, param="filters") if query.where else None
+        found = self.vectors.query(
+            user, query.k + len(banned), query.where, param="filters", allowed=allowed
+        )
         found = [(i, d) for i, d in found if i not in banned]
         items = {it.id: it for it in self.index.get([i for i, _ in found])}
         # Chroma's inner-product distance is 1 - u.v: the score is the dot product itself.

@@ -1,0 +1,104 @@
+"""The catalog read path as it runs for catalogs too big to mirror whole (forced here on ML-100K
+by lowering ``max_mirrored`` on one index): the LRU item cache, title lookup through the catalog
+summary's hashes, popularity with filters, and remembered filter matches."""
+
+from __future__ import annotations
+
+import pytest
+
+from genrec.catalog import load_dataset
+from genrec.embeddings import Embedder
+from genrec.index import CatalogIndex
+from genrec.retrieval import RetrievalQuery
+from genrec.retrieval.popular import PopularRetriever
+from genrec.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def big(ml100k_index: CatalogIndex, settings: Settings, embedder: Embedder) -> CatalogIndex:
+    """The ML-100K collection read as a big catalog: nothing mirrored whole, a small cache."""
+    index = CatalogIndex(settings, ml100k_index.name, embedder)
+    index.mirror.max_mirrored = 100
+    index.mirror.cache_items = 50
+    index.freshness_s = 3600.0
+    return index
+
+
+def test_items_come_from_chroma_and_a_bounded_cache(big: CatalogIndex):
+    loaded = {item.id: item for item in load_dataset("ml-100k")}
+    got = big.get(["181", "nope", "1", "267"])
+    assert [item.id for item in got] == ["181", "1", "267"]
+    assert all(item == loaded[item.id] for item in got)
+    big.get([str(i) for i in range(1, 200)])
+    state = big.mirror.describe()
+    assert state["mirrored_items"] == 0
+    assert state["cached_items"] == 50  # least recently used out
+    assert big.get(["199"])[0] == loaded["199"]  # a cached one
+
+
+def test_titles_resolve_through_the_summary(big: CatalogIndex):
+    assert big.resolve("  star WARS ").id == "50"
+    assert big.resolve("The Godfather").id == "127"  # stored as "Godfather, The"
+    assert big.resolve("Godfather, The (1972)").id == "127"
+    assert big.resolve("A movie that is not there") is None
+    assert big.mirror.describe()["summary_mib"] > 0
+
+
+def test_popular_reads_only_the_top_and_honours_filters(big: CatalogIndex):
+    items = load_dataset("ml-100k")
+    order = sorted(items, key=lambda it: (-(it.popularity or 0), int(it.id)))
+    popular = PopularRetriever(big)
+    top = popular.retrieve(RetrievalQuery(text="", history=(), k=5, exclude=frozenset({"50"})))
+    assert [c.item.id for c in top] == [it.id for it in order if it.id != "50"][:5]
+    old = {"year": {"$lt": 1950}}  # a filter few items pass: several chunks of the ranking
+    got = popular.retrieve(RetrievalQuery(text="", history=(), k=30, where=old))
+    want = [it.id for it in order if it.attributes.get("year", 9999) < 1950][:30]
+    assert [c.item.id for c in got] == want
+    assert [c.score for c in got] == sorted((c.score for c in got), reverse=True)
+
+
+def test_first_matching_keeps_the_ranking_order(big: CatalogIndex):
+    ranked = [str(i) for i in range(1682, 0, -1)]
+    comedy = {"tags": {"$contains": "Comedy"}}
+    items = {it.id: it for it in load_dataset("ml-100k")}
+    got = big.first_matching(ranked, comedy, 700)
+    want = [i for i in ranked if "Comedy" in items[i].tags]
+    assert got == want[:700]  # fewer than 700 comedies: every one, over several chunks
+    assert big.first_matching(ranked, {"year": 1800}, 5) == []
+    assert big.allowed(comedy) is big.allowed(dict(comedy))  # remembered per distinct filter
+
+
+def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex):
+    vector = big.vectors(["50"])["50"]
+    for where in ({"tags": {"$contains": "Sci-Fi"}}, {"year": {"$lt": 1940}}):
+        mine = [
+            (h.item.id, round(h.score, 5)) for h in big.search_vector(vector, k=10, where=where)
+        ]
+        chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
+        assert mine == [(i, round(1.0 - d, 5)) for i, d in chroma]
+
+
+def test_a_filter_far_from_the_query_is_searched_among_its_ids(big: CatalogIndex):
+    vector = big.vectors(["50"])["50"]  # Star Wars, far from 1930s films
+    big.store.MAX_OVERFETCH = 40  # the over-fetch cannot find them: the ID-restricted query
+    try:
+        where = {"year": {"$lt": 1935}}
+        mine = [h.item.id for h in big.search_vector(vector, k=5, where=where)]
+    finally:
+        del big.store.MAX_OVERFETCH
+    assert mine == [i for i, _ in big.store.query(vector, 5, where)]
+
+
+def test_the_summary_is_kept_on_disk_for_the_next_process(
+    big: CatalogIndex, settings: Settings, embedder: Embedder
+):
+    first = big.mirror.summary()
+    files = list((settings.home / "summaries").glob(f"{big.name}-*.npz"))
+    assert len(files) == 1
+    other = CatalogIndex(settings, big.name, embedder)
+    other.mirror.max_mirrored = 100
+    other.mirror._scan = None  # type: ignore[method-assign]  # would fail if it scanned again
+    second = other.mirror.summary()
+    assert second.ids == first.ids
+    assert all((a == b).all() for a, b in zip(second.exact, first.exact, strict=True))
+    assert other.resolve("The Godfather").id == "127"
