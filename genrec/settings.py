@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     retriever: str = "auto"
     # train the default collection's retrievers on ML-100K's interactions on first use
     train_default: bool = True
+    # memory `genrec train` may use, in GB (unset: what the machine has available); it
+    # refuses before any work when its estimate is above, and skips ease when that is
+    train_memory_gb: float | None = Field(default=None, gt=0)
     mode: Mode = "rank"
     template: str | None = None  # None = the mode's default template
     k: int = Field(default=10, ge=1)
