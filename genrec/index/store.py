@@ -281,6 +281,22 @@ class ChromaStore:
             msg = f"bad {param}: the catalog store rejected it: {exc}"
             raise InvalidRequest(msg, param=param) from exc
 
+    def matching(self, ids: Sequence[str], where: dict, *, param: str = "where") -> set[str]:
+        """Which of these IDs match a filter (a retriever's top candidates, not the catalog)."""
+        validate_where(where, param=param)
+        col = self.require()
+        out: set[str] = set()
+        try:
+            for start in range(0, len(ids), self.batch_size):
+                batch = list(ids[start : start + self.batch_size])
+                out.update(col.get(ids=batch, where=where, include=[])["ids"])
+        except GenrecError:
+            raise
+        except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
+            msg = f"bad {param}: the catalog store rejected it: {exc}"
+            raise InvalidRequest(msg, param=param) from exc
+        return out
+
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self.collection()
         out: dict[str, str] = {}

@@ -1,9 +1,11 @@
 """Retrievers trained on interactions (genrec.training), served from their bundle.
 
 - :class:`ScoringRetriever` (``itemknn``, ``ease``): an in-process model scores every item it
-  knows for the history; filters are applied through the catalog store (the IDs matching
-  ``where``). Zero-evidence ties are broken by training popularity, so it always has candidates
-  for a known history.
+  knows for the history (itemknn reads only the history items' sparse rows: one float vector
+  over the items per request). Filters: the top M by score are checked against the catalog
+  store (``matching``: M IDs, never the whole catalog's), M widening until k survive.
+  Zero-evidence ties are broken by training popularity, so it always has candidates for a
+  known history.
 - :class:`VectorRetriever` (``sasrec``): the sequential encoder runs in process over the
   history and gives one user vector; the item vectors live in a Chroma collection of their own
   (inner-product space, the catalog's metadata copied beside them so ``where`` filters work), so a
@@ -56,23 +58,33 @@ class ScoringRetriever(_Learned):
         scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak
         banned = [self.position[i] for i in query.banned if i in self.position]
         scores[banned] = -np.inf
-        if query.where is not None:
-            allowed = self.index.store.ids_where(query.where, param="filters")
-            keep = np.zeros(len(scores), dtype=bool)
-            keep[[self.position[i] for i in allowed if i in self.position]] = True
-            scores[~keep] = -np.inf
         # An over-fetch covers items deleted from the catalog since training.
-        n = min(len(scores), query.k + 32)
+        want = query.k + 32
+        n = want if query.where is None else max(4 * want, 256)
+        while True:
+            top = self._top(scores, n)
+            if query.where is not None:
+                ids = [self.item_ids[i] for i in top]
+                allowed = self.index.store.matching(ids, query.where, param="filters")
+                top = [i for i in top if self.item_ids[i] in allowed]
+            items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
+            out = [
+                Candidate(items[self.item_ids[i]], float(scores[i]))
+                for i in top
+                if self.item_ids[i] in items
+            ]
+            # Enough survived the filter, or every finite score was looked at.
+            if len(out) >= query.k or n >= len(scores) or len(top) < n and query.where is None:
+                return out[: query.k]
+            n *= 8
+
+    @staticmethod
+    def _top(scores: np.ndarray, n: int) -> list[int]:
+        """The n best finite scores, best first (ties in index order)."""
+        n = min(n, len(scores))
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        top = [int(i) for i in top if np.isfinite(scores[i])]
-        items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
-        out = [
-            Candidate(items[self.item_ids[i]], float(scores[i]))
-            for i in top
-            if self.item_ids[i] in items
-        ]
-        return out[: query.k]
+        return [int(i) for i in top if np.isfinite(scores[i])]
 
 
 class VectorRetriever(_Learned):

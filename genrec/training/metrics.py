@@ -43,23 +43,24 @@ def sparse_target_ranks(
         )
     if n_users and (tgt.min() < 0 or tgt.max() >= n_items):
         raise ValueError(f"targets must be item indices in 0..{n_items - 1}")
-    hist = _history_keys(histories, n_items)
     users = np.arange(n_users, dtype=np.int64)
-    rows = np.repeat(users, np.diff(scores.indptr))
-    keys = rows * n_items + scores.indices
-    masked = np.isin(keys, hist, assume_unique=False)
-    valid = ~np.isin(users * n_items + tgt, hist)
-    target_score = np.asarray(scores[users, tgt]).ravel() if n_users else np.zeros(0)
-    open_value = scores.data[~masked]
-    open_row = rows[~masked]
+    keys = _history_keys(histories, n_items)
+    hist = sp.csr_matrix(
+        (np.ones(len(keys), np.float32), (keys // n_items, keys % n_items)),
+        shape=(n_users, n_items),
+    )
+    # Open (not history) stored scores: the scores less their history entries. An entry that
+    # becomes 0 is dropped, and counts among the items that score 0, as it should.
+    open_ = (scores - scores.multiply(hist)).tocsr()
+    open_.eliminate_zeros()
+    valid = np.asarray(hist[users, tgt]).ravel() == 0
+    target_score = np.asarray(scores[users, tgt]).ravel().astype(scores.dtype)
+    open_row = np.repeat(users, np.diff(open_.indptr))
     t = target_score[open_row]
-    greater = np.bincount(open_row[open_value > t], minlength=n_users)
-    tied = np.bincount(open_row[open_value == t], minlength=n_users)
+    greater = np.bincount(open_row[open_.data > t], minlength=n_users)
+    tied = np.bincount(open_row[open_.data == t], minlength=n_users)
     # Items neither stored nor in the history score 0.
-    hist_rows = hist // n_items
-    in_hist = np.bincount(hist_rows, minlength=n_users)
-    stored_open = np.bincount(open_row, minlength=n_users)
-    zeros = n_items - stored_open - in_hist
+    zeros = n_items - np.diff(open_.indptr) - np.diff(hist.indptr)
     greater = greater + np.where(target_score < 0, zeros, 0)
     tied = tied + np.where(target_score == 0, zeros, 0)
     return greater, np.maximum(tied, 1), valid

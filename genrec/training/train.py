@@ -199,6 +199,9 @@ def train_retrievers(
             "seconds": round(time.perf_counter() - t0, 2),
             "fit_seconds": round(fit_seconds, 2),
         }
+        if hasattr(final, "neighbours"):
+            manifest["models"][name]["neighbours_kept"] = final.neighbours
+            manifest["models"][name]["entries"] = int(final.matrix.nnz)
         say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
 
     if "sasrec" in models:
