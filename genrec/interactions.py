@@ -121,6 +121,21 @@ class _Coder:
         self.items.append(i)
         self.times.append(ts)
 
+    def add_block(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
+        """A block of well-formed rows at once: codes by np.unique, a Python step per distinct
+        ID of the block only."""
+        self.users.frombytes(self._codes(users, self.user_code).tobytes())
+        self.items.frombytes(self._codes(items, self.item_code).tobytes())
+        self.times.frombytes(times.astype(np.float64).tobytes())
+
+    @staticmethod
+    def _codes(names: np.ndarray, table: dict[str, int]) -> np.ndarray:
+        uniq, first, inverse = np.unique(names, return_index=True, return_inverse=True)
+        codes = np.empty(len(uniq), dtype=np.int32)
+        for j in np.argsort(first, kind="stable"):  # new IDs coded in order of appearance
+            codes[j] = table.setdefault(uniq[j].decode(), len(table))
+        return codes[inverse]
+
     def columns(self, source: str) -> LogColumns:
         return LogColumns(
             source=source,
@@ -159,7 +174,17 @@ def read_columns(path: Path | None, fmt: str | None = None, *, strict: bool = Fa
     coder = _Coder()
     errors: list[str] = []
     bad = 0
-    for line, row in _rows(file, fmt):
+    parts: Iterable[tuple[int, Row] | _Block]
+    if fmt in ("csv", "movielens"):
+        names = ("userId", "movieId", "timestamp") if fmt == "movielens" else _CSV_COLUMNS
+        parts = _csv_blocks(file, names)
+    else:
+        parts = _rows(file, fmt)
+    for part in parts:
+        if isinstance(part, _Block):
+            coder.add_block(part.users, part.items, part.times)
+            continue
+        line, row = part
         try:
             if isinstance(row, str):
                 raise ValueError(row)
@@ -186,6 +211,100 @@ def read_columns(path: Path | None, fmt: str | None = None, *, strict: bool = Fa
     if not len(cols):
         raise CatalogError(f"{file}: no usable interactions ({bad} bad rows)", param="log")
     return cols
+
+
+_CSV_COLUMNS = ("user_id", "item_id", "timestamp")
+BLOCK_BYTES = 8 << 20  # a CSV is read this much at a time
+
+
+@dataclass
+class _Block:
+    users: np.ndarray  # bytes IDs
+    items: np.ndarray
+    times: np.ndarray  # float64
+
+
+def _csv_blocks(file: Path, columns: tuple[str, str, str]) -> Iterator[tuple[int, Row] | _Block]:
+    """A CSV log in blocks of lines: a block of plain rows (no quotes, spaces, blank lines,
+    short rows or non-numeric timestamps) is split and converted by numpy at once; any other
+    block goes row by row through the csv module, so bad rows keep their line numbers."""
+    if not file.is_file():
+        raise CatalogError(f"interaction file not found: {file}", param="log")
+    with file.open("rb") as f:
+        header_line = f.readline()
+        header = next(csv.reader([header_line.decode("utf-8-sig")]), [])
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise CatalogError(
+                f"{file}: missing column(s) {missing} (has {sorted(header)}); a log needs "
+                f"{', '.join(columns)} (the order of events matters)",
+                param="log",
+            )
+        width = len(header)
+        iu, ii, it = (header.index(c) for c in columns)
+        line = 2  # the first line of the next block
+        rest = b""
+        while True:
+            data = f.read(BLOCK_BYTES)
+            chunk = rest + data
+            if data:
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:
+                    rest = chunk
+                    continue
+                chunk, rest = chunk[:cut], chunk[cut:]
+            else:
+                rest = b""
+            if not chunk:
+                return
+            lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+            block = _plain_block(chunk, width, (iu, ii, it))
+            if block is not None:
+                yield block
+            else:
+                text = chunk.decode("utf-8").splitlines(keepends=True)
+                yield from _csv_rows_of(text, line, header, columns)
+            line += lines
+            if not data:
+                return
+
+
+def _plain_block(chunk: bytes, width: int, cols: tuple[int, int, int]) -> _Block | None:
+    """The block's columns when every row is plain, else None."""
+    body = chunk.replace(b"\r\n", b"\n").rstrip(b"\n")
+    if not body or any(c in body for c in (b'"', b" ", b"\n\n", b"\t")):
+        return None
+    fields = body.replace(b"\n", b",").split(b",")
+    rows = body.count(b"\n") + 1
+    if len(fields) != rows * width:
+        return None
+    users = np.array(fields[cols[0] :: width])
+    items = np.array(fields[cols[1] :: width])
+    if (np.char.str_len(users) == 0).any() or (np.char.str_len(items) == 0).any():
+        return None
+    try:
+        times = np.array(fields[cols[2] :: width]).astype(np.float64)
+    except ValueError:
+        return None
+    if not np.isfinite(times).all():
+        return None
+    return _Block(users, items, times)
+
+
+def _csv_rows_of(
+    text: list[str], first_line: int, header: list[str], columns: tuple[str, str, str]
+) -> Iterator[tuple[int, Row]]:
+    iu, ii, it = (header.index(c) for c in columns)
+    need = max(iu, ii, it)
+    reader = csv.reader(text)
+    for row in reader:
+        line = first_line + reader.line_num - 1
+        if not row:
+            continue
+        if len(row) <= need:
+            yield line, f"{len(row)} columns, the header has {len(header)}"
+            continue
+        yield line, (row[iu], row[ii], row[it], None)
 
 
 def _rows(file: Path, fmt: str) -> Iterator[tuple[int, Row]]:

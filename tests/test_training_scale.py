@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from genrec import interactions
 from genrec.errors import CatalogError
 from genrec.interactions import read_columns, read_log
 from genrec.settings import Settings
@@ -137,7 +138,9 @@ def test_sequences_arrays() -> None:
         s.check(6, "seqs")
 
 
-def test_log_streams_into_columns_with_bad_rows_by_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", [8 << 20, 40])  # one block; blocks of a few lines
+def test_log_streams_into_columns_with_bad_rows_by_line(tmp_path: Path, block, monkeypatch) -> None:
+    monkeypatch.setattr(interactions, "BLOCK_BYTES", block)
     log = tmp_path / "log.csv"
     log.write_text(
         "user_id,item_id,timestamp\n"

@@ -163,35 +163,41 @@ class ItemKNNParams:
         return asdict(self)
 
 
-def _pairs_by_distance(s: Sequences, window: int) -> Iterator[tuple[int, np.ndarray]]:
-    """For each distance d (1..window, or the longest sequence when window is 0): (d, the
-    positions p such that p + d is in the same sequence). Positions are ordered by how many
-    items follow them, so each d's positions are a prefix of one array (no per-d scan)."""
-    rows = s.rows()
-    after = (s.indptr[1:][rows] - 1 - np.arange(len(s.items))).astype(np.int64)
-    order = np.argsort(-after, kind="stable")
-    # count[d] = positions with at least d items after them
-    hist = np.bincount(after, minlength=1)
-    at_least = np.cumsum(hist[::-1])[::-1]
-    max_d = len(hist) - 1 if window <= 0 else min(window, len(hist) - 1)
-    for d in range(1, max_d + 1):
-        yield d, order[: at_least[d]]
-
-
 def _pair_arrays(
-    s: Sequences, params: ItemKNNParams
+    s: Sequences, params: ItemKNNParams, lo: int = 0, hi: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
-    """(first items, second items, weight) per distance, both orders unless directional;
-    self-pairs (an item repeated) are left out."""
+    """(first items, second items, weight) per distance d, for the pairs whose first item is in
+    lo..hi-1: "first d positions before second" and, unless directional, the reverse too.
+    Self-pairs (an item repeated) are left out. Only the positions of the block's items are
+    read: they are sorted once by how many items follow (precede) them, so each distance's
+    positions are a prefix of that order and a block costs its own pairs, not the log's."""
     items = s.items.astype(np.int64)
-    for d, pos in _pairs_by_distance(s, params.window):
-        a, b = items[pos], items[pos + d]
-        keep = a != b
-        a, b = a[keep], b[keep]
+    n = len(items)
+    rows = s.rows()
+    before = np.arange(n, dtype=np.int64) - s.indptr[:-1][rows]
+    after = s.indptr[1:][rows] - 1 - np.arange(n, dtype=np.int64)
+    del rows
+    if hi is None:
+        block = np.arange(n, dtype=np.int64)
+    else:
+        block = np.flatnonzero((items >= lo) & (items < hi))
+    longest = int(after.max(initial=0))
+    max_d = longest if params.window <= 0 else min(params.window, longest)
+    orders = [(block[np.argsort(-after[block], kind="stable")], after, 1)]
+    if not params.directional:
+        orders.append((block[np.argsort(-before[block], kind="stable")], before, -1))
+    # how many of the block's positions have at least d items after (before) them
+    counts = [
+        np.searchsorted(-room[order], -np.arange(max_d + 1), side="right")
+        for order, room, _ in orders
+    ]
+    for d in range(1, max_d + 1):
         w = params.distance_decay ** (d - 1)
-        yield a, b, w
-        if not params.directional:
-            yield b, a, w
+        for (order, _, sign), count in zip(orders, counts, strict=True):
+            pos = order[: count[d]]
+            a, b = items[pos], items[pos + sign * d]
+            keep = a != b
+            yield a[keep], b[keep], w
 
 
 def cooccurrence(
@@ -205,10 +211,7 @@ def cooccurrence(
     s = as_sequences(sequences)
     lo, hi = rows or (0, n_items)
     firsts, seconds, weights = [], [], []
-    for a, b, w in _pair_arrays(s, params):
-        if rows is not None:
-            keep = (a >= lo) & (a < hi)
-            a, b = a[keep], b[keep]
+    for a, b, w in _pair_arrays(s, params, lo, hi if rows is not None else None):
         firsts.append((a - lo).astype(np.int32))
         seconds.append(b.astype(np.int32))
         weights.append(np.full(len(a), w, dtype=np.float64))
