@@ -79,7 +79,7 @@ def train_command(
         # Reading is the first thing that grows with the log: refuse before it, not during.
         memory.check(
             f"reading {file} ({file.stat().st_size / 1e9 if file.is_file() else 0:.2f} GB)",
-            memory.log_bytes(file),
+            memory.process_bytes() + memory.log_bytes(file),
             memory.budget_bytes(settings),
             hint="split the log or raise the budget",
         )

@@ -256,14 +256,22 @@ def _prune(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((sim.data[keep], sim.indices[keep], indptr), shape=sim.shape)
 
 
-def itemknn_bytes(n_items: int, n_events: int, params: ItemKNNParams) -> int:
-    """Peak memory of one fit: the position arrays, one block of pairs, and the pruned model
-    (each kept entry 8 bytes; at most ``neighbours`` a row, else ~window*2 per event)."""
-    per_row = params.neighbours or n_items
-    kept = min(n_items * per_row, n_events * 2 * max(params.window, 1))
+def itemknn_entries(n_items: int, n_events: int, params: ItemKNNParams) -> int:
+    """An upper bound on the fitted model's stored entries."""
+    pairs = n_events * 2 * (params.window if params.window > 0 else n_events)
+    kept = min(n_items * (params.neighbours or n_items), pairs)
     if not params.neighbours:
-        kept = min(kept, params.max_entries + n_items * 16)
-    return int(n_events * 40 + BLOCK_PAIRS * 40 + kept * 8 * 2 + n_items * 32)
+        kept = min(kept, params.max_entries + n_items * 16)  # ties at the cut may add a few
+    return int(kept)
+
+
+def itemknn_bytes(n_items: int, n_events: int, params: ItemKNNParams) -> int:
+    """Peak memory of one fit: the position arrays (~64 bytes an event), one block of pairs
+    (~40 bytes a pair while it is summed), and the model's blocks and their stacked copy (8
+    bytes an entry, twice)."""
+    pairs = n_events * 2 * (params.window if params.window > 0 else n_events)
+    block = min(BLOCK_PAIRS, pairs)
+    return int(n_events * 64 + block * 40 + itemknn_entries(n_items, n_events, params) * 16)
 
 
 class ItemKNN:

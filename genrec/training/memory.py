@@ -35,6 +35,11 @@ def budget_bytes(settings: Settings) -> int:
     return int(available)
 
 
+def process_bytes() -> int:
+    """This process's resident memory now (what every estimate adds to)."""
+    return int(psutil.Process().memory_info().rss)
+
+
 def log_bytes(path: Path) -> int:
     """Reading a log file into columns: ~16 bytes an event for the codes and timestamps, plus
     the sort in build (indices and copies, ~40), plus the distinct IDs (bounded by the file);
@@ -48,8 +53,8 @@ def check(what: str, need: int, budget: int, *, hint: str) -> None:
     """CatalogError naming ``what`` and both figures when ``need`` exceeds ``budget``."""
     if need > budget:
         raise CatalogError(
-            f"{what} needs an estimated {need / GB:.1f} GB of memory, more than the "
-            f"{budget / GB:.1f} GB available for training (GENREC_TRAIN_MEMORY_GB); {hint}",
+            f"{what} needs an estimated {need / GB:.2f} GB of memory, more than the "
+            f"{budget / GB:.2f} GB available for training (GENREC_TRAIN_MEMORY_GB); {hint}",
             param="log",
             code="insufficient_memory",
         )

@@ -46,6 +46,7 @@ from genrec.training.collaborative import (
     ItemKNNParams,
     ease_bytes,
     itemknn_bytes,
+    itemknn_entries,
 )
 from genrec.training.data import TrainingData
 
@@ -75,16 +76,20 @@ def plan_memory(
 
     budget = memory.budget_bytes(settings)
     n, events, users = data.n_items, data.n_events, len(data.users)
-    # The data itself (sequences twice: all and the held-out copy), the user names, popularity.
-    base = events * 4 * 2 + users * 24 + users * 80 + n * 120
+    # The process as it is now (libraries, the catalog client, the data), plus the held-out
+    # copy of the sequences and the per-user validation arrays.
+    base = memory.process_bytes() + events * 4 + users * 64 + n * 120
     need: dict[str, int] = {}
+    size: dict[str, int] = {}  # what a fitted model keeps until the bundle is written
     kept: list[str] = []
     skipped: dict[str, str] = {}
     for name in models:
         if name == "itemknn":
             need[name] = itemknn_bytes(n, events, ItemKNNParams())
+            size[name] = itemknn_entries(n, events, ItemKNNParams()) * 8
         elif name == "ease":
             need[name] = ease_bytes(n)
+            size[name] = n * n * 4
             if base + need[name] > budget:
                 skipped[name] = (
                     f"ease skipped: its {n} x {n} matrices need {memory.gb(need[name])} GB, "
@@ -95,18 +100,22 @@ def plan_memory(
         elif name == "sasrec":
             need[name] = sasrec_bytes(n, events, sasrec_params or SASRecParams())
         kept.append(name)
-    # Models run one after another; the fitted ones are kept until the bundle is written.
-    resident = sum(need[m] // 2 for m in kept if m != "sasrec")
-    for name in kept:
+    # Models run one after another (itemknn, ease, sasrec); the fitted ones are kept until
+    # the bundle is written.
+    peaks: dict[str, int] = {}
+    resident = 0
+    for name in (m for m in MODELS if m in kept):
+        peaks[name] = base + resident + need[name]
+        resident += size.get(name, 0)
         memory.check(
             f"training {name} on {events} events over {n} items",
-            base + resident + need[name],
+            peaks[name],
             budget,
             hint="train fewer models (--models), on a smaller log, or raise the budget",
         )
     plan = {
         "budget_gb": memory.gb(budget),
-        "estimates_gb": {m: memory.gb(base + resident + need[m]) for m in need},
+        "estimates_gb": {m: memory.gb(p) for m, p in peaks.items()},
     }
     if skipped:
         plan["skipped"] = skipped
