@@ -60,7 +60,7 @@ class SASRecParams:
     # Sampled softmax above this many items (full cross-entropy below: better on small
     # catalogs, and what the defaults above were chosen with).
     full_softmax_items: int = 50_000
-    negatives: int = 2048
+    negatives: int = 256  # 2048: 1.3 s CPU a step at 170k items, 256: 0.48 s (batch 256)
     sampled_batch_size: int = 256
 
     def __post_init__(self) -> None:
