@@ -33,7 +33,7 @@ def train_command(
     ),
     seed: int = typer.Option(0, help="Seed: the same log and seed train the same models."),
     max_seconds: float | None = typer.Option(
-        None, min=1, help="Stop SASRec after the epoch that crosses this many seconds."
+        None, min=1, help="Stop training SASRec at this many seconds (within an epoch)."
     ),
     strict: bool = typer.Option(False, help="Refuse the whole log on its first bad row."),
     events: bool = typer.Option(
