@@ -5,8 +5,7 @@ predicts the next item with a softmax over ALL items - not sampled negatives wit
 what makes SASRec competitive on small catalogs. Above `full_softmax_items` items that softmax
 costs too much per step (300k items x every position), so training switches to a sampled
 softmax: the true next item against `negatives` items drawn uniformly per batch (shared by its
-rows; a draw that hits the true item is masked), with a larger batch (`sampled_batch_size`)
-because the optimiser's step over the whole embedding table is then the main cost.
+rows; a draw that hits the true item is masked), batches of `sampled_batch_size`.
 
 The input item embedding is also the output layer and there is no output bias, so an item's
 score is exactly user_vector . item_vector: the item vectors can live in an inner-product vector
@@ -61,7 +60,10 @@ class SASRecParams:
     # catalogs, and what the defaults above were chosen with).
     full_softmax_items: int = 50_000
     negatives: int = 256  # 2048: 1.3 s CPU a step at 170k items, 256: 0.48 s (batch 256)
-    sampled_batch_size: int = 256
+    # On the 30k synthetic (18k items, sampled forced, 10 epochs): batch 32 0.315 validation
+    # NDCG@10 in 75 s CPU, batch 64 0.188 in 59 s; 3 epochs of batch 256 0.031 (full softmax,
+    # 3 epochs: 0.362 in 267 s). Steps matter more than rows a step.
+    sampled_batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
