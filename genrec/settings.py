@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         description="Train the default collection's retrievers on ML-100K's interactions on "
         "first use.",
     )
+    train_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory `genrec train` may use, in GB (unset: what the machine has "
+        "available); it refuses before any work when its estimate is above, and skips ease when "
+        "that alone is.",
+    )
     mode: Mode = Field(default="rank", description="The default decoding mode.")
     template: str | None = Field(
         default=None, description="The default prompt template; unset: the mode's default."

@@ -272,3 +272,24 @@ def test_the_eval_trains_on_the_split_training_part_only(settings, ml_latest_sma
     assert {u: s[-1] for u, s in sequences.items()} == {
         c.user_id: c.target for c in validation.cases
     }
+
+
+def test_a_selective_filter_widens_past_the_first_candidates(retrievers, index):
+    """Filters are checked on the top candidates only, widened until k survive: the result is
+    exactly the full ranking restricted to the filter."""
+    itemknn = retrievers.get("itemknn").learned
+    history = ["50", "172", "181"]
+    where = {"year": {"$lt": 1940}}
+    got = itemknn.retrieve(query(index, history, k=5, where=where))
+    years = {it.id: it.attributes.get("year") for it in index.get(itemknn.item_ids)}
+    pos = [itemknn.position[i] for i in history]
+    scores = itemknn.model.scores([pos])[0].astype(np.float64) + itemknn._tiebreak
+    allowed = [
+        i
+        for i in np.argsort(-scores, kind="stable")
+        if isinstance(years[itemknn.item_ids[i]], int)
+        and years[itemknn.item_ids[i]] < 1940
+        and itemknn.item_ids[i] not in history
+    ]
+    assert len(allowed) > 5  # rare enough that the first 256 candidates hold few of them
+    assert [c.item.id for c in got] == [itemknn.item_ids[i] for i in allowed[:5]]

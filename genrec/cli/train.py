@@ -33,7 +33,7 @@ def train_command(
     ),
     seed: int = typer.Option(0, help="Seed: the same log and seed train the same models."),
     max_seconds: float | None = typer.Option(
-        None, min=1, help="Stop SASRec after the epoch that crosses this many seconds."
+        None, min=1, help="Stop training SASRec at this many seconds (within an epoch)."
     ),
     strict: bool = typer.Option(False, help="Refuse the whole log on its first bad row."),
     events: bool = typer.Option(
@@ -51,8 +51,9 @@ def train_command(
     previous retrievers serving."""
     from genrec.errors import CatalogError
     from genrec.ingest import DEFAULT_COLLECTION, open_catalog
-    from genrec.interactions import read_log
-    from genrec.training.data import build, sequences_from_log
+    from genrec.interactions import LogColumns, log_file, read_columns
+    from genrec.training import memory
+    from genrec.training.data import build_columns
     from genrec.training.train import train_retrievers
 
     settings = load_settings(config)
@@ -70,14 +71,26 @@ def train_command(
         from genrec.events.training import read_store
 
         read = read_store(settings, name)
+        cols = LogColumns.from_interactions(read.source, read.interactions)
+        cols.errors, cols.bad_rows = read.errors, len(read.errors)
+        del read
     else:
-        read = read_log(log, fmt, strict=strict)
-    for line in read.errors[:MAX_SHOWN]:
+        file, _ = log_file(log, fmt)
+        # Reading is the first thing that grows with the log: refuse before it, not during.
+        memory.check(
+            f"reading {file} ({file.stat().st_size / 1e9 if file.is_file() else 0:.2f} GB)",
+            memory.process_bytes() + memory.log_bytes(file),
+            memory.budget_bytes(settings),
+            hint="split the log or raise the budget",
+        )
+        cols = read_columns(log, fmt, strict=strict)
+    for line in cols.errors[:MAX_SHOWN]:
         typer.echo(f"bad row: {line}", err=True)
-    if len(read.errors) > MAX_SHOWN:
-        typer.echo(f"... and {len(read.errors) - MAX_SHOWN} more bad rows", err=True)
-    data = build(sequences_from_log(read.interactions), index.ids(), source=read.source)
-    data.stats["bad_rows"] = len(read.errors)
+    if cols.bad_rows > MAX_SHOWN:
+        typer.echo(f"... and {cols.bad_rows - MAX_SHOWN} more bad rows", err=True)
+    data = build_columns(cols, index.ids(), source=cols.source)
+    data.stats["bad_rows"] = cols.bad_rows
+    del cols
     if data.stats["unknown_item_interactions"]:
         typer.echo(
             f"warning: {data.stats['unknown_item_interactions']} interactions name "

@@ -1,9 +1,12 @@
 """Retrievers trained on interactions (genrec.training), served from their bundle.
 
 - :class:`ScoringRetriever` (``itemknn``, ``ease``): an in-process model scores every item it
-  knows for the history; filters are applied through the catalog store (the IDs matching
-  ``where``). Zero-evidence ties are broken by training popularity, so it always has candidates
-  for a known history.
+  knows for the history (itemknn reads only the history items' sparse rows: one float vector
+  over the items per request). Filters: the top M by score are checked against the filter's
+  matching IDs (the index remembers them per distinct filter, so a request never lists the
+  catalog), M widening until k survive.
+  Zero-evidence ties are broken by training popularity, so it always has candidates for a
+  known history.
 - :class:`VectorRetriever` (``sasrec``): the sequential encoder runs in process over the
   history and gives one user vector; the item vectors live in a Chroma collection of their own
   (inner-product space, the catalog's metadata copied beside them so ``where`` filters work), so a
@@ -56,23 +59,34 @@ class ScoringRetriever(_Learned):
         scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak
         banned = [self.position[i] for i in query.banned if i in self.position]
         scores[banned] = -np.inf
-        if query.where is not None:
-            allowed = self.index.allowed(query.where, param="filters")
-            keep = np.zeros(len(scores), dtype=bool)
-            keep[[self.position[i] for i in allowed if i in self.position]] = True
-            scores[~keep] = -np.inf
         # An over-fetch covers items deleted from the catalog since training.
-        n = min(len(scores), query.k + 32)
+        want = query.k + 32
+        # A filter's matching IDs come from the index's cache (one Chroma query per distinct
+        # filter); the ranking is walked from the top, widening until k match.
+        allowed = None if query.where is None else self.index.allowed(query.where, param="filters")
+        n = want if allowed is None else max(4 * want, 256)
+        while True:
+            top = self._top(scores, n)
+            if allowed is not None:
+                top = [i for i in top if self.item_ids[i] in allowed]
+            items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
+            out = [
+                Candidate(items[self.item_ids[i]], float(scores[i]))
+                for i in top
+                if self.item_ids[i] in items
+            ]
+            # Enough survived the filter, or every finite score was looked at.
+            if len(out) >= query.k or n >= len(scores) or len(top) < n and query.where is None:
+                return out[: query.k]
+            n *= 8
+
+    @staticmethod
+    def _top(scores: np.ndarray, n: int) -> list[int]:
+        """The n best finite scores, best first (ties in index order)."""
+        n = min(n, len(scores))
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        top = [int(i) for i in top if np.isfinite(scores[i])]
-        items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
-        out = [
-            Candidate(items[self.item_ids[i]], float(scores[i]))
-            for i in top
-            if self.item_ids[i] in items
-        ]
-        return out[: query.k]
+        return [int(i) for i in top if np.isfinite(scores[i])]
 
 
 class VectorRetriever(_Learned):
@@ -81,6 +95,18 @@ class VectorRetriever(_Learned):
     ) -> None:
         super().__init__(name, model, item_ids, index)
         self.vectors = vectors
+        self._last: tuple[frozenset[str], frozenset[str]] | None = None
+
+    def _known(self, allowed: frozenset[str]) -> frozenset[str]:
+        """The allowed IDs the vector collection holds (items seen in training): Chroma refuses
+        a query restricted to IDs it lacks. Kept for the last filter (the index returns the
+        same set object for a remembered filter)."""
+        last = self._last
+        if last is not None and last[0] is allowed:
+            return last[1]
+        known = frozenset(i for i in allowed if i in self.position)
+        self._last = (allowed, known)
+        return known
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         history = self.known_history(query)
@@ -88,7 +114,9 @@ class VectorRetriever(_Learned):
             return []
         user = self.model.user_vectors([history])[0]
         banned = query.banned
-        allowed = self.index.allowed(query.where, param="filters") if query.where else None
+        allowed = None
+        if query.where:
+            allowed = self._known(self.index.allowed(query.where, param="filters"))
         found = self.vectors.query(
             user, query.k + len(banned), query.where, param="filters", allowed=allowed
         )

@@ -12,6 +12,11 @@ One run, start to end (every choice on validation, never on a test item):
    (:mod:`.artifacts`), which becomes current last: a killed run leaves the previous one serving.
 
 The default retriever of the collection is the one with the best validation NDCG@10.
+
+At scale (:mod:`.memory`, :mod:`.validation`): each model's peak memory is estimated before any
+work (ease is skipped when its n x n matrices do not fit, anything else over the budget is an
+error naming it); validation ranks a batch of users at a time, on a seeded sample of users when
+there are many, and the hybrid is tuned on a smaller sample (one content query per user).
 """
 
 from __future__ import annotations
@@ -34,10 +39,16 @@ from genrec.retrieval.base import Candidate, RetrievalQuery
 from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import MIN_POOL, Scored, fuse
 from genrec.settings import Settings
-from genrec.training import artifacts
-from genrec.training.collaborative import SCORING, SCORING_PARAMS
+from genrec.training import artifacts, memory, validation
+from genrec.training.collaborative import (
+    SCORING,
+    SCORING_PARAMS,
+    ItemKNNParams,
+    ease_bytes,
+    itemknn_bytes,
+    itemknn_entries,
+)
 from genrec.training.data import TrainingData
-from genrec.training.metrics import full_ranking_metrics
 
 MODELS = (*SCORING, "sasrec")
 KS = (1, 5, 10, 20)
@@ -53,6 +64,62 @@ def _stderr(msg: str) -> None:
 
 def vectors_collection(collection: str, version: str, model: str) -> str:
     return f"{collection}.{model}.{version}"
+
+
+def plan_memory(
+    settings: Settings, data: TrainingData, models: Sequence[str], sasrec_params: Any
+) -> tuple[list[str], dict[str, Any]]:
+    """Estimate each stage's peak before any work: the models that fit (ease is skipped when
+    its n x n matrices do not; any other model over the budget is a CatalogError naming it and
+    the figure) and the plan for the manifest."""
+    from genrec.training.sequential import SASRecParams, sasrec_bytes
+
+    budget = memory.budget_bytes(settings)
+    n, events, users = data.n_items, data.n_events, len(data.users)
+    # The process as it is now (libraries, the catalog client, the data), plus the held-out
+    # copy of the sequences and the per-user validation arrays.
+    base = memory.process_bytes() + events * 4 + users * 64 + n * 120
+    need: dict[str, int] = {}
+    size: dict[str, int] = {}  # what a fitted model keeps until the bundle is written
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in models:
+        if name == "itemknn":
+            need[name] = itemknn_bytes(n, events, ItemKNNParams())
+            size[name] = itemknn_entries(n, events, ItemKNNParams()) * 8
+        elif name == "ease":
+            need[name] = ease_bytes(n)
+            size[name] = n * n * 4
+            if base + need[name] > budget:
+                skipped[name] = (
+                    f"ease skipped: its {n} x {n} matrices need {memory.gb(need[name])} GB, "
+                    f"more than the {memory.gb(budget)} GB training may use; it is for "
+                    "catalogs of tens of thousands of items (use itemknn or sasrec)"
+                )
+                continue
+        elif name == "sasrec":
+            need[name] = sasrec_bytes(n, events, sasrec_params or SASRecParams())
+        kept.append(name)
+    # Models run one after another (itemknn, ease, sasrec); the fitted ones are kept until
+    # the bundle is written.
+    peaks: dict[str, int] = {}
+    resident = 0
+    for name in (m for m in MODELS if m in kept):
+        peaks[name] = base + resident + need[name]
+        resident += size.get(name, 0)
+        memory.check(
+            f"training {name} on {events} events over {n} items",
+            peaks[name],
+            budget,
+            hint="train fewer models (--models), on a smaller log, or raise the budget",
+        )
+    plan = {
+        "budget_gb": memory.gb(budget),
+        "estimates_gb": {m: memory.gb(p) for m, p in peaks.items()},
+    }
+    if skipped:
+        plan["skipped"] = skipped
+    return kept, plan
 
 
 def train_retrievers(
@@ -71,18 +138,26 @@ def train_retrievers(
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InvalidRequest(f"unknown model(s) {unknown}; train from {MODELS}", param="models")
+    models, plan = plan_memory(settings, data, models, sasrec_params)
+    for line in plan.get("skipped", {}).values():
+        say(line)
     if "sasrec" in models:  # its item vectors go into Chroma; the other models are files only
         with index.store.writing():
             pass  # an embedded catalog another process holds open: CatalogBusy now, not later
     started = time.perf_counter()
-    train, val_hist, val_targets = data.holdout()
+    train, _, all_targets = data.holdout()
     n = data.n_items
-    popularity = np.bincount([i for seq in data.sequences for i in seq], minlength=n).astype(
-        np.float32
-    )
+    popularity = np.bincount(data.sequences.items, minlength=n).astype(np.float32)
+    # Validation users: all, or a seeded sample; the hybrid is tuned on a sample of those.
+    rows = validation.sample(len(train), validation.VALIDATION_USERS, seed)
+    val_hist, val_targets = train.take(rows), all_targets[rows]
+    hybrid_rows = validation.sample(len(rows), validation.HYBRID_USERS, seed + 1)
+    hybrid_targets = val_targets[hybrid_rows]
     say(
         f"train: {data.stats['users']} users, {data.stats['interactions']} interactions, "
-        f"{n} items; validating on {len(val_targets)} held-out items"
+        f"{n} items; validating on {len(rows)} of {len(train)} held-out items "
+        f"(hybrid on {len(hybrid_rows)}); memory estimate {plan['estimates_gb']} GB of "
+        f"{plan['budget_gb']} GB"
     )
     manifest: dict[str, Any] = {
         "version": artifacts.new_version(data.fingerprint()),
@@ -90,27 +165,39 @@ def train_retrievers(
         "catalog_digest": index.metadata.get("genrec_digest"),
         "data": {**data.stats, "fingerprint": data.fingerprint()},
         "seed": seed,
+        "validation_users": {"all": len(train), "metrics": len(rows), "hybrid": len(hybrid_rows)},
+        "memory": plan,
         "models": {},
     }
-    val_pop = np.bincount([i for seq in train for i in seq], minlength=n).astype(np.float32)
+    val_pop = np.bincount(train.items, minlength=n).astype(np.float32)
     manifest["popularity"] = {
-        "validation": _rounded(
-            full_ranking_metrics(np.tile(val_pop, (len(val_hist), 1)), val_hist, val_targets, KS)
-        )
+        "validation": _rounded(validation.popularity_metrics(val_pop, val_hist, val_targets, KS))
     }
     writers: dict[str, Callable[[Path], None]] = {
         "popularity.npy": lambda p: np.save(p, popularity)
     }
-    lists: dict[str, list[Scored]] = {}  # member -> per user: top pool
+    lists: dict[str, list[Scored]] = {}  # member -> per hybrid user: top pool
     fitted: dict[str, Any] = {}
+
+    def member_lists(found: dict[int, validation.Top]) -> list[Scored]:
+        return [[(data.item_ids[i], s) for i, s in found[int(r)]] for r in hybrid_rows]
 
     for name in (m for m in SCORING if m in models):
         t0 = time.perf_counter()
         cls, params = SCORING[name], SCORING_PARAMS[name]()
         model = cls.fit(train, n, params)
-        scores = _batched_scores(model, val_hist)
-        metrics = full_ranking_metrics(scores, val_hist, val_targets, KS)
-        lists[name] = _top_lists(scores, val_hist, data.item_ids)
+        fit_seconds = time.perf_counter() - t0
+        metrics, found = validation.rank_users(
+            model,
+            val_hist,
+            val_targets,
+            KS,
+            lists_for=hybrid_rows,
+            pool=MIN_POOL,
+            popularity=popularity,
+        )
+        lists[name] = member_lists(found)
+        del model  # before the final fit: two models of this size are never alive at once
         final = cls.fit(data.sequences, n, params)  # serving knows the latest behaviour
         writers[f"{name}.npz"] = lambda p, m=final: _save_npz(p, m.to_arrays())
         manifest["models"][name] = {
@@ -119,7 +206,11 @@ def train_retrievers(
             "params": asdict(params),
             "validation": _rounded(metrics),
             "seconds": round(time.perf_counter() - t0, 2),
+            "fit_seconds": round(fit_seconds, 2),
         }
+        if hasattr(final, "neighbours"):
+            manifest["models"][name]["neighbours_kept"] = final.neighbours
+            manifest["models"][name]["entries"] = int(final.matrix.nnz)
         say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
 
     if "sasrec" in models:
@@ -143,9 +234,10 @@ def train_retrievers(
             progress=epoch_done,
             max_seconds=max_seconds,
         )
-        scores = _batched_scores(model, val_hist)
-        metrics = full_ranking_metrics(scores, val_hist, val_targets, KS)
-        lists["sasrec"] = _top_lists(scores, val_hist, data.item_ids)
+        metrics, found = validation.rank_users(
+            model, val_hist, val_targets, KS, lists_for=hybrid_rows, pool=MIN_POOL
+        )
+        lists["sasrec"] = member_lists(found)
         fitted["sasrec"] = model
         writers["sasrec.pt"] = lambda p, m=model: m.save(p)
         manifest["models"]["sasrec"] = {
@@ -160,10 +252,11 @@ def train_retrievers(
         say(f"sasrec: validation NDCG@10 {metrics['ndcg@10']:.4f} ({report['epochs']} epochs)")
 
     t0 = time.perf_counter()
-    lists["content"] = _content_lists(index, val_hist, data.item_ids)
-    content_metrics = _list_metrics(lists["content"], val_targets, data.item_ids)
+    hybrid_hist = val_hist.take(hybrid_rows)
+    lists["content"] = _content_lists(index, hybrid_hist, data.item_ids)
+    content_metrics = _list_metrics(lists["content"], hybrid_targets, data.item_ids)
     manifest["content"] = {"validation": content_metrics}
-    weights, hybrid_metrics = choose_weights(lists, val_targets, data.item_ids)
+    weights, hybrid_metrics = choose_weights(lists, hybrid_targets, data.item_ids)
     manifest["models"]["hybrid"] = {
         "kind": "fusion",
         "weights": weights,
@@ -271,32 +364,13 @@ def _list_metrics(
     return _rounded({key: mean([m[key] for m in per_user]) or 0.0 for key in per_user[0]})
 
 
-def _batched_scores(model: Any, histories: Sequence[Sequence[int]], batch: int = 512) -> np.ndarray:
-    return np.concatenate(
-        [model.scores(histories[i : i + batch]) for i in range(0, len(histories), batch)]
-    )
-
-
-def _top_lists(
-    scores: np.ndarray, histories: Sequence[Sequence[int]], item_ids: list[str]
-) -> list[Scored]:
-    """Per user: the top MIN_POOL items by score, history masked."""
-    out = []
-    pool = min(MIN_POOL, scores.shape[1] - 1)
-    for row, hist in zip(scores, histories, strict=True):
-        s = row.astype(np.float64).copy()
-        s[list(hist)] = -np.inf
-        top = np.argpartition(-s, pool)[:pool]
-        top = top[np.argsort(-s[top], kind="stable")]
-        out.append([(item_ids[i], float(s[i])) for i in top if np.isfinite(s[i])])
-    return out
-
-
 def _content_lists(
     index: CatalogIndex, histories: Sequence[Sequence[int]], item_ids: list[str]
 ) -> list[Scored]:
+    """One content query per user (so the hybrid is tuned on a sample when there are many)."""
     content = ContentRetriever(index)
-    items = {it.id: it for it in index.get(item_ids)}
+    needed = sorted({int(i) for hist in histories for i in hist})
+    items = {it.id: it for it in index.get([item_ids[i] for i in needed])}
     out = []
     for hist in histories:
         history = tuple(items[item_ids[i]] for i in hist if item_ids[i] in items)
