@@ -96,6 +96,22 @@ class _ItemItem:
             histories, self.matrix, self.params.recency, getattr(self.params, "history_len", 0)
         )
 
+    def contributions(
+        self, history: Sequence[int], items: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(hist, terms): the distinct history items that score, and each one's additive term in
+        each of ``items``' scores, float32 (len(hist), len(items)); terms.sum(axis=0) equals
+        scores([history])[0][items]. Reads only the history rows' item columns."""
+        _check_sequences([history], self.n_items, "history")
+        if not len(history):
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(items)), dtype=np.float32)
+        hist, weights = _recent(
+            history, self.params.recency, getattr(self.params, "history_len", 0)
+        )
+        cols = np.asarray(items, dtype=np.int64)
+        terms = weights[:, None] * self.matrix[np.ix_(hist, cols)]
+        return hist, terms.astype(np.float32, copy=False)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {self.KEY: self.matrix}
 
