@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     # on validation (genrec finetune), else 0 (the LM's order alone).
     fusion_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     prompts_dir: Path | None = None  # extra or overriding prompt templates (*.j2)
+    # Evidence on every item (genrec.explain: `because`, `reason`); off only to measure its cost
+    explain_evidence: bool = True
 
     # Events (genrec.events): None = SQLite at home/events.sqlite3; postgresql://... for a
     # server many genrec processes share; sqlite:///PATH for another file
