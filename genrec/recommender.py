@@ -390,10 +390,11 @@ class Recommender:
 
     def evidence(
         self, plan: Plan, history: list[Item], scored: list[Candidate]
-    ) -> dict[str, list[Evidence]]:
-        """Each candidate's evidence (genrec.explain), from the scores retrieval made."""
+    ) -> dict[str, list[Evidence]] | None:
+        """Each candidate's evidence (genrec.explain), from the scores retrieval made; None
+        when turned off."""
         if not self.settings.explain_evidence:
-            return {}
+            return None
         retriever = self._retriever(plan.request, history)
         return explain.explain_candidates(retriever, self.index, self._query(plan, history), scored)
 

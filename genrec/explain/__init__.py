@@ -24,7 +24,7 @@ __all__ = ["attach", "cited_history", "explain_candidates", "language", "reason"
 
 def attach(
     items: Sequence[RecommendedItem],
-    evidence: Mapping[str, Sequence[Evidence]],
+    evidence: Mapping[str, Sequence[Evidence]] | None,
     candidate_ids: Sequence[str],
     *,
     fusion_weight: float | None = None,
@@ -34,7 +34,10 @@ def attach(
 ) -> list[RecommendedItem]:
     """The items with ``because`` (strongest first, never empty) and ``reason``. ``stored``:
     the history items that came from the user's stored events (they say ``user``); ``lm``:
-    whether an LM ordered the items (False for a retrieval-only list)."""
+    whether an LM ordered the items (False for a retrieval-only list). ``evidence`` None (turned
+    off, ``GENREC_EXPLAIN_EVIDENCE=false``): the items as they are."""
+    if evidence is None:
+        return list(items)
     out = []
     for it in items:
         because = [
