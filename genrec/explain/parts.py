@@ -8,12 +8,15 @@ its positive terms to sum to 1 and a fusion (hybrid) scales them by each member'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 from genrec.catalog import Item
 from genrec.schema import Evidence
 
 MAX_EVIDENCE = 4  # entries per item: enough to say why, short enough to read
+KEEP = 2 * MAX_EVIDENCE  # parts kept per retriever and item before they are merged
 MIN_SHARE = 0.05  # smaller parts are noise in a reason (the strongest one is always kept)
 
 # query keys: the matched words joined by SEP after TERMS (lexical), or DENSE and the query
@@ -29,6 +32,18 @@ def shares(terms: Mapping[tuple[str, str], float]) -> Parts:
     positive = {key: float(v) for key, v in terms.items() if v > 0}
     total = sum(positive.values())
     return {key: v / total for key, v in positive.items()} if total > 0 else {}
+
+
+def top_shares(names: Sequence[str], column: np.ndarray, kind: str = "history") -> Parts:
+    """:func:`shares` of one item's terms (one per name), keeping only the ``KEEP`` largest:
+    the rest cannot reach a reason, and a history of 200 items makes 200 parts otherwise."""
+    positive = column > 0
+    total = float(column[positive].sum())
+    if total <= 0:
+        return {}
+    n = min(KEEP, int(positive.sum()))
+    top = np.argpartition(-column, n - 1)[:n] if n < len(column) else np.arange(len(column))
+    return {(kind, names[i]): float(column[i]) / total for i in top if column[i] > 0}
 
 
 def add(into: Parts, parts: Mapping[tuple[str, str], float], scale: float = 1.0) -> None:
@@ -49,7 +64,9 @@ def to_evidence(
     for (kind, key), weight in ranked[:MAX_EVIDENCE]:
         if out and weight < MIN_SHARE:
             break
-        ev: dict = {"kind": kind, "weight": round(weight, 4), "source": source}
+        ev: dict = {"kind": kind, "weight": round(weight, 4)}
+        if source is not None:
+            ev["source"] = source
         if kind in ("history", "user"):
             item = items.get(key)
             ev.update(item_id=key, title=item.title if item else None)
@@ -59,7 +76,7 @@ def to_evidence(
                 ev.update(text=", ".join(words), terms=words)
             else:
                 ev.update(text=key.removeprefix(DENSE))
-        out.append(Evidence(**ev))
+        out.append(Evidence.model_construct(**ev))  # built from our own numbers: no validation
     return out
 
 
