@@ -208,3 +208,35 @@ def test_explain_of_the_wrong_type_is_a_400_naming_the_field():
     err = from_validation(exc.value.errors())
     assert err.param == "explain" and http_status(err) == 400
     assert RecommendRequest(history=STAR_WARS).explain is False
+
+
+def test_fidelity_counts_items_whose_rank_drops_or_that_leave():
+    from genrec.evaluation.fidelity import _case_result, summarise
+    from genrec.evaluation.suite import Suite
+
+    cite = [Evidence(kind="history", weight=1.0, item_id="h1", title="H")]
+    before = [
+        RecommendedItem(
+            id=i, title=i, score=0.0, rank=r, grounded_by="score", confidence=1.0, because=b
+        )
+        for r, (i, b) in enumerate(
+            [("a", cite), ("b", cite), ("c", cite), ("d", [Evidence(kind="fallback", weight=0)])],
+            1,
+        )
+    ]
+    # a drops (1 -> 2), b leaves, c climbs (3 -> 1): 2 of 3 tested are faithful
+    row = _case_result(before, {"a": ["x", "a"], "b": ["x"], "c": ["c"]})
+    assert (row["tested"], row["faithful"], row["with_evidence"]) == (3, 2, 3)
+    doc = summarise([row])
+    assert doc["fidelity"] == pytest.approx(2 / 3) and doc["evidence_rate"] == 0.75
+    suite = Suite.model_validate(
+        {
+            "name": "s",
+            "dataset": {"format": "ml-100k"},
+            "matrix": [{"modes": ["rank"]}],
+            "fidelity": {"users": 3},
+        }
+    )
+    assert suite.fidelity is not None and suite.fidelity.retrieval and suite.fidelity.users == 3
+    with pytest.raises(ValidationError):
+        Suite.model_validate({**suite.model_dump(), "fidelity": {"users": -1}})
