@@ -205,9 +205,9 @@ async def cell_fidelity(
         names = {it.id: it.title for it in rec.index.get(titles)}
         sentences = [it for it in first.items if it.explanation]
         row["sentences"] = len(sentences)
-        row["outside"] = sum(
-            1 for it in sentences if names_outside(it.explanation or "", it, list(names.values()))
-        )
+        named = [names_outside(it.explanation or "", it, list(names.values())) for it in sentences]
+        row["outside"] = sum(1 for n in named if n)
+        row["outside_titles"] = sorted({t for n in named for t in n})
         return row
 
     with (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,14 @@ async def sentences(job: Job, items: list[RecommendedItem], usage: Usage) -> lis
 def names_outside(sentence: str, item: RecommendedItem, others: list[str]) -> list[str]:
     """The titles among ``others`` (e.g. the candidates' and the history's) that ``sentence``
     names although they are neither the item nor in its evidence (the eval's check; 0 by
-    construction when the engine honours the constraint)."""
-    allowed = {item.title, *(e.title for e in item.because if e.title)}
-    return [t for t in others if t and t not in allowed and _one_line(t) in sentence]
+    construction when the engine honours the constraint). The allowed titles are taken out
+    first and a title counts only as whole words, so "Blade" is not found in "Blade: Trinity"."""
+    allowed = {_one_line(t) for t in (item.title, *(e.title for e in item.because)) if t}
+    rest = sentence
+    for title in sorted(allowed, key=len, reverse=True):  # "Blade: Trinity" before "Blade"
+        rest = rest.replace(title, "\x00")
+    found = []
+    for title in dict.fromkeys(_one_line(t) for t in others if t):
+        if title not in allowed and re.search(rf"(?<!\w){re.escape(title)}(?!\w)", rest):
+            found.append(title)
+    return found
