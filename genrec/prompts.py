@@ -57,7 +57,7 @@ SYSTEM_CAP = 1000
 _FRONT = re.compile(r"\A\{#---\s*\n(.*?)\n---#\}[ \t]*\n?", re.DOTALL)
 _CONTROL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>|<\/?s>|\[/?INST\]")
 _SPACES = re.compile(r"\s+")
-_NOT_MINE = ("response",)  # prompts/response*.j2 belong to the HTTP server, not to decoding
+_NOT_MINE = ("response", "explain")  # the HTTP answer (response*.j2) and genrec.explain's sentence
 
 
 class TemplateMeta(BaseModel):

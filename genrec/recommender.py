@@ -34,11 +34,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 
+from genrec import explain
 from genrec.catalog import Item
 from genrec.engines import make_engine
 from genrec.engines.base import Engine
 from genrec.errors import CatalogError, EngineError, GenrecError, InvalidRequest
 from genrec.events import EventStore, RecordResult, open_event_store, record_events
+from genrec.explain.sentence import sentences
 from genrec.filters import validate_where
 from genrec.index import CatalogIndex
 from genrec.model_files import model_path
@@ -58,6 +60,7 @@ from genrec.retrieval.registry import Retrievers
 from genrec.retrieval.reload import Reloader
 from genrec.schema import (
     MAX_EXCLUDE,
+    Evidence,
     Recommendation,
     RecommendedItem,
     RecommendRequest,
@@ -232,6 +235,7 @@ class Recommender:
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
             history, retriever, scored = await asyncio.to_thread(self._retrieve, plan, retrievers)
+            evidence = await asyncio.to_thread(self.evidence, plan, history, scored, retriever)
         request = plan.request
         candidates = [c.item for c in scored]
         with clock("render"):
@@ -257,8 +261,19 @@ class Recommender:
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
         parts = {candidates[i].id: p for i, p in decoded.parts.items()}
+        items = explain.attach(
+            _items(picks, parts),
+            evidence,
+            [c.id for c in candidates],
+            fusion_weight=weight,
+            stored=user.history if user else (),
+            lang=explain.language([request.query or "", *(c.title for c in candidates)]),
+        )
+        if request.explain:
+            with clock("llm"):
+                items = await sentences(job, items, decoded.usage)
         return Recommendation(
-            items=_items(picks, parts),
+            items=items,
             mode=plan.mode.name,  # type: ignore[arg-type]
             retriever=retriever.name,
             bundle=retrievers.version,
@@ -429,6 +444,30 @@ class Recommender:
         history, scored = self.retrieve_scored(plan)
         return history, [c.item for c in scored]
 
+    def evidence(
+        self,
+        plan: Plan,
+        history: list[Item],
+        scored: list[Candidate],
+        retriever: Retriever | None = None,
+    ) -> dict[str, list[Evidence]] | None:
+        """Each candidate's evidence (genrec.explain), from the scores ``retriever`` (the one
+        that found them; default: the request's retriever now) made; None when turned off."""
+        if not self.settings.explain_evidence:
+            return None
+        retriever = retriever or self._retriever(plan.request, history)
+        return explain.explain_candidates(retriever, self.index, self._query(plan, history), scored)
+
+    def _query(self, plan: Plan, history: Sequence[Item]) -> RetrievalQuery:
+        request = plan.request
+        return RetrievalQuery(
+            text=(request.query or "").strip(),
+            history=tuple(history),
+            k=plan.n,
+            where=request.filters,
+            exclude=frozenset(request.exclude),
+        )
+
     def retrieve_scored(self, plan: Plan) -> tuple[list[Item], list[Candidate]]:
         """(the resolved history, the candidates with the retriever's scores)."""
         history, _, candidates = self._retrieve(plan, self.retrievers)
@@ -446,14 +485,7 @@ class Recommender:
             )
         history = index.resolve_history(request.history)
         retriever = self._retriever(request, history, retrievers)
-        query = RetrievalQuery(
-            text=(request.query or "").strip(),
-            history=tuple(history),
-            k=plan.n,
-            where=request.filters,
-            exclude=frozenset(request.exclude),
-        )
-        candidates = retriever.retrieve(query)
+        candidates = retriever.retrieve(self._query(plan, history))
         if len(candidates) < plan.k:
             raise InvalidRequest(
                 f"only {len(candidates)} catalog items match this request (after filters, "

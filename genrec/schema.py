@@ -86,12 +86,35 @@ class RecommendRequest(BaseModel):
     temperature: Temperature = 0.0
     seed: Seed | None = None
     max_tokens: TokenLimit | None = None
+    # one sentence per item written by the LM from that item's evidence (costs an LM call)
+    explain: StrictBool = False
 
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
         if not (self.query and self.query.strip()) and not self.history and not self.user_id:
             raise ValueError("give a query or a history (or a user_id)")
         return self
+
+
+EvidenceKind = Literal["history", "user", "query", "popular", "trending", "lm", "fallback"]
+
+
+class Evidence(BaseModel):
+    """One reason an item was picked (genrec.explain), computed from the request's own scores.
+
+    ``weight``: the share of the item's retrieval score this part made (the retrieval evidence
+    of an item sums to at most 1); for ``lm``, the LM's share of the final order."""
+
+    kind: EvidenceKind
+    weight: float
+    item_id: str | None = None  # history / user: the item that contributed
+    title: str | None = None
+    text: str | None = None  # query: the matched words (or the whole query for a dense match)
+    terms: list[str] | None = None  # query: the matched words, one by one
+    source: str | None = None  # the retriever (member) the part came from
+    rank_before: int | None = None  # lm: the retriever's rank, then the final one
+    rank_after: int | None = None
+    lm_logprob: float | None = None
 
 
 class RecommendedItem(BaseModel):
@@ -106,6 +129,10 @@ class RecommendedItem(BaseModel):
     # log-probability of the item among the candidates and the retriever's own score.
     lm_logprob: float | None = None
     retrieval_score: float | None = None
+    # why it was picked, strongest first (genrec.explain); never empty in a Recommendation
+    because: list[Evidence] = Field(default_factory=list)
+    reason: str | None = None  # the evidence in a few plain words, in the user's language
+    explanation: str | None = None  # the LM's sentence, only with `explain: true`
 
 
 class Usage(BaseModel):

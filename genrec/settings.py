@@ -212,6 +212,11 @@ class Settings(BaseSettings):
     prompts_dir: Path | None = Field(
         default=None, description="A folder of extra or overriding prompt templates (`*.j2`)."
     )
+    explain_evidence: bool = Field(
+        default=True,
+        description="Evidence on every recommended item (genrec.explain: `because`, `reason`); "
+        "off only to measure its cost.",
+    )
 
     # Events (genrec.events)
     events_url: str | None = Field(

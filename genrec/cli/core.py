@@ -92,6 +92,9 @@ def _print_result(result: Any) -> None:
             f"{it.rank:>3}. {it.title}  [id {it.id}]  score {it.score:.3f}  "
             f"({it.grounded_by}, confidence {it.confidence:.2f})"
         )
+        # why (genrec.explain): the LM's sentence with --explain, else the evidence in words
+        if why := " ".join((it.explanation or it.reason or "").split()):
+            typer.echo(f"       — {why}")
     if result.mode == "describe" and result.outputs:
         typer.echo(f"     LM description: {result.outputs[0]}")
     if result.unmatched:
@@ -114,6 +117,9 @@ def recommend_command(
     user: str | None = typer.Option(
         None, "--user", help="A user ID: the user's recorded events join the history."
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="The LM writes one sentence per item from its evidence."
+    ),
     demo: bool = typer.Option(False, "--demo", help="Run `genrec demo` instead."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     config: Path | None = ConfigOption,
@@ -135,6 +141,7 @@ def recommend_command(
         system=system,
         exclude=exclude or [],
         user_id=user,
+        explain=explain or None,
     )
 
     Recommender(settings).plan(request)  # bad options fail now, before any slow start-up

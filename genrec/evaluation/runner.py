@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from genrec.engines import engine_identity, engine_settings, make_engine
@@ -24,6 +25,12 @@ from genrec.evaluation import baselines as bl
 from genrec.evaluation.aggregate import latency_samples
 from genrec.evaluation.cache import CachingEngine
 from genrec.evaluation.cells import read_records, request_for, run_cell
+from genrec.evaluation.fidelity import (
+    cell_fidelity,
+    read_rows,
+    retrieval_fidelity,
+    summarise_rows,
+)
 from genrec.evaluation.metrics import mean
 from genrec.evaluation.prepare import (
     Prepared,
@@ -154,6 +161,24 @@ async def run(
     index = index or open_index(prepared, settings, embedder)
     retrievers = prepare_retrievers(prepared, settings, index)
     baseline_rows, _ = compute_baselines(prepared, index, retrievers)
+    fidelity: dict[str, dict] = {}
+    fidelity_users = suite.fidelity.users if suite.fidelity is not None else 0
+
+    def fidelity_cases(c: PreparedCell) -> list[EvalCase]:
+        return c.cases[:fidelity_users]
+
+    def fidelity_path(c: PreparedCell) -> Path:
+        return opts.out / "fidelity" / f"{c.slug}.jsonl"
+
+    def _wants_fidelity(c: PreparedCell) -> bool:
+        """The cell's deletion test is asked for and not finished."""
+        done = read_rows(fidelity_path(c))
+        return bool(fidelity_users) and any(u.user_id not in done for u in fidelity_cases(c))
+
+    if suite.fidelity is not None and suite.fidelity.retrieval and not opts.report_only:
+        fidelity["retrieval"] = retrieval_fidelity(
+            prepared, index, retrievers, opts.out / "fidelity" / "retrieval.jsonl", opts.progress
+        )
 
     concurrency = opts.concurrency or suite.concurrency
     records: dict[str, dict[str, dict]] = {}
@@ -169,7 +194,7 @@ async def run(
                 records[c.id] = read_records(path, c.fingerprint, strict=not opts.report_only)
                 if opts.report_only and path.is_file():
                     c.fingerprint = json.loads(path.open().readline())["fingerprint"]
-                if any(u.user_id not in records[c.id] for u in c.cases):
+                if any(u.user_id not in records[c.id] for u in c.cases) or _wants_fidelity(c):
                     pending.append(c)
             if not pending or opts.report_only:
                 continue  # nothing to do (or not asked to): no engine, no Recommender
@@ -192,6 +217,16 @@ async def run(
                 for c in pending:
                     path = cells_dir / f"{c.slug}.jsonl"
                     records[c.id] = await run_cell(rec, c, suite, path, concurrency, opts.progress)
+                    if _wants_fidelity(c):
+                        await cell_fidelity(
+                            rec,
+                            c,
+                            prepared,
+                            fidelity_cases(c),
+                            fidelity_path(c),
+                            concurrency,
+                            opts.progress,
+                        )
     finally:
         for cache in caches:
             cache.close()
@@ -205,6 +240,11 @@ async def run(
             records[cell.id][c.user_id] for c in cell.cases if c.user_id in records[cell.id]
         ]
         samples[cell.id] = latency_samples(cell_records)
+    for c in prepared.cells if fidelity_users else []:
+        if fidelity_path(c).is_file():
+            fidelity[c.id] = summarise_rows(read_rows(fidelity_path(c)), fidelity_cases(c))
+    if fidelity:
+        doc["fidelity"] = {"retriever": retrievers.default, **fidelity}
     doc["engine_cache"] = {
         "dir": str(opts.cache_dir) if opts.cache_dir else None,
         "hits": sum(c.hits for c in caches),

@@ -117,6 +117,15 @@ class ThresholdSpec(_Strict):
         return self
 
 
+class FidelitySpec(_Strict):
+    """The explanation deletion test (genrec.evaluation.fidelity): on the default retriever's
+    lists for every user of the sample (``retrieval``), and through each LM cell for the first
+    ``users`` of its users (one extra request per cited item, so a smaller sample)."""
+
+    retrieval: bool = True
+    users: int = Field(default=20, ge=0)  # per LM cell; 0 = none
+
+
 class Suite(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -131,6 +140,7 @@ class Suite(_Strict):
     )
     concurrency: int = Field(default=4, ge=1, le=256)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
+    fidelity: FidelitySpec | None = None  # the explanation deletion test; None: not run
 
     # Where the file lives, for resolving relative paths; not part of the YAML.
     source: Path | None = Field(default=None, exclude=True)

@@ -14,6 +14,8 @@ items nobody has interacted with yet stay reachable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
 
 TEXT_WEIGHT = 0.5
@@ -41,6 +43,14 @@ def fuse(lists: dict[str, Scored], weights: dict[str, float], k: int) -> Scored:
             fused[item_id] = fused.get(item_id, 0.0) + w * s
     order = sorted(fused, key=lambda i: -fused[i])[:k]
     return [(i, fused[i]) for i in order]
+
+
+@dataclass(frozen=True)
+class FusedCandidate(Candidate):
+    """A hybrid candidate with what each member added to its score (weight x normalised
+    score, summing to ``score``): what genrec.explain splits the item's evidence by."""
+
+    parts: tuple[tuple[str, float], ...] = ()
 
 
 class HybridRetriever:
@@ -77,4 +87,12 @@ class HybridRetriever:
                 got = member.retrieve(wide)
                 items.update((c.item.id, c.item) for c in got)
                 lists[name] = [(c.item.id, c.score) for c in got]
-        return [Candidate(items[i], s) for i, s in fuse(lists, weights, query.k)]
+        norms = {name: normalised(scored) for name, scored in lists.items()}
+        return [
+            FusedCandidate(
+                items[i],
+                s,
+                tuple((m, weights[m] * n[i]) for m, n in norms.items() if n.get(i, 0.0) > 0),
+            )
+            for i, s in fuse(lists, weights, query.k)
+        ]

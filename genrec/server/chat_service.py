@@ -57,6 +57,7 @@ def conversation_of(body: ChatCompletionRequest, profile: Profile) -> Conversati
             "temperature": body.temperature or 0.0,
             "seed": body.seed,
             "max_tokens": body.token_limit,
+            "explain": bool(body.explain),
         },
     )
 

@@ -232,6 +232,8 @@ class ChatCompletionRequest(BaseModel):
     exclude: list[ItemRef] | None = Field(default=None, max_length=MAX_EXCLUDE)
     mode: Mode | None = None
     template: Name | None = None
+    # one sentence per item from the LM, naming only that item's evidence (genrec.explain)
+    explain: StrictBool | None = None
 
     @field_validator("messages")
     @classmethod

@@ -35,6 +35,20 @@ RECOMMENDATIONS_SCHEMA: dict[str, Any] = {
                     "grounded_by": {"type": "string"},
                     "confidence": {"type": "number"},
                     "from_candidates": {"type": "boolean"},
+                    # why it was picked (genrec.explain): evidence, strongest first
+                    "because": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "kind": {"type": "string"},
+                                "weight": {"type": "number"},
+                            },
+                            "required": ["kind", "weight"],
+                        },
+                    },
+                    "reason": {"type": ["string", "null"]},
+                    "explanation": {"type": ["string", "null"]},
                 },
                 "required": ["id", "title", "score", "rank", "grounded_by"],
             },
@@ -108,6 +122,9 @@ def _context(it: RecommendedItem, item: Item | None) -> dict[str, Any]:
         "genres": [_oneline(t) for t in item.tags] if item else [],
         "category": _oneline(item.category) if item else "",
         "description": _oneline(item.description) if item else "",
+        # evidence text is catalog text too: one line each, data in the answer
+        "reason": _oneline(it.reason or ""),
+        "explanation": _oneline(it.explanation or ""),
     }
 
 

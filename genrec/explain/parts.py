@@ -1,0 +1,89 @@
+"""Evidence as data: per-candidate parts (an additive share of the item's score) made into
+:class:`genrec.schema.Evidence`, merged across retrievers, strongest first.
+
+A *part* is ``(kind, key) -> weight`` where ``key`` is an item ID (``history``, ``user``) or the
+matched text (``query``); weights are shares of one item's score, so each explainer normalises
+its positive terms to sum to 1 and a fusion (hybrid) scales them by each member's share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from genrec.catalog import Item
+from genrec.schema import Evidence
+
+MAX_EVIDENCE = 4  # entries per item: enough to say why, short enough to read
+KEEP = 2 * MAX_EVIDENCE  # parts kept per retriever and item before they are merged
+MIN_SHARE = 0.05  # smaller parts are noise in a reason (the strongest one is always kept)
+
+# query keys: the matched words joined by SEP after TERMS (lexical), or DENSE and the query
+TERMS, DENSE, SEP = "terms:", "dense:", "\x1f"
+
+# (kind, key) -> weight; key: an item ID for history, the matched text for query, "" otherwise
+Parts = dict[tuple[str, str], float]
+
+
+def shares(terms: Mapping[tuple[str, str], float]) -> Parts:
+    """The positive terms as shares summing to 1 (negative terms push an item down: they are
+    not a reason it was picked)."""
+    positive = {key: float(v) for key, v in terms.items() if v > 0}
+    total = sum(positive.values())
+    return {key: v / total for key, v in positive.items()} if total > 0 else {}
+
+
+def top_shares(names: Sequence[str], column: np.ndarray, kind: str = "history") -> Parts:
+    """:func:`shares` of one item's terms (one per name), keeping only the ``KEEP`` largest:
+    the rest cannot reach a reason, and a history of 200 items makes 200 parts otherwise."""
+    positive = column > 0
+    total = float(column[positive].sum())
+    if total <= 0:
+        return {}
+    n = min(KEEP, int(positive.sum()))
+    top = np.argpartition(-column, n - 1)[:n] if n < len(column) else np.arange(len(column))
+    return {(kind, names[i]): float(column[i]) / total for i in top if column[i] > 0}
+
+
+def add(into: Parts, parts: Mapping[tuple[str, str], float], scale: float = 1.0) -> None:
+    for key, v in parts.items():
+        into[key] = into.get(key, 0.0) + scale * v
+
+
+def to_evidence(
+    parts: Parts,
+    items: Mapping[str, Item],
+    *,
+    source: str | None = None,
+) -> list[Evidence]:
+    """The strongest parts (at most MAX_EVIDENCE, each at least MIN_SHARE but the first) as
+    Evidence, strongest first; ties by kind then key, so the order is stable."""
+    ranked = sorted(parts.items(), key=lambda kv: (-kv[1], kv[0]))
+    out: list[Evidence] = []
+    for (kind, key), weight in ranked[:MAX_EVIDENCE]:
+        if out and weight < MIN_SHARE:
+            break
+        ev: dict = {"kind": kind, "weight": round(weight, 4)}
+        if source is not None:
+            ev["source"] = source
+        if kind in ("history", "user"):
+            item = items.get(key)
+            ev.update(item_id=key, title=item.title if item else None)
+        elif kind == "query":
+            if key.startswith(TERMS):
+                words = key[len(TERMS) :].split(SEP)
+                ev.update(text=", ".join(words), terms=words)
+            else:
+                ev.update(text=key.removeprefix(DENSE))
+        out.append(Evidence.model_construct(**ev))  # built from our own numbers: no validation
+    return out
+
+
+def fallback() -> list[Evidence]:
+    """What an item with no evidence says: the retriever had nothing to go on for it."""
+    return [Evidence(kind="fallback", weight=0.0)]
+
+
+def by_id(items: Iterable[Item]) -> dict[str, Item]:
+    return {it.id: it for it in items}
