@@ -42,6 +42,7 @@ from genrec.catalog import Item
 from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
 from genrec.filters import validate_where
 from genrec.folder_lock import FolderLock
+from genrec.index.manifest import HashManifest
 from genrec.settings import Settings
 
 _RESERVED = frozenset({"title", "category", "description", "tags", "popularity", "_hash", "_attrs"})
@@ -60,7 +61,18 @@ def check_collection_name(name: str) -> str:
 
 
 def item_hash(item: Item, model_id: str) -> str:
-    payload = json.dumps([model_id, item.model_dump(mode="json")], sort_keys=True)
+    """sha1 of ``[model_id, item.model_dump(mode="json")]`` as sorted JSON. The dict is built by
+    hand: the same bytes (tested), a third of the time of model_dump at 300k items."""
+    fields = {
+        "attributes": item.attributes,
+        "category": item.category,
+        "description": item.description,
+        "id": item.id,
+        "popularity": item.popularity,
+        "tags": item.tags,
+        "title": item.title,
+    }
+    payload = json.dumps([model_id, fields], sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
@@ -150,6 +162,7 @@ class ChromaStore:
         self._lock = threading.Lock()
         self._col: Any = None
         self._folder_lock: FolderLock | None = None  # embedded Chroma only (genrec.folder_lock)
+        self.manifest = HashManifest(settings.home, self.name)  # the writer's ID -> hash map
 
     @cached_property
     def client(self) -> Any:
@@ -251,6 +264,7 @@ class ChromaStore:
             except (NotFoundError, ValueError):
                 pass
             self._col = None
+            self.manifest.drop()
 
     @property
     def batch_size(self) -> int:
@@ -280,6 +294,24 @@ class ChromaStore:
         except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
             msg = f"bad {param}: the catalog store rejected it: {exc}"
             raise InvalidRequest(msg, param=param) from exc
+
+    def collection_id(self) -> str | None:
+        """The collection's UUID (None: no collection); a collection made again gets a new one."""
+        col = self.collection()
+        return None if col is None else str(col.id)
+
+    def all_hashes(self) -> dict[str, str]:
+        """ID -> content hash of every record, read from Chroma (the writer's fallback when no
+        hash manifest fits the collection; genrec.index.manifest)."""
+        col = self.collection()
+        out: dict[str, str] = {}
+        while col is not None:
+            got = col.get(include=["metadatas"], limit=_PAGE, offset=len(out))
+            for item_id, md in zip(got["ids"], got["metadatas"], strict=True):
+                out[item_id] = (md or {}).get("_hash", "")
+            if len(got["ids"]) < _PAGE:
+                break
+        return out
 
     def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         col = self.collection()
