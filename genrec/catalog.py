@@ -3,6 +3,9 @@
 Every loader returns a :class:`LoadResult`: the good items plus one :class:`RowError` per bad row
 (missing id or title, wrong types, duplicate ids), each with its line number, so a caller can
 ingest the good rows and report the bad ones, or refuse everything (``strict=True``).
+:class:`CatalogFile` is the streamed form of a JSONL/CSV file (what ingest uses): it reads the
+file row by row on every pass and holds only the IDs seen, so a 300k-item catalog costs about
+70 MB of state, not the items.
 Problems with the source as a whole (missing file, unknown format, not UTF-8, no items at all)
 raise :class:`genrec.errors.CatalogError` with a one-line message naming the file.
 

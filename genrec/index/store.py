@@ -21,7 +21,9 @@ attributes       flattened to top-level keys, e.g. ``{"year": {"$lt": 1980}}``
 ===============  ===========================================================
 
 Collection metadata ``genrec_complete`` is false while an upsert is writing and true only
-after the last batch landed, so an interrupted ingest never looks complete.
+after the last batch landed, so an interrupted ingest never looks complete. The ``_hash`` of every
+record is also kept in a file beside Chroma (:mod:`genrec.index.manifest`), trusted only while it
+fits the collection, so a re-ingest need not read them all back.
 """
 
 from __future__ import annotations
