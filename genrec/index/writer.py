@@ -111,24 +111,27 @@ def _upsert(
     lexical = index.lexical_wanted(report.languages)
     truncated = index.embedder.truncated
     complete = bool(meta.get("genrec_complete"))
+    unchanged = complete and meta.get("genrec_digest") == digest
 
-    if complete and meta.get("genrec_digest") == digest and not prune:
+    if unchanged and not prune:
         # this exact catalog was written completely before: nothing to write, no lock to take
         report.unchanged = len(hashes)
         if bool(meta.get("genrec_lexical")) != lexical:
             store.set_metadata(genrec_lexical=lexical)
         return _finish(index, report, lexical, truncated, started)
 
-    if stored is None:  # no manifest fits the collection: read its hashes once
-        stored = store.all_hashes()
-        kept = None
-    todo = [item_id for item_id, h in hashes.items() if stored.get(item_id) != h]
-    report.added = sum(1 for item_id in todo if item_id not in stored)
+    todo: list[str] = []  # unchanged: every item is stored as it is; a prune only deletes
+    if not unchanged:
+        if stored is None:  # no manifest fits the collection: read its hashes once
+            stored = store.all_hashes()
+            kept = None
+        todo = [item_id for item_id, h in hashes.items() if stored.get(item_id) != h]
+        report.added = sum(1 for item_id in todo if item_id not in stored)
     report.updated = len(todo) - report.added
     report.unchanged = len(hashes) - len(todo)
     stale = [item_id for item_id in store.ids() if item_id not in hashes] if prune else []
     report.removed = len(stale)
-    if todo or stale or not complete or meta.get("genrec_digest") != digest:
+    if todo or stale or not unchanged:
         with store.writing():
             if todo or stale:
                 store.collection(create=True)
@@ -150,10 +153,13 @@ def _upsert(
                 genrec_lexical=lexical,
                 genrec_written=stamp,
             )
-            stored.update(hashes)
-            for item_id in stale:
-                stored.pop(item_id, None)
-            index.store.manifest.save(str(store.collection_id()), stamp, stored)
+            # after a prune the collection is exactly the catalog; else the catalog over it
+            if prune or stored is None:
+                held = hashes
+            else:
+                stored.update(hashes)
+                held = stored
+            store.manifest.save(str(store.collection_id()), stamp, held)
         index.mirror.forget()
     return _finish(index, report, lexical, truncated, started)
 
