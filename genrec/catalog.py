@@ -3,6 +3,9 @@
 Every loader returns a :class:`LoadResult`: the good items plus one :class:`RowError` per bad row
 (missing id or title, wrong types, duplicate ids), each with its line number, so a caller can
 ingest the good rows and report the bad ones, or refuse everything (``strict=True``).
+:class:`CatalogFile` is the streamed form of a JSONL/CSV file (what ingest uses): it reads the
+file row by row on every pass and holds only the IDs seen, so a 300k-item catalog costs about
+70 MB of state, not the items.
 Problems with the source as a whole (missing file, unknown format, not UTF-8, no items at all)
 raise :class:`genrec.errors.CatalogError` with a one-line message naming the file.
 
@@ -127,21 +130,75 @@ def load_catalog(
         from genrec.movielens import load_movielens_folder
 
         result = LoadResult(load_movielens_folder(path), [], str(path), fmt)
-    else:
-        if path.is_dir():
-            raise CatalogError(f"{path} is a folder; give a {fmt} file, or --format movielens")
-        reader = _read_jsonl if fmt == "jsonl" else _read_csv
-        items, errors = _validate_rows(reader(path, mapping or {}))
-        result = LoadResult(items, errors, str(path), fmt)
-    if strict and result.errors:
-        shown = "; ".join(str(e) for e in result.errors[:3])
-        more = f" (and {len(result.errors) - 3} more)" if len(result.errors) > 3 else ""
+        check_rows(path, len(result.items), result.errors, strict=strict)
+        return result
+    stream = CatalogFile(path, fmt=fmt, mapping=mapping, strict=strict)
+    items = list(stream)
+    return LoadResult(items, stream.errors, str(path), fmt)
+
+
+def open_source(
+    source: str | Path,
+    *,
+    fmt: str | None = None,
+    mapping: dict[str, str] | None = None,
+    strict: bool = False,
+) -> CatalogFile | LoadResult:
+    """Like :func:`load_catalog`, but a JSONL/CSV file comes back as a :class:`CatalogFile`
+    (streamed, never held whole); folders and datasets are loaded (they are small)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        fmt = fmt or _guess_format(path)
+        if fmt in ("jsonl", "csv"):
+            return CatalogFile(path, fmt=fmt, mapping=mapping, strict=strict)
+    return load_catalog(source, fmt=fmt, mapping=mapping, strict=strict)
+
+
+def check_rows(path: Path, good: int, errors: list[RowError], *, strict: bool) -> None:
+    """The source as a whole: any bad row is fatal when ``strict``; no valid item always is."""
+    if strict and errors:
+        shown = "; ".join(str(e) for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise CatalogError(
-            f"{path}: {len(result.errors)} bad row(s): {shown}{more}; fix them or drop --strict"
+            f"{path}: {len(errors)} bad row(s): {shown}{more}; fix them or drop --strict"
         )
-    if not result.items:
+    if not good:
         raise CatalogError(f"catalog {path} has no valid items; check its format and contents")
-    return result
+
+
+class CatalogFile:
+    """A JSONL or CSV catalog read row by row, as often as it is iterated: nothing is held but
+    the IDs seen in the current pass (for duplicate rows), so memory does not grow with the
+    items. ``errors`` are the bad rows of the last finished pass. A pass that ends with a
+    reason to refuse the source (:func:`check_rows`) raises CatalogError then, so a writer
+    whose first pass only reads writes nothing for a bad source."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fmt: str | None = None,
+        mapping: dict[str, str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.path = path
+        self.format = fmt or _guess_format(path)
+        if self.format not in ("jsonl", "csv"):
+            raise CatalogError(f"{path}: a streamed catalog is jsonl or csv, not {self.format}")
+        self.source = str(path)
+        self.mapping = mapping or {}
+        self.strict = strict
+        self.errors: list[RowError] = []
+
+    def __iter__(self) -> Iterator[Item]:
+        reader = _read_jsonl if self.format == "jsonl" else _read_csv
+        errors: list[RowError] = []
+        good = 0
+        for item in _validate_rows(reader(self.path, self.mapping), errors):
+            good += 1
+            yield item
+        self.errors = errors
+        check_rows(self.path, good, errors, strict=self.strict)
 
 
 def load_dataset(name: str) -> list[Item]:
@@ -207,9 +264,27 @@ def open_text(path: Path):
 RawRow = tuple[int, dict[str, Any] | str]  # (line, fields) or (line, error message)
 
 
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines as text (a BOM dropped), read as they are needed; bytes that are not
+    UTF-8 are a CatalogError naming the line."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror}; check the path") from exc
+    with fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CatalogError(
+                    f"{path} is not UTF-8 (bad byte at line {lineno}); re-save it as UTF-8, "
+                    f"e.g. iconv -f latin1 -t utf-8"
+                ) from exc
+            yield line
+
+
 def _read_jsonl(path: Path, mapping: dict[str, str]) -> Iterator[RawRow]:
-    text = open_text(path)
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -224,9 +299,8 @@ def _read_jsonl(path: Path, mapping: dict[str, str]) -> Iterator[RawRow]:
 
 
 def _read_csv(path: Path, mapping: dict[str, str]) -> Iterator[RawRow]:
-    text = open_text(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    reader = csv.DictReader(_lines(path), delimiter=delimiter)
     header = reader.fieldnames or []
     if not header:
         raise CatalogError(f"{path} is empty; a CSV catalog needs a header row and items")
@@ -301,10 +375,9 @@ def _row_to_item(fields: dict[str, Any]) -> Item:
     return Item.model_validate(data, strict=False)
 
 
-def _validate_rows(rows: Iterable[RawRow]) -> tuple[list[Item], list[RowError]]:
-    items: list[Item] = []
-    errors: list[RowError] = []
-    seen: dict[str, int] = {}
+def _validate_rows(rows: Iterable[RawRow], errors: list[RowError]) -> Iterator[Item]:
+    """The good rows as items; each bad one (and each repeated ID) appended to ``errors``."""
+    seen: dict[str, int] = {}  # id -> first line: the one thing a pass keeps per row
     for line, fields in rows:
         if isinstance(fields, str):
             errors.append(RowError(line, fields))
@@ -319,14 +392,11 @@ def _validate_rows(rows: Iterable[RawRow]) -> tuple[list[Item], list[RowError]]:
         except ValueError as exc:
             errors.append(RowError(line, str(exc)))
             continue
-        if item.id in seen:
-            errors.append(
-                RowError(line, f"duplicate id {item.id!r} (first on line {seen[item.id]})")
-            )
+        first_line = seen.setdefault(item.id, line)
+        if first_line != line:
+            errors.append(RowError(line, f"duplicate id {item.id!r} (first on line {first_line})"))
             continue
-        seen[item.id] = line
-        items.append(item)
-    return items, errors
+        yield item
 
 
 def id_key(item_id: str) -> tuple[int, int | str]:

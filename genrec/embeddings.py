@@ -29,9 +29,16 @@ from genrec.settings import Backend, Settings
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+# The packaged MiniLM quantized to int8 on ONNX Runtime: 2.5x faster to embed a catalog, its own
+# vectors (so its own model ID: a collection never mixes it with the float model).
+INT8_MODEL = "all-MiniLM-L6-v2-int8"
 # The models genrec knows by name (anything else is a local folder), and the languages each
 # reads; None = many. A query in another language than the collection's model reads is warned.
-NAMED_MODELS: dict[str, tuple[str, ...] | None] = {PACKAGED_MODEL: ("en",), E5_MODEL: None}
+NAMED_MODELS: dict[str, tuple[str, ...] | None] = {
+    PACKAGED_MODEL: ("en",),
+    INT8_MODEL: ("en",),
+    E5_MODEL: None,
+}
 
 
 def packaged_model_path() -> Path:
@@ -65,7 +72,7 @@ class Embedder:
         chosen = model_path or settings.embedding_model
         self.languages: tuple[str, ...] | None = None  # unknown for a user's folder: no warning
         if chosen in NAMED_MODELS:
-            self.path = packaged_model_path() if chosen == PACKAGED_MODEL else None
+            self.path = packaged_model_path() if chosen != E5_MODEL else None
             self.model_id = str(chosen)
             self.languages = NAMED_MODELS[str(chosen)]
         elif chosen:
@@ -117,6 +124,13 @@ class Embedder:
         assert self.path is not None
         # A local folder needs no hub; say so, so nothing tries to reach one.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if self.model_id == INT8_MODEL:
+            if self.requested_backend == "torch":
+                raise ConfigError(
+                    f"{INT8_MODEL} runs on ONNX Runtime only; set GENREC_EMBEDDING_BACKEND=auto "
+                    f"or onnx, or GENREC_EMBEDDING_MODEL={PACKAGED_MODEL}"
+                )
+            return OnnxEncoder(self.path, self.cache_dir, int8=True)
         if self.requested_backend != "torch":
             reason = unsupported_reason(self.path)
             if reason is None:

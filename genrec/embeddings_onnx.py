@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -66,9 +67,13 @@ class OnnxEncoder:
 
     batch_size = 64  # measured fastest on 2 CPU cores for short item texts (64: 890/s, 256: 710/s)
 
-    def __init__(self, folder: Path, cache_dir: Path):
+    def __init__(self, folder: Path, cache_dir: Path, *, int8: bool = False):
         self.folder = folder
         self.graph = exported_graph(folder, cache_dir)
+        if int8:
+            # batches of 16 to 64 measure alike in int8 too (500 items per CPU second, loaded
+            # machine), 128: 450, 256: 420
+            self.graph = quantized_graph(self.graph)
         self.tokenizer = _tokenizer(folder)
         self.session = _session(self.graph)
         self.dimension = int(self.session.get_outputs()[0].shape[-1])
@@ -92,6 +97,44 @@ def exported_graph(folder: Path, cache_dir: Path) -> Path:
         if target.is_file():  # another process exported it while we waited
             return target
         _export(folder, target)
+    return target
+
+
+def quantized_graph(graph: Path) -> Path:
+    """The int8 twin of an exported graph (ONNX Runtime dynamic quantization: int8 weights,
+    activations quantized per batch), made once beside it the same careful way. About 2.5x
+    the float graph's speed on AVX-512 VNNI cores; vectors within a cosine of about 0.93 (worst
+    item) of the float ones, and content retrieval on ml-latest-small unchanged (docs/ingest.md)."""
+    target = graph.with_name(f"{graph.stem}-int8.onnx")
+    if target.is_file():
+        return target
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if target.is_file():
+            return target
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        say(f"quantizing the embedding graph to int8 (once only): {target}")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        root = logging.getLogger()  # the quantizer logs advice on the root logger: not for users
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                str(graph),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                # the exported graph's shapes are dynamic: say what an unknown tensor holds
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            root.setLevel(level)
     return target
 
 

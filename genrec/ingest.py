@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from genrec.catalog import DATASETS, LoadResult, load_catalog, load_dataset
+from genrec.catalog import DATASETS, CatalogFile, LoadResult, load_dataset, open_source
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex, IngestReport
@@ -30,14 +30,15 @@ def load_source(
     fmt: str | None = None,
     mapping: dict[str, str] | None = None,
     strict: bool = False,
-) -> LoadResult:
+) -> CatalogFile | LoadResult:
     """A file/folder ``source``, or a packaged ``dataset`` (a dataset name, or a path, so that
-    ``GENREC_DATASET=/data/ml-latest-small`` makes that folder the default catalog)."""
+    ``GENREC_DATASET=/data/ml-latest-small`` makes that folder the default catalog). A JSONL/CSV
+    file is a CatalogFile: read as it is written, never held whole."""
     name = dataset or "ml-100k"
     if source is None and name not in DATASETS and Path(name).expanduser().exists():
         source = name
     if source is not None:
-        return load_catalog(source, fmt=fmt, mapping=mapping, strict=strict)
+        return open_source(source, fmt=fmt, mapping=mapping, strict=strict)
     return LoadResult(load_dataset(name), [], name, "dataset")
 
 
@@ -58,14 +59,16 @@ def ingest(
     """Ingest a file/folder ``source``, or the packaged ``dataset`` (default: settings.dataset).
 
     ``prune`` also deletes items that are in the collection but no longer in the source.
-    Everything is read and validated before the first write, so a bad source writes nothing.
+    Everything is read and validated before the first write (the writer's first pass only
+    reads), so a bad source writes nothing.
     """
     if source is None and dataset is None:
         dataset = settings.dataset
     loaded = load_source(source, dataset=dataset, fmt=fmt, mapping=mapping, strict=strict)
     index = index or CatalogIndex(settings, collection, embedder)
     write = index.sync if prune else index.upsert
-    report = write(loaded.items, progress=progress, source=loaded.source)
+    items = loaded if isinstance(loaded, CatalogFile) else loaded.items
+    report = write(items, progress=progress, source=loaded.source)
     report.errors = [str(e) for e in loaded.errors]
     return report
 
@@ -81,7 +84,8 @@ def ensure_default_catalog(
     held = index.metadata.get("genrec_source")
     if held and held != loaded.source:
         return index
-    index.upsert(loaded.items, progress=progress, source=loaded.source)
+    items = loaded if isinstance(loaded, CatalogFile) else loaded.items
+    index.upsert(items, progress=progress, source=loaded.source)
     return index
 
 

@@ -3,6 +3,8 @@
 - :mod:`.store`: Chroma plumbing (client, collection, metadata, the write lock, item records);
 - :mod:`.mirror`: the items and title maps kept in process, revalidated against a write stamp;
 - :mod:`.writer`: upsert / delete / ``sync`` (the one write path of ingest and the eval suite);
+- :mod:`.manifest`: every record's content hash in a file beside Chroma, so a re-ingest knows
+  what changed without reading the collection back;
 - :mod:`.catalog_index`: :class:`CatalogIndex`, which resolves histories and searches.
 """
 

@@ -21,7 +21,9 @@ attributes       flattened to top-level keys, e.g. ``{"year": {"$lt": 1980}}``
 ===============  ===========================================================
 
 Collection metadata ``genrec_complete`` is false while an upsert is writing and true only
-after the last batch landed, so an interrupted ingest never looks complete.
+after the last batch landed, so an interrupted ingest never looks complete. The ``_hash`` of every
+record is also kept in a file beside Chroma (:mod:`genrec.index.manifest`), trusted only while it
+fits the collection, so a re-ingest need not read them all back.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from genrec.catalog import Item
 from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
 from genrec.filters import validate_where
 from genrec.folder_lock import FolderLock
+from genrec.index.manifest import HashManifest
 from genrec.settings import Settings
 
 _RESERVED = frozenset({"title", "category", "description", "tags", "popularity", "_hash", "_attrs"})
@@ -60,7 +63,18 @@ def check_collection_name(name: str) -> str:
 
 
 def item_hash(item: Item, model_id: str) -> str:
-    payload = json.dumps([model_id, item.model_dump(mode="json")], sort_keys=True)
+    """sha1 of ``[model_id, item.model_dump(mode="json")]`` as sorted JSON. The dict is built by
+    hand: the same bytes (tested), a third of the time of model_dump at 300k items."""
+    fields = {
+        "attributes": item.attributes,
+        "category": item.category,
+        "description": item.description,
+        "id": item.id,
+        "popularity": item.popularity,
+        "tags": item.tags,
+        "title": item.title,
+    }
+    payload = json.dumps([model_id, fields], sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
@@ -150,6 +164,7 @@ class ChromaStore:
         self._lock = threading.Lock()
         self._col: Any = None
         self._folder_lock: FolderLock | None = None  # embedded Chroma only (genrec.folder_lock)
+        self.manifest = HashManifest(settings.home, self.name)  # the writer's ID -> hash map
 
     @cached_property
     def client(self) -> Any:
@@ -251,6 +266,7 @@ class ChromaStore:
             except (NotFoundError, ValueError):
                 pass
             self._col = None
+            self.manifest.drop()
 
     @property
     def batch_size(self) -> int:
@@ -331,6 +347,24 @@ class ChromaStore:
             got = col.get(ids=list(ids[start : start + self.batch_size]), include=["metadatas"])
             for item_id, md in zip(got["ids"], got["metadatas"], strict=True):
                 out[item_id] = (md or {}).get("_hash", "")
+        return out
+
+    def collection_id(self) -> str | None:
+        """The collection's UUID (None: no collection); a collection made again gets a new one."""
+        col = self.collection()
+        return None if col is None else str(col.id)
+
+    def all_hashes(self) -> dict[str, str]:
+        """ID -> content hash of every record, read from Chroma (the writer's fallback when no
+        hash manifest fits the collection; genrec.index.manifest)."""
+        col = self.collection()
+        out: dict[str, str] = {}
+        while col is not None:
+            got = col.get(include=["metadatas"], limit=_PAGE, offset=len(out))
+            for item_id, md in zip(got["ids"], got["metadatas"], strict=True):
+                out[item_id] = (md or {}).get("_hash", "")
+            if len(got["ids"]) < _PAGE:
+                break
         return out
 
     def items(self, ids: Sequence[str]) -> dict[str, Item]:

@@ -1,28 +1,42 @@
 """Writing a catalog into its collection: embed and upsert what changed, delete, and ``sync``
 (make the collection exactly a given catalog), the one write path of ingest and the eval suite.
 
-Unchanged items cost nothing (per-item content hashes, plus a whole-catalog digest in the
-collection metadata). The collection is marked incomplete before the first write and complete
-after the last, so a crash half-way leaves it visibly incomplete; running again finishes the job.
-Every write stamps ``genrec_written`` so readers in other processes drop their mirrors.
+Streaming: ``items`` is read at most twice (a list, or a :class:`genrec.catalog.CatalogFile`
+that reads its file again), and nothing holds every item: the first pass keeps only ID -> content
+hash (and the changed items while they are few); the second, when needed, embeds and writes the
+changed items batch by batch while Chroma stores the previous batch.
+
+Unchanged items cost nothing: a whole-catalog digest in the collection metadata answers "nothing
+changed"; otherwise the hash manifest (:mod:`.manifest`) tells which items changed without
+reading Chroma, and when no manifest fits the collection the hashes are read from Chroma once.
+The collection is marked incomplete before the first write and complete after the last, so a
+crash half-way leaves it visibly incomplete; running again finishes the job. Every write stamps
+``genrec_written`` so readers in other processes drop their mirrors (and stale manifests die).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from genrec.catalog import Item
+from genrec.errors import CatalogError
 from genrec.index.store import catalog_digest, item_hash, item_to_metadata
-from genrec.languages import language_mix
+from genrec.languages import languages_of
 
 if TYPE_CHECKING:
     from genrec.index.catalog_index import CatalogIndex
+
+# Changed items the first pass holds on to (a 1 % change of a 300k catalog fits); past this the
+# second pass reads the source again, so memory stays flat in the catalog's size.
+KEEP_CHANGED = 20_000
 
 
 class IngestReport(BaseModel):
@@ -54,45 +68,105 @@ class IngestReport(BaseModel):
 def upsert(
     index: CatalogIndex, items: Iterable[Item], *, progress: bool = True, source: str = ""
 ) -> IngestReport:
-    """Embed and write the items that are new or changed."""
+    """Embed and write the items that are new or changed (the last version of a repeated ID
+    wins). A one-shot iterator is read into a list first; lists and CatalogFiles stream."""
+    return _upsert(index, items, progress=progress, source=source, prune=False)
+
+
+def sync(
+    index: CatalogIndex, items: Iterable[Item], *, progress: bool = True, source: str = ""
+) -> IngestReport:
+    """Make the collection exactly ``items``: upsert them, delete every other record."""
+    return _upsert(index, items, progress=progress, source=source, prune=True)
+
+
+def _upsert(
+    index: CatalogIndex, items: Iterable[Item], *, progress: bool, source: str, prune: bool
+) -> IngestReport:
     started = time.perf_counter()
+    if iter(items) is items:  # a generator cannot be read twice
+        items = list(items)
     store = index.store
-    unique: dict[str, Item] = {}
-    for item in items:
-        unique[item.id] = item  # the last version of an id wins
     model_id = index.embedder.model_id
-    hashes = {item_id: item_hash(item, model_id) for item_id, item in unique.items()}
-    digest = catalog_digest(hashes)
     meta = store.metadata
-    if meta.get("genrec_complete") and meta.get("genrec_digest") == digest:
-        stored = hashes  # this exact catalog was written completely before
-    else:
-        stored = store.stored_hashes(list(unique))
-    todo = [item for item_id, item in unique.items() if stored.get(item_id) != hashes[item_id]]
-    report = IngestReport(collection=index.name, source=source, total=len(unique))
-    report.unchanged = len(unique) - len(todo)
-    report.added = sum(1 for item in todo if item.id not in stored)
-    report.updated = len(todo) - report.added
-    report.languages = language_mix(f"{it.title} {it.description}" for it in unique.values())
+    collection_id = store.collection_id()
+    stored = {} if collection_id is None else index.store.manifest.load(collection_id, meta)
+
+    # Pass 1: every item's hash; the changed ones kept while they are few.
+    hashes: dict[str, str] = {}
+    kept: dict[str, Item] | None = {} if stored is not None else None
+    mix: Counter[str] = Counter()
+    for item in items:
+        hashes[item.id] = h = item_hash(item, model_id)
+        if kept is not None and stored is not None and stored.get(item.id) != h:
+            kept[item.id] = item
+            if len(kept) > KEEP_CHANGED:
+                kept = None
+        if found := languages_of(f"{item.title} {item.description}"):
+            mix[found[0]] += 1
+    digest = catalog_digest(hashes)
+    report = IngestReport(collection=index.name, source=source, total=len(hashes))
+    report.languages = dict(mix.most_common())
     report.warnings = _language_warnings(index, report.languages)
     lexical = index.lexical_wanted(report.languages)
     truncated = index.embedder.truncated
-    if todo or not meta.get("genrec_complete") or meta.get("genrec_digest") != digest:
+    complete = bool(meta.get("genrec_complete"))
+    unchanged = complete and meta.get("genrec_digest") == digest
+
+    if unchanged and not prune:
+        # this exact catalog was written completely before: nothing to write, no lock to take
+        report.unchanged = len(hashes)
+        if bool(meta.get("genrec_lexical")) != lexical:
+            store.set_metadata(genrec_lexical=lexical)
+        return _finish(index, report, lexical, truncated, started)
+
+    todo: list[str] = []  # unchanged: every item is stored as it is; a prune only deletes
+    if not unchanged:
+        if stored is None:  # no manifest fits the collection: read its hashes once
+            stored = store.all_hashes()
+            kept = None
+        todo = [item_id for item_id, h in hashes.items() if stored.get(item_id) != h]
+        report.added = sum(1 for item_id in todo if item_id not in stored)
+    report.updated = len(todo) - report.added
+    report.unchanged = len(hashes) - len(todo)
+    stale = [item_id for item_id in store.ids() if item_id not in hashes] if prune else []
+    report.removed = len(stale)
+    if todo or stale or not unchanged:
         with store.writing():
-            _write(index, todo, hashes, progress=progress, source=source)
+            if todo or stale:
+                store.collection(create=True)
+                store.set_metadata(genrec_complete=False, genrec_source=source or None)
+            if todo:
+                changed = (
+                    (kept[item_id] for item_id in todo)
+                    if kept is not None
+                    else _changed(items, set(todo), hashes, model_id)
+                )
+                _write(index, changed, len(todo), hashes, progress=progress)
+            _delete_records(index, stale)
+            stamp = time.time_ns()  # every write moves it: readers refresh, manifests expire
             store.set_metadata(
                 genrec_complete=True,
                 genrec_source=source or None,
                 genrec_digest=digest,
                 genrec_embedding_model=model_id,
                 genrec_lexical=lexical,
-                # readers in other processes drop their caches when this moves
-                genrec_written=time.time_ns() if todo else meta.get("genrec_written"),
+                genrec_written=stamp,
             )
+            # after a prune the collection is exactly the catalog; else the catalog over it
+            if prune or stored is None:
+                held = hashes
+            else:
+                stored.update(hashes)
+                held = stored
+            store.manifest.save(str(store.collection_id()), stamp, held)
         index.mirror.forget()
-    elif bool(meta.get("genrec_lexical")) != lexical:
-        store.set_metadata(genrec_lexical=lexical)
-    # else: this exact catalog is there, complete: nothing to write (and no lock to take)
+    return _finish(index, report, lexical, truncated, started)
+
+
+def _finish(
+    index: CatalogIndex, report: IngestReport, lexical: bool, truncated: int, started: float
+) -> IngestReport:
     if cut := index.embedder.truncated - truncated:
         report.warnings.append(
             f"{cut} item text(s) were longer than {index.embedder.model_id} reads and were "
@@ -105,6 +179,22 @@ def upsert(
     report.complete = True
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _changed(
+    items: Iterable[Item], todo: set[str], hashes: dict[str, str], model_id: str
+) -> Iterator[Item]:
+    """Pass 2: the items of ``todo`` again, in their latest version (the one hashed)."""
+    done: set[str] = set()
+    for item in items:
+        if item.id in todo and item.id not in done and item_hash(item, model_id) == hashes[item.id]:
+            done.add(item.id)
+            yield item
+    if len(done) != len(todo):
+        raise CatalogError(
+            f"the catalog changed while it was being ingested ({len(todo) - len(done)} item(s) "
+            f"differ between two reads); the collection is marked incomplete: run it again"
+        )
 
 
 def _language_warnings(index: CatalogIndex, languages: dict[str, int]) -> list[str]:
@@ -128,31 +218,31 @@ def _language_warnings(index: CatalogIndex, languages: dict[str, int]) -> list[s
 
 
 def _write(
-    index: CatalogIndex, todo: list[Item], hashes: dict[str, str], *, progress: bool, source: str
+    index: CatalogIndex, todo: Iterator[Item], total: int, hashes: dict[str, str], *, progress: bool
 ) -> None:
-    """Embed and upsert ``todo`` in batches, the collection marked incomplete meanwhile."""
+    """Embed and upsert ``todo`` in batches: Chroma writes batch i while the model embeds batch
+    i+1 (one write in flight at most, so memory holds two batches)."""
     from tqdm import tqdm
 
     store = index.store
     col = store.collection(create=True)
-    store.set_metadata(genrec_complete=False, genrec_source=source or None)
     with (
         tqdm(
-            total=len(todo),
+            total=total,
             desc=f"ingest {index.name}",
             unit="item",
             file=sys.stderr,
-            disable=not progress or not todo,
+            disable=not progress or not total,
+            mininterval=1.0,
         ) as bar,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as pool,
     ):
-        # Chroma writes batch i while the model embeds batch i+1; one write in flight at most.
         pending: Future | None = None
         pending_n = 0
-        for start in range(0, len(todo), store.batch_size):
-            batch = todo[start : start + store.batch_size]
+        while batch := list(islice(todo, store.batch_size)):
             texts = [item.embedding_text() for item in batch]
             vectors = index.embedder.encode(texts)  # catalog side ("passage:" for e5)
+            metadatas = [item_to_metadata(item, hashes[item.id]) for item in batch]
             if pending is not None:
                 pending.result()  # re-raises a failed write before anything else is sent
                 bar.update(pending_n)
@@ -161,7 +251,7 @@ def _write(
                 ids=[item.id for item in batch],
                 embeddings=vectors,
                 documents=texts,
-                metadatas=[item_to_metadata(item, hashes[item.id]) for item in batch],
+                metadatas=metadatas,
             )
             pending_n = len(batch)
         if pending is not None:
@@ -169,29 +259,29 @@ def _write(
             bar.update(pending_n)
 
 
-def delete(index: CatalogIndex, ids: Sequence[str]) -> None:
+def _delete_records(index: CatalogIndex, ids: list[str]) -> None:
+    col = index.store.collection()
+    for start in range(0, len(ids) if col is not None else 0, index.store.batch_size):
+        col.delete(ids=ids[start : start + index.store.batch_size])
+
+
+def delete(index: CatalogIndex, ids: Iterable[str]) -> None:
+    """Delete these records (unknown IDs are ignored); the manifest follows when it fits."""
     store = index.store
-    col = store.collection()
-    if col is None or not ids:
+    collection_id = store.collection_id()
+    ids = list(ids)
+    if collection_id is None or not ids:
         return
     with store.writing():
-        store.set_metadata(genrec_digest=None)  # the stored digest no longer fits the contents
-        for start in range(0, len(ids), store.batch_size):
-            col.delete(ids=list(ids[start : start + store.batch_size]))
-        store.set_metadata(genrec_written=time.time_ns())
+        meta = store.metadata
+        stored = index.store.manifest.load(collection_id, meta)
+        # the digest no longer fits the contents; the new stamp retires the manifest meanwhile
+        store.set_metadata(genrec_digest=None, genrec_written=time.time_ns())
+        _delete_records(index, ids)
+        stamp = time.time_ns()
+        store.set_metadata(genrec_written=stamp)
+        if stored is not None:
+            for item_id in ids:
+                stored.pop(item_id, None)
+            index.store.manifest.save(collection_id, stamp, stored)
     index.mirror.forget()
-
-
-def sync(
-    index: CatalogIndex, items: Sequence[Item], *, progress: bool = True, source: str = ""
-) -> IngestReport:
-    """Make the collection exactly ``items``: upsert them, delete every other record."""
-    report = upsert(index, items, progress=progress, source=source)
-    keep = {item.id for item in items}
-    stale = [item_id for item_id in index.store.ids() if item_id not in keep]
-    if stale:
-        delete(index, stale)
-        # Deleting dropped the digest; write it again for what is now exactly the catalog.
-        report.removed = len(stale)
-        upsert(index, items, progress=False, source=source)
-    return report

@@ -1,0 +1,145 @@
+"""Ingest at scale: the catalog streamed in two passes, the hash manifest, the int8 embedder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genrec.catalog import CatalogFile, Item, load_dataset
+from genrec.embeddings import INT8_MODEL, Embedder
+from genrec.errors import CatalogError
+from genrec.index import CatalogIndex, writer
+from genrec.index.store import item_hash
+from genrec.ingest import ingest
+from genrec.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def items() -> list[Item]:
+    return load_dataset("ml-100k")[:80]
+
+
+def write_catalog(path: Path, items: list[Item]) -> Path:
+    path.write_text("".join(json.dumps(item.model_dump()) + "\n" for item in items))
+    return path
+
+
+def test_item_hash_is_the_hash_of_the_dumped_item(items: list[Item]):
+    """Collections written before keep their hashes: nothing is re-embedded after an upgrade."""
+    odd = Item(id="x", title="T", tags=["a"], attributes={"b": 1, "a": "z", "c": 1.5, "d": True})
+    for item in [*items[:5], odd, Item(id="y", title="U", popularity=3)]:
+        payload = json.dumps(["m", item.model_dump(mode="json")], sort_keys=True)
+        assert item_hash(item, "m") == hashlib.sha1(payload.encode()).hexdigest()
+
+
+def test_a_catalog_file_streams_and_reports_duplicates_by_line(tmp_path: Path, items):
+    rows = [json.dumps(it.model_dump()) for it in items[:30]]
+    rows.insert(25, json.dumps(items[2].model_dump()))  # line 26 repeats line 3's id
+    rows.insert(10, "{not json")
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    stream = CatalogFile(path)
+    first = [it.id for it in stream]
+    assert first == [it.id for it in items[:30]]
+    assert [str(e) for e in stream.errors] == [
+        "line 11: not valid JSON (Expecting property name enclosed in double quotes)",
+        f"line 27: duplicate id {items[2].id!r} (first on line 3)",
+    ]
+    assert [it.id for it in stream] == first  # a second pass reads the file again
+    strict = CatalogFile(path, strict=True)
+    with pytest.raises(CatalogError, match="2 bad row"):
+        list(strict)  # raised when the pass ends, before a writer's first write
+
+
+def test_reingest_uses_the_manifest_and_stays_exact(
+    tmp_path: Path, settings: Settings, embedder: Embedder, items
+):
+    path = write_catalog(tmp_path / "c.jsonl", items)
+    index = CatalogIndex(settings, "manifest-run", embedder)
+    assert ingest(settings, path, index=index, progress=False).added == 80
+    manifest = index.store.manifest
+    meta = index.metadata
+    held = manifest.load(index.store.collection_id(), meta)
+    assert held is not None and len(held) == 80
+    assert held[items[7].id] == item_hash(items[7], embedder.model_id)
+
+    changed = [*items]
+    changed[7] = changed[7].model_copy(update={"title": "Seventh, Renamed"})
+    extra = Item(id="new-1", title="A Film Nobody Saw")
+    write_catalog(path, [*changed, extra])
+    report = ingest(settings, path, index=index, progress=False)
+    assert (report.added, report.updated, report.unchanged) == (1, 1, 79)
+    assert index.get([items[7].id])[0].title == "Seventh, Renamed"
+    stamp = index.metadata["genrec_written"]
+    assert stamp != meta["genrec_written"]  # a write moves the stamp, so old manifests expire
+    assert manifest.load(index.store.collection_id(), index.metadata)[extra.id]
+
+    index.delete([extra.id, items[0].id])  # the manifest follows a delete
+    held = manifest.load(index.store.collection_id(), index.metadata)
+    assert held is not None and extra.id not in held and len(held) == 79
+    report = ingest(settings, path, index=index, progress=False)
+    assert (report.added, report.updated, report.unchanged) == (2, 0, 79)
+
+    # A manifest that does not fit the collection (here: another collection's) is not trusted:
+    # the hashes are read from Chroma, and the counts stay exact.
+    saved = manifest.path.read_bytes()
+    index.drop()
+    assert not manifest.path.exists()
+    write_catalog(path, items[:40])
+    assert ingest(settings, path, index=index, progress=False).added == 40
+    manifest.path.write_bytes(saved)
+    write_catalog(path, [*changed, extra])
+    report = ingest(settings, path, index=index, progress=False, prune=True)
+    assert (report.added, report.updated, report.unchanged) == (41, 1, 39)
+    assert index.count() == 81 and index.complete
+    index.drop()
+
+
+def test_many_changes_are_read_again_in_a_second_pass(
+    tmp_path: Path,
+    settings: Settings,
+    embedder: Embedder,
+    items,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(writer, "KEEP_CHANGED", 10)  # the first pass keeps 10 changed items
+    path = write_catalog(tmp_path / "c.jsonl", items[:30])
+    index = CatalogIndex(settings, "two-passes", embedder)
+    assert ingest(settings, path, index=index, progress=False).added == 30
+    renamed = [it.model_copy(update={"title": f"{it.title} (remastered)"}) for it in items[:30]]
+    write_catalog(path, renamed + items[30:50])
+    report = ingest(settings, path, index=index, progress=False)
+    assert (report.added, report.updated, report.unchanged) == (20, 30, 0)
+    assert index.get([items[5].id])[0].title == renamed[5].title
+    assert index.count() == 50 and index.complete
+    index.drop()
+
+
+def test_the_int8_model_is_its_own_model(tmp_path: Path, settings: Settings, embedder: Embedder):
+    """int8 vectors are close to the float model's, but a collection never mixes the two; its
+    graph is made once, beside the float graph, in the model cache given."""
+    cache = tmp_path / "models"
+    (cache / "embeddings").mkdir(parents=True)
+    float_graph = embedder.encoder.graph  # the float graph the session already exported
+    (cache / "embeddings" / float_graph.name).symlink_to(float_graph)
+    own = settings.model_copy(update={"model_cache": cache, "embedding_model": INT8_MODEL})
+    int8 = Embedder(own)
+    texts = ["Toy Story (1995). Animation. Genres: Children, Comedy.", "a quiet war drama"]
+    vectors = int8.encode(texts)
+    assert int8.model_id == INT8_MODEL and int8.backend == "onnx"
+    assert int8.encoder.graph.name.endswith("-int8.onnx") and int8.encoder.graph.parent == (
+        cache / "embeddings"
+    )
+    cosine = (vectors * embedder.encode(texts)).sum(axis=1)
+    assert np.all(cosine > 0.9) and np.all(cosine < 0.9999)  # close, and not the same model
+    index = CatalogIndex(own, "int8-catalog", int8)
+    index.upsert([Item(id="1", title="Toy Story"), Item(id="2", title="Saving Private Ryan")])
+    # searched with the model that filled it when none is named
+    reopened = CatalogIndex(settings.model_copy(update={"model_cache": cache}), "int8-catalog")
+    assert reopened.embedder.model_id == INT8_MODEL
+    assert reopened.search("animated toys", k=1)[0].item.id == "1"
+    index.drop()
