@@ -256,11 +256,21 @@ class Recommender:
         )
         with clock("llm"):
             decoded = await plan.mode.decode(job)
-        # The one fusion call site: any mode that scored every candidate.
-        weight = fuse(job, decoded, self.fusion_weight_for(plan.mode.name))
+        # The one fusion call site: any mode that scored every candidate is grounded in the
+        # fused order.
+        fused = fuse(
+            decoded.ranked,
+            job.retrieval_scores,
+            len(candidates),
+            self.fusion_weight_for(plan.mode.name),
+            is_log=decoded.score_is_log,
+        )
+        if fused is not None:
+            decoded = dataclasses.replace(decoded, ranked=fused.ranked)
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
-        parts = {candidates[i].id: p for i, p in decoded.parts.items()}
+        parts = {candidates[i].id: p for i, p in fused.parts.items()} if fused else {}
+        weight = fused.weight if fused else None
         items = explain.attach(
             _items(picks, parts),
             evidence,

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from genrec.evaluation.metrics import at_k_from_rank, position_bias
-from genrec.modes.fusion import fuse_scores, fused_order, zscores
+from genrec.modes.fusion import fuse, fuse_scores, fused_order, zscores
 from genrec.training.fusion_weight import choose_fusion_weight, rank_metrics
 
 
@@ -81,3 +81,19 @@ def test_log_scores_fuse_like_the_probabilities_they_are_logs_of():
     assert [i for i, _ in a] == [i for i, _ in b]
     assert [v for _, v in a] == pytest.approx([v for _, v in b])
     assert parts[1].lm_logprob == pytest.approx(math.log(0.5))
+
+
+def test_fuse_is_a_pure_function_over_a_full_scoring():
+    ranked = [(0, 0.6), (1, 0.3), (2, 0.1)]
+    retrieval = [0.1, 0.2, 0.9]
+    fused = fuse(ranked, retrieval, 3, 1.0)
+    assert fused is not None and fused.weight == 1.0
+    assert [i for i, _ in fused.ranked] == [2, 1, 0]  # the retriever's order at weight 1
+    assert ranked == [(0, 0.6), (1, 0.3), (2, 0.1)]  # the mode's own output is untouched
+    assert fused.parts[2].retrieval_score == 0.9
+    # nothing to fuse: a partial scoring (a mode that writes text) or no candidates
+    assert fuse(ranked[:2], retrieval, 3, 1.0) is None
+    assert fuse([], [], 0, 1.0) is None
+    # no retriever scores: the LM's order, weight 0 applied
+    alone = fuse(ranked, [], 3, 0.5)
+    assert alone is not None and alone.weight == 0.0 and alone.ranked == ranked

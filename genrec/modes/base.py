@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 from genrec.catalog import Item
 from genrec.engines.base import Engine, EngineResult
 from genrec.grounding import Grounded, Match
-from genrec.modes.fusion import ScoreParts
 from genrec.schema import RecommendRequest, Usage
 
 if TYPE_CHECKING:
@@ -88,8 +87,6 @@ class Decoded:
     # score is a probability (rank) or, with score_is_log, a log-score (e.g. a log-likelihood)
     ranked: list[tuple[int, float]] = field(default_factory=list)
     score_is_log: bool = False
-    # after fusion (genrec.modes.fusion): candidate -> its LM and retriever parts
-    parts: dict[int, ScoreParts] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Any mode whose decode gives a score for every candidate (``Decoded.ranked``: one
 ``(candidate, probability)`` per candidate, best first: rank today; a mode whose scores are
 log-scores, such as a log-likelihood, sets ``Decoded.score_is_log``) is fused here, at one call
-site in the Recommender::
+site in the Recommender, as a pure function over the scores (the mode's output is not
+changed: the Recommender grounds the fused order)::
 
     fused = (1 - w) * z(log p_LM) + w * z(retriever score)
 
@@ -21,10 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from genrec.modes.base import Decoded, Job
 
 FLOOR_LOGPROB = -30.0  # a label the engine did not score (probability 0) counts as this
 
@@ -94,20 +91,31 @@ def fused_order(
     return [(i, fused[i]) for i in order], parts
 
 
-def fuse(job: Job, decoded: Decoded, weight: float) -> float | None:
-    """Fuse in place when the mode scored every candidate; the weight applied, or None when
-    there was nothing to fuse (a mode that writes text, or a partial score list)."""
-    n = len(job.candidates)
-    if n == 0 or len(decoded.ranked) != n:
+@dataclass(frozen=True)
+class Fused:
+    """A mode's full candidate scoring re-ordered by the fused score."""
+
+    ranked: list[tuple[int, float]]  # (candidate, fused score), best first
+    parts: dict[int, ScoreParts]  # candidate -> what its fused score is made of
+    weight: float  # the retriever's weight applied (0 when it had no scores to give)
+
+
+def fuse(
+    ranked: Sequence[tuple[int, float]],
+    retrieval_scores: Sequence[float],
+    n_candidates: int,
+    weight: float,
+    *,
+    is_log: bool = False,
+) -> Fused | None:
+    """The fused order of a mode that scored every one of ``n_candidates``; None when there is
+    nothing to fuse (a mode that writes text, or a partial score list)."""
+    if n_candidates == 0 or len(ranked) != n_candidates:
         return None
-    retrieval = job.retrieval_scores if len(job.retrieval_scores) == n else None
-    decoded.ranked, decoded.parts = fused_order(
-        decoded.ranked,
-        retrieval,
-        weight if retrieval is not None else 0.0,
-        is_log=decoded.score_is_log,
-    )
-    return weight if retrieval is not None else 0.0
+    retrieval = retrieval_scores if len(retrieval_scores) == n_candidates else None
+    applied = weight if retrieval is not None else 0.0
+    order, parts = fused_order(ranked, retrieval, applied, is_log=is_log)
+    return Fused(order, parts, applied)
 
 
-__all__ = ["ScoreParts", "fuse", "fuse_scores", "fused_order", "lm_logprobs", "zscores"]
+__all__ = ["Fused", "ScoreParts", "fuse", "fuse_scores", "fused_order", "lm_logprobs", "zscores"]
