@@ -20,18 +20,20 @@ where the loss reads them (``logits_to_keep``): the vocabulary projection elsewh
 - The result is a Hugging Face folder (bf16 safetensors, tokenizer, chat template) plus
   ``genrec-ranker.json`` (the manifest), written into a temporary folder and renamed into
   place: a killed run never replaces the model that serves.
+
+The pieces: :mod:`.finetune_weights` (what trains; loading and writing the folder),
+:mod:`.finetune_loop` (schedule, optimizer, run state, the steps), :mod:`.finetune_checkpoint`
+(save and resume), and here the configuration, the run from start to end, and the model card.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,10 +41,19 @@ from pathlib import Path
 from typing import Any
 
 from genrec.errors import ConfigError
+from genrec.training import finetune_checkpoint as checkpoints
+from genrec.training.finetune_loop import MasterWeights, RunState, Schedule, scored_by, train
+from genrec.training.finetune_weights import (
+    MANIFEST,
+    device_and_dtype,
+    load_model,
+    load_trainable,
+    mark_trainable,
+    write_model,
+)
 from genrec.training.fusion_weight import choose_fusion_weight
 from genrec.training.objectives import objective_for
 
-MANIFEST = "genrec-ranker.json"
 FORMAT = 1
 
 
@@ -82,14 +93,6 @@ class FinetuneResult:
     losses: list[float] = field(default_factory=list)  # per optimizer step
 
 
-def device_and_dtype() -> tuple[Any, Any]:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.bfloat16
-
-
 def _manifest_base(base_model: str) -> dict[str, Any]:
     path = Path(base_model) / MANIFEST
     if path.is_file():  # fine-tuning a fine-tuned model: name the original base too
@@ -100,7 +103,7 @@ def _manifest_base(base_model: str) -> dict[str, Any]:
 
 def finetune(
     base_model: str,
-    train: list[Any],
+    train_examples: list[Any],
     val: list[Any],
     out: Path,
     config: FinetuneConfig,
@@ -113,158 +116,67 @@ def finetune(
     validation, write the model folder atomically. ``info`` goes into the manifest (template,
     retriever, data fingerprint)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     device, dtype = device_and_dtype()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the base model {base_model}: {exc}", param="model") from exc
+    tokenizer, model = load_model(base_model, dtype)
     model.to(device)
-    model = _trainable(model, config)
+    lora = {"r": config.lora_r, "lora_alpha": config.lora_alpha}
+    model = mark_trainable(
+        model, config.method, config.top_layers, {**lora, "lora_dropout": config.lora_dropout}
+    )
     model.config.use_cache = False
     model.train()
 
-    objective = objective_for(config.objective, tokenizer, train, val, config.likelihood_score)
-    order_rng = random.Random(config.seed)
-    epochs_whole = max(1, math.ceil(config.epochs))
-    order: list[int] = []
-    for _ in range(epochs_whole):
-        perm = list(range(len(train)))
-        order_rng.shuffle(perm)
-        order += perm
-    order = order[: max(config.grad_accum, int(len(train) * config.epochs))]
-    total_steps = len(order) // config.grad_accum
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    # bf16 weights compute fast; the optimizer updates fp32 master copies (a small AdamW update
-    # would round away in bf16) and copies them back after each step.
-    masters = [p.detach().float().clone().requires_grad_(True) for p in params]
-    opt = torch.optim.AdamW(masters, lr=config.lr, weight_decay=config.weight_decay)
-
-    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to 10 %
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
-        frac = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return config.lr * max(0.1, 1.0 - 0.9 * frac)
-
+    objective = objective_for(
+        config.objective, tokenizer, train_examples, val, config.likelihood_score
+    )
+    schedule = Schedule.plan(len(train_examples), config)
+    weights = MasterWeights(model, config.lr, config.weight_decay)
     work = out.parent / f".{out.name}.work"
-    run_key = {
-        "config": config.fingerprint(),
-        "data": info.get("data", {}).get("fingerprint"),
-        "base": base_model,
-        "examples": len(train),
-        # the template, example plan, retriever bundle and padding: other prompts, another run
-        "info": hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest(),
-    }
-    state = _resume(work, run_key, model, masters, opt, say)
-    step = state.get("step", 0)
-    history: list[dict[str, Any]] = state.get("evaluations", [])
-    losses: list[float] = state.get("losses", [])
-    best = state.get("best")  # {"step", "metrics"}
-    best_weights = state.get("best_weights")
-    trained_s = state.get("seconds", 0.0)
-
-    if not history:
+    key = checkpoints.run_key(config.fingerprint(), base_model, len(train_examples), info)
+    run = RunState.restored(checkpoints.resume(work, key, model, weights.masters, weights.opt, say))
+    if not run.evaluations:
         metrics0, scores0 = objective.validate(model, device)
-        history.append({"step": 0, "metrics": metrics0})
-        best = {"step": 0, "metrics": metrics0, "scores": scores0}
-        best_weights = _trainable_state(model)
+        run.evaluated(0, metrics0, scores0, model)
         say(
             f"validation before training: NDCG@10 {metrics0['ndcg@10']:.4f} ({len(val)} users)"
-            + _scored_by(metrics0)
+            + scored_by(metrics0)
         )
 
-    bar = _bar(total_steps, step, progress)
-    since_gain = sum(1 for h in history if h["step"] > best["step"])
-    t_start, examples_done = time.perf_counter(), 0
-    wall_before = state.get("wall_seconds", 0.0)  # training + validation, before a resume
-    stopped = "finished"
-    ema: float | None = None
-    while step < total_steps:
-        if since_gain >= config.patience:
-            stopped = "early stop (no validation gain)"
-            break
-        elapsed = wall_before + time.perf_counter() - t_start
-        if config.max_seconds is not None and elapsed >= config.max_seconds:
-            stopped = f"time budget ({config.max_seconds:.0f} s)"
-            break
-        t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        step_loss = 0.0
-        for i in order[step * config.grad_accum : (step + 1) * config.grad_accum]:
-            loss = objective.loss(model, i, device) / config.grad_accum
-            loss.backward()
-            step_loss += loss.detach().item()
-        for p, m in zip(params, masters, strict=True):
-            m.grad = None if p.grad is None else p.grad.float()
-        torch.nn.utils.clip_grad_norm_(masters, 1.0)
-        opt.step()
-        with torch.no_grad():
-            for p, m in zip(params, masters, strict=True):
-                p.copy_(m)
-                p.grad = None
-        step += 1
-        examples_done += config.grad_accum
-        losses.append(step_loss)
-        trained_s += time.perf_counter() - t0
-        ema = step_loss if ema is None else 0.9 * ema + 0.1 * step_loss
-        rate = examples_done / max(1e-9, time.perf_counter() - t_start)
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema:.3f}", ex_s=f"{rate:.2f}")
-        if step % config.eval_every == 0 or step == total_steps:
-            metrics, scores = objective.validate(model, device)
-            history.append({"step": step, "metrics": metrics})
-            gain = metrics["ndcg@10"] > best["metrics"]["ndcg@10"]
-            if gain:
-                best, best_weights = {"step": step, "metrics": metrics, "scores": scores}, None
-                since_gain = 0
-                best_weights = _trainable_state(model)
-            else:
-                since_gain += 1
-            bar.write(
-                f"step {step}: loss {ema:.4f} validation NDCG@10 {metrics['ndcg@10']:.4f}"
-                + _scored_by(metrics)
-                + (" (best)" if gain else f" (best {best['metrics']['ndcg@10']:.4f})"),
-                file=sys.stderr,
-            )
-        if step % config.checkpoint_every == 0 and step < total_steps:
-            _checkpoint(
-                work,
-                run_key,
-                model,
-                masters,
-                opt,
-                {
-                    "step": step,
-                    "evaluations": history,
-                    "losses": losses,
-                    "best": best,
-                    "seconds": trained_s,
-                    "wall_seconds": wall_before + time.perf_counter() - t_start,
-                },
-                best_weights,
-            )
-            say(f"checkpoint at step {step} ({work})")
-    bar.close()
-    if history[-1]["step"] < step:  # stopped between evaluations: the last weights count too
-        metrics, scores = objective.validate(model, device)
-        history.append({"step": step, "metrics": metrics})
-        if metrics["ndcg@10"] > best["metrics"]["ndcg@10"]:
-            best = {"step": step, "metrics": metrics, "scores": scores}
-            best_weights = _trainable_state(model)
-        say(f"step {step}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
-    say(f"training stopped at step {step}/{total_steps}: {stopped}; best step {best['step']}")
+    def checkpoint(state: RunState) -> None:
+        checkpoints.save(
+            work, key, model, weights.masters, weights.opt, state.saved(), state.best_weights
+        )
+        say(f"checkpoint at step {state.step} ({work})")
 
-    _load_trainable(model, best_weights)
-    if best.get("scores") is not None:  # the best evaluation's own scores: no second pass
-        best_metrics, val_scores = best["metrics"], best["scores"]
+    stopped = train(
+        model,
+        objective,
+        schedule,
+        weights,
+        run,
+        config,
+        device=device,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
+    if run.evaluations[-1]["step"] < run.step:  # stopped between evaluations: the last counts
+        metrics, scores = objective.validate(model, device)
+        run.evaluated(run.step, metrics, scores, model)
+        say(f"step {run.step}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
+    assert run.best is not None
+    say(
+        f"training stopped at step {run.step}/{schedule.total_steps}: {stopped}; "
+        f"best step {run.best['step']}"
+    )
+
+    load_trainable(model, run.best_weights)
+    if run.best.get("scores") is not None:  # the best evaluation's own scores: no second pass
+        best_metrics, val_scores = run.best["metrics"], run.best["scores"]
     else:  # resumed from a checkpoint that did not keep them
         best_metrics, val_scores = objective.validate(model, device)
     fusion = choose_fusion_weight(val_scores, [ex.retrieval_scores for ex in val], val)
@@ -272,218 +184,62 @@ def finetune(
     if config.method == "lora":
         model = model.merge_and_unload()
     model.config.use_cache = True
-    manifest = {
+    manifest = model_card(
+        base_model,
+        config,
+        info,
+        objective.serving(best_metrics),
+        training={
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "examples": len(train_examples),
+            "steps": run.step,
+            "total_steps": schedule.total_steps,
+            "best_step": run.best["step"],
+            "examples_seen": run.step * config.grad_accum,
+            "stopped": stopped,
+            "seconds": round(run.seconds, 1),
+            "wall_seconds": round(run.wall_seconds, 1),
+            "examples_per_s": round(run.step * config.grad_accum / max(run.seconds, 1e-9), 3),
+            "mean_tokens": round(objective.mean_tokens, 1),
+        },
+        validation={
+            "users": len(val),
+            "zero_shot": run.evaluations[0]["metrics"],
+            "best": best_metrics,
+            "evaluations": run.evaluations,
+        },
+        fusion=fusion,
+    )
+    write_model(model.to(torch.bfloat16), tokenizer, manifest, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(out=out, manifest=manifest, losses=run.losses)
+
+
+def model_card(
+    base_model: str,
+    config: FinetuneConfig,
+    info: dict[str, Any],
+    serving: dict[str, Any],
+    *,
+    training: dict[str, Any],
+    validation: dict[str, Any],
+    fusion: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest written beside the weights: what serving reads (objective, calibration,
+    fusion weight) and how the model was made."""
+    return {
         "format": FORMAT,
         "kind": "genrec-ranker",
         "objective": config.objective,
-        **objective.serving(best_metrics),
+        **serving,
         **_manifest_base(base_model),
         **info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "training": {
-            **asdict(config),
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "examples": len(train),
-            "steps": step,
-            "total_steps": total_steps,
-            "best_step": best["step"],
-            "examples_seen": step * config.grad_accum,
-            "stopped": stopped,
-            "seconds": round(trained_s, 1),
-            "wall_seconds": round(wall_before + time.perf_counter() - t_start, 1),
-            "examples_per_s": round(step * config.grad_accum / max(trained_s, 1e-9), 3),
-            "mean_tokens": round(objective.mean_tokens, 1),
-        },
-        "validation": {
-            "users": len(val),
-            "zero_shot": history[0]["metrics"],
-            "best": best_metrics,
-            "evaluations": history,
-        },
+        "training": {**asdict(config), **training},
+        "validation": validation,
         "fusion": fusion,
     }
-    _write_model(model.to(torch.bfloat16), tokenizer, manifest, out)
-    shutil.rmtree(work, ignore_errors=True)
-    return FinetuneResult(out=out, manifest=manifest, losses=losses)
-
-
-def _scored_by(metrics: dict[str, Any]) -> str:
-    """ ", scored by pmi (pmi 0.1, mean 0.2, sum 0.1)" when the objective chose a calibration."""
-    by = metrics.get("ndcg@10_by_score")
-    if not by:
-        return ""
-    each = ", ".join(f"{k} {v:.4f}" for k, v in by.items())
-    return f", scored by {metrics['score']} ({each})"
-
-
-def _trainable(model: Any, config: FinetuneConfig) -> Any:
-    """Mark what trains. The token embeddings (tied to the output layer) stay frozen in every
-    method: only the label rows of the output would get a signal."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if config.method == "lora":
-        import torch
-
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError:
-            raise ConfigError(
-                "--method lora needs peft: pip install 'genrec[finetune]' (or use --method top)",
-                param="method",
-            ) from None
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=["q_proj", "v_proj"],
-                task_type="CAUSAL_LM",
-            ),
-        )
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.to(torch.bfloat16)
-        return model
-    layers = model.model.layers
-    if config.method == "full":
-        chosen = list(layers)
-    elif config.method == "top":
-        if not 1 <= config.top_layers <= len(layers):
-            raise ConfigError(
-                f"top_layers must be 1-{len(layers)} for this model, not {config.top_layers}",
-                param="top_layers",
-            )
-        chosen = list(layers)[len(layers) - config.top_layers :]
-    else:
-        raise ConfigError(
-            f"method must be full, top or lora, not {config.method!r}", param="method"
-        )
-    for module in [*chosen, model.model.norm]:
-        for p in module.parameters():
-            p.requires_grad_(True)
-    return model
-
-
-def _trainable_state(model: Any) -> dict[str, Any]:
-    return {
-        k: v.detach().to("cpu", copy=True) for k, v in model.named_parameters() if v.requires_grad
-    }
-
-
-def _load_trainable(model: Any, weights: dict[str, Any] | None) -> None:
-    if not weights:
-        return
-    named = dict(model.named_parameters())
-    import torch
-
-    with torch.no_grad():
-        for k, v in weights.items():
-            named[k].copy_(v.to(named[k].device, named[k].dtype))
-
-
-def _bar(total: int, done: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        desc="finetune",
-        unit="step",
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-    )
-
-
-def _checkpoint(
-    work: Path,
-    key: dict,
-    model: Any,
-    masters: list,
-    opt: Any,
-    state: dict,
-    best_weights: dict | None,
-) -> None:
-    """Everything a resume needs, written to a temporary folder and renamed over the last."""
-    import torch
-
-    work.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt.", dir=work.parent))
-    try:
-        torch.save(
-            {
-                "key": key,
-                "state": state,
-                "weights": _trainable_state(model),
-                "masters": [m.detach().cpu() for m in masters],
-                "optimizer": opt.state_dict(),
-                "best_weights": best_weights,
-                "rng": torch.get_rng_state(),
-            },
-            tmp / "checkpoint.pt",
-        )
-        old = work.with_name(work.name + ".old")
-        if work.exists():
-            os.rename(work, old)
-        os.rename(tmp, work)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _resume(
-    work: Path, key: dict, model: Any, masters: list, opt: Any, say: Callable[[str], None]
-) -> dict:
-    import torch
-
-    path = work / "checkpoint.pt"
-    if not path.is_file():
-        old = work.with_name(work.name + ".old") / "checkpoint.pt"
-        path = old if old.is_file() else path
-    if not path.is_file():
-        return {}
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint means a fresh start
-        say(f"ignoring unreadable checkpoint {path}: {exc}")
-        return {}
-    if ckpt.get("key") != key:
-        say(f"ignoring checkpoint {path}: it belongs to another run (data, base or settings)")
-        return {}
-    _load_trainable(model, ckpt["weights"])
-    with torch.no_grad():
-        for m, w in zip(masters, ckpt["masters"], strict=True):
-            m.copy_(w)
-    opt.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"])
-    say(f"resuming from step {ckpt['state']['step']} ({path})")
-    return {**ckpt["state"], "best_weights": ckpt["best_weights"] or None}
-
-
-def _write_model(model: Any, tokenizer: Any, manifest: dict, out: Path) -> None:
-    """The folder appears complete or not at all; a previous model there is replaced only
-    after the new one is fully written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any] | None:
