@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genrec.cli.catalog import _percentiles, _timed
+from genrec.bench.index import percentiles, timed
 from genrec.settings import Settings
 
 
@@ -60,9 +60,9 @@ def run_zh_bench(settings: Settings, *, queries: int = 200) -> dict:
         per_channel = {}
         for channel in ("dense", "lexical", "fused"):
             index.forget_queries()  # each channel embeds its queries itself
-            timed = _timed(lambda q, c=channel: index.search(q, k=20, channel=c), texts)
-            per_channel[channel] = _percentiles(timed)
-        query_embed_ms = _timed(lambda q: embedder.encode([q + "?"], query=True), texts[:50])
+            ms = timed(lambda q, c=channel: index.search(q, k=20, channel=c), texts)
+            per_channel[channel] = percentiles(ms)
+        query_embed_ms = timed(lambda q: embedder.encode([q + "?"], query=True), texts[:50])
         return {
             "items": len(items),
             "embedding_model": embedder.model_id,
@@ -75,7 +75,7 @@ def run_zh_bench(settings: Settings, *, queries: int = 200) -> dict:
             },
             "lexical_build_s": round(lexical_build_s, 3),
             "segment_ms_per_item": round(segment_ms, 3),
-            "query_embed_ms": _percentiles(query_embed_ms),
+            "query_embed_ms": percentiles(query_embed_ms),
             "search_ms": per_channel,
             "k": 20,
             "load_avg_1m": round(os.getloadavg()[0], 2),
