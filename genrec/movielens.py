@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from genrec.catalog import AttrValue, Item, open_text
+from genrec.data.item import AttrValue, Item, open_text
 from genrec.errors import CatalogError
 
 _YEAR_RE = re.compile(r"\s*\((\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)\s*$")

@@ -22,17 +22,33 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from genrec.catalog import Item
+from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
-from genrec.index.store import catalog_digest, item_hash, item_to_metadata
+from genrec.index.mirror import ItemMirror
+from genrec.index.store import ChromaStore, catalog_digest, item_hash, item_to_metadata
 from genrec.languages import languages_of
+from genrec.settings import Settings
 
-if TYPE_CHECKING:
-    from genrec.index.catalog_index import CatalogIndex
+
+class CatalogIndex(Protocol):
+    """What the writer needs of a catalog index (genrec.index.catalog_index.CatalogIndex, which
+    calls in here: the writer does not import it back)."""
+
+    name: str
+    settings: Settings
+    store: ChromaStore
+    mirror: ItemMirror
+    embedder: Embedder
+
+    def lexical_wanted(self, languages: dict[str, int]) -> bool: ...
+
+    def refresh_lexical(self) -> None: ...
+
 
 # Changed items the first pass holds on to (a 1 % change of a 300k catalog fits); past this the
 # second pass reads the source again, so memory stays flat in the catalog's size.
