@@ -68,24 +68,51 @@ def test_first_matching_keeps_the_ranking_order(big: CatalogIndex):
     assert big.allowed(comedy) is big.allowed(dict(comedy))  # remembered per distinct filter
 
 
+def _held_filters_off(index: CatalogIndex) -> None:
+    index._filtered.max_items = 0  # every filter goes to the store: its over-fetch is tested
+
+
 def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex):
     vector = big.vectors(["50"])["50"]
-    for where in ({"tags": {"$contains": "Sci-Fi"}}, {"year": {"$lt": 1940}}):
-        mine = [
-            (h.item.id, round(h.score, 5)) for h in big.search_vector(vector, k=10, where=where)
-        ]
-        chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
-        assert mine == [(i, round(1.0 - d, 5)) for i, d in chroma]
+    for held in (True, False):  # exact among the filter's vectors held in process; the store's
+        if not held:
+            _held_filters_off(big)
+        try:
+            for where in ({"tags": {"$contains": "Sci-Fi"}}, {"year": {"$lt": 1940}}):
+                mine = [(h.item.id, h.score) for h in big.search_vector(vector, k=10, where=where)]
+                chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
+                assert [i for i, _ in mine] == [i for i, _ in chroma]
+                assert [s for _, s in mine] == pytest.approx([1.0 - d for _, d in chroma], abs=1e-4)
+        finally:
+            big._filtered.max_items = 60_000
+
+
+def test_held_filter_vectors_are_reused_and_bounded(big: CatalogIndex):
+    vector = big.vectors(["50"])["50"]
+    where = {"year": {"$lt": 1950}}
+    first = [h.item.id for h in big.search_vector(vector, k=5, where=where)]
+    allowed = big.allowed(where)
+    assert allowed in big._filtered._held  # fetched once, held for the next request
+    assert [h.item.id for h in big.search_vector(vector, k=5, where=where)] == first
+    big._filtered.budget_bytes = 1  # a filter too big for the budget is not held: the store asks
+    try:
+        big._filtered.clear()
+        assert [h.item.id for h in big.search_vector(vector, k=5, where=where)] == first
+        assert not big._filtered._held
+    finally:
+        big._filtered.budget_bytes = 256 << 20
 
 
 def test_a_filter_far_from_the_query_is_searched_among_its_ids(big: CatalogIndex):
     vector = big.vectors(["50"])["50"]  # Star Wars, far from 1930s films
     big.store.MAX_OVERFETCH = 40  # the over-fetch cannot find them: the ID-restricted query
+    _held_filters_off(big)
     try:
         where = {"year": {"$lt": 1935}}
         mine = [h.item.id for h in big.search_vector(vector, k=5, where=where)]
     finally:
         del big.store.MAX_OVERFETCH
+        big._filtered.max_items = 60_000
     assert mine == [i for i, _ in big.store.query(vector, 5, where)]
 
 

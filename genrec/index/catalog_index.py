@@ -50,6 +50,7 @@ from genrec.embeddings import NAMED_MODELS, Embedder
 from genrec.errors import InvalidRequest
 from genrec.filters import validate_where
 from genrec.index import writer
+from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.lexical import LexicalIndex, weighted_fusion
 from genrec.index.mirror import ItemMirror
 from genrec.index.store import ChromaStore
@@ -94,6 +95,7 @@ class CatalogIndex:
         self._lock = threading.Lock()
         self._text_cache: dict[str, np.ndarray] = {}
         self._filters: OrderedDict[str, frozenset[str]] = OrderedDict()  # see allowed()
+        self._filtered = FilteredVectors(store_vectors(self.store))  # see search_vector()
         self._filters_generation = -1
         self._count: tuple[int, int] | None = None  # (mirror generation, count)
         self._lexical_state: tuple[float, bool, str] = (-1e9, False, "")  # checked, on, digest
@@ -227,6 +229,7 @@ class CatalogIndex:
         with self._lock:
             if self._filters_generation != generation:
                 self._filters.clear()
+                self._filtered.clear()
                 self._filters_generation = generation
             found = self._filters.get(key)
             if found is not None:
@@ -407,13 +410,13 @@ class CatalogIndex:
             raise InvalidRequest("k must be a positive integer", param="k")
         banned = {str(e) for e in exclude}
         allowed = self.allowed(where, param=param) if where is not None else None
-        found = [
-            (item_id, dist)
-            for item_id, dist in self.store.query(
-                vector, k + len(banned), where, param=param, allowed=allowed
-            )
-            if item_id not in banned
-        ][:k]
+        # A filter: exact search among its items' vectors held in process (genrec.index.filtered)
+        # when it matches few enough; else the store's over-fetch or its own filtered query.
+        n = k + len(banned)
+        nearest = None if allowed is None else self._filtered.nearest(allowed, vector, n)
+        if nearest is None:
+            nearest = self.store.query(vector, n, where, param=param, allowed=allowed)
+        found = [(item_id, dist) for item_id, dist in nearest if item_id not in banned][:k]
         items = self.mirror.by_id([item_id for item_id, _ in found])
         return [
             SearchHit(item=items[item_id], score=1.0 - float(dist))

@@ -1,0 +1,99 @@
+"""Exact nearest neighbours among a filter's matching items, held in process.
+
+A filter far from the query vector defeats an over-fetch of unfiltered neighbours, and Chroma's
+own filtered query reads the filter's matches from SQLite on every call (about 1.2 s at 300,000
+items for a filter one item in 12 passes; 0.24 s restricted to listed IDs). So the vectors of a
+filter's items are fetched once (a few seconds at 25,000 items), kept as a float32 matrix of unit
+rows, and every later request with that filter is one matrix-vector product (a few ms).
+
+What is kept is bounded: filters with at most ``max_items`` matches, at most ``budget_bytes`` of
+vectors in all (least recently used dropped first). A catalog write drops everything, as it drops
+the remembered matches (genrec.index.catalog_index).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# (ids, vectors) of the given IDs that the store holds, vectors as rows
+Fetch = Callable[[Sequence[str]], tuple[list[str], np.ndarray]]
+
+
+def store_vectors(store: Any) -> Fetch:
+    """A Fetch reading a ChromaStore's records in batches below its write limit."""
+
+    def fetch(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        col = store.require()
+        got_ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for start in range(0, len(ids), store.batch_size):
+            got = col.get(ids=list(ids[start : start + store.batch_size]), include=["embeddings"])
+            got_ids += got["ids"]
+            if len(got["ids"]):
+                rows.append(np.asarray(got["embeddings"], dtype=np.float32))
+        return got_ids, (np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
+
+    return fetch
+
+
+class FilteredVectors:
+    def __init__(self, fetch: Fetch, *, max_items: int = 60_000, budget_bytes: int = 256 << 20):
+        self._fetch = fetch
+        self.max_items = max_items
+        self.budget_bytes = budget_bytes
+        self._held: OrderedDict[frozenset[str], tuple[list[str], np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+    def nearest(
+        self, allowed: frozenset[str], vector: Sequence[float] | np.ndarray, n: int
+    ) -> list[tuple[str, float]] | None:
+        """(id, cosine distance) of the ``n`` allowed items nearest to ``vector``, nearest first;
+        None when the filter matches too many items to hold (the caller asks the store)."""
+        if len(allowed) > self.max_items:
+            return None
+        if not allowed:
+            return []
+        held = self._matrix(allowed)
+        if held is None:
+            return None
+        ids, matrix = held
+        if not ids:
+            return []
+        q = np.asarray(vector, dtype=np.float32)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        # einsum's own loop, not BLAS: a BLAS matrix-vector product wakes threads that cost more
+        # than the product on a busy machine (measured at 25,000 x 384: 1.9 ms against 12 ms p50)
+        sims = np.einsum("ij,j->i", matrix, q)
+        n = min(n, len(ids))
+        top = np.argpartition(-sims, n - 1)[:n] if n < len(ids) else np.arange(len(ids))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(ids[i], 1.0 - float(sims[i])) for i in top]
+
+    def _matrix(self, allowed: frozenset[str]) -> tuple[list[str], np.ndarray] | None:
+        with self._lock:
+            held = self._held.get(allowed)
+            if held is not None:
+                self._held.move_to_end(allowed)
+                return held
+        ids, vectors = self._fetch(sorted(allowed))
+        if not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        if matrix.nbytes > self.budget_bytes:
+            return None
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        held = (ids, matrix / np.maximum(norms, 1e-12))
+        with self._lock:
+            self._held[allowed] = held
+            while sum(m.nbytes for _, m in self._held.values()) > self.budget_bytes:
+                self._held.popitem(last=False)
+        return held
