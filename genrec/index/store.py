@@ -368,11 +368,15 @@ class ChromaStore:
         return out
 
     def items(self, ids: Sequence[str]) -> dict[str, Item]:
-        got = self.require().get(ids=list(ids), include=["metadatas"])
-        return {
-            item_id: item_from_metadata(item_id, md)
-            for item_id, md in zip(got["ids"], got["metadatas"], strict=True)
-        }
+        # In batches: one get of 170,000 IDs is "too many SQL variables" for Chroma's SQLite.
+        col, ids, out = self.require(), list(ids), {}
+        for start in range(0, len(ids), self.batch_size):
+            got = col.get(ids=ids[start : start + self.batch_size], include=["metadatas"])
+            out.update(
+                (item_id, item_from_metadata(item_id, md))
+                for item_id, md in zip(got["ids"], got["metadatas"], strict=True)
+            )
+        return out
 
     def all_items(self) -> list[Item]:
         col = self.require()
@@ -390,7 +394,12 @@ class ChromaStore:
         col = self.collection()
         if col is None or not ids:
             return {}
-        got = col.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        ids = list(dict.fromkeys(ids))
+        got: dict[str, list] = {"ids": [], "embeddings": []}
+        for start in range(0, len(ids), self.batch_size):  # in batches, as items()
+            part = col.get(ids=ids[start : start + self.batch_size], include=["embeddings"])
+            got["ids"] += list(part["ids"])
+            got["embeddings"] += list(part["embeddings"])
         return {
             i: np.asarray(e, dtype=np.float32)
             for i, e in zip(got["ids"], got["embeddings"], strict=True)

@@ -285,18 +285,20 @@ def write_vectors(
     """The model's item vectors, with the items' metadata (so filters work), in ``name``."""
     store = ChromaStore(settings, name, model_id=f"genrec:{name}", space="ip")
     vectors = model.item_vectors()
-    items = {it.id: it for it in index.get(data.item_ids)}
-    ids = [i for i in data.item_ids if i in items]
-    rows = {item_id: r for r, item_id in enumerate(data.item_ids)}
     with store.writing():
         col = store.collection(create=True)
-        for start in range(0, len(ids), store.batch_size):
-            batch = ids[start : start + store.batch_size]
-            col.upsert(
-                ids=batch,
-                embeddings=vectors[[rows[i] for i in batch]],
-                metadatas=[item_to_metadata(items[i], "") for i in batch],
-            )
+        # A batch of items at a time (items deleted from the catalog since are left out): the
+        # whole catalog's items are never held at once.
+        for start in range(0, len(data.item_ids), store.batch_size):
+            rows = range(start, min(start + store.batch_size, len(data.item_ids)))
+            items = {it.id: it for it in index.get([data.item_ids[r] for r in rows])}
+            kept = [r for r in rows if data.item_ids[r] in items]
+            if kept:
+                col.upsert(
+                    ids=[data.item_ids[r] for r in kept],
+                    embeddings=vectors[kept],
+                    metadatas=[item_to_metadata(items[data.item_ids[r]], "") for r in kept],
+                )
         store.set_metadata(genrec_complete=True)
 
 
