@@ -100,7 +100,7 @@ def test_held_filter_vectors_are_reused_and_bounded(big: CatalogIndex):
         assert [h.item.id for h in big.search_vector(vector, k=5, where=where)] == first
         assert not big._filtered._held
     finally:
-        big._filtered.budget_bytes = 256 << 20
+        big._filtered.budget_bytes = 512 << 20
 
 
 def test_a_filter_far_from_the_query_is_searched_among_its_ids(big: CatalogIndex):
