@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from genrec.explain.parts import Parts, shares, top_shares
 from genrec.retrieval.base import RetrievalQuery
@@ -47,12 +46,7 @@ def vector_parts(
     window = history[-model.params.max_len :]
     tried = list(range(max(0, len(window) - LOO_ITEMS), len(window)))
     rows = [window] + [window[:j] + window[j + 1 :] for j in tried]
-    threads = torch.get_num_threads()  # per calling thread (OpenMP): others keep theirs
-    torch.set_num_threads(1)
-    try:
-        users = model.user_vectors(rows)
-    finally:
-        torch.set_num_threads(threads)
+    users = model.user_vectors(rows)  # a few rows: one thread (SASRec.user_vectors)
     cols = np.asarray([retriever.position[i] for i in known], dtype=np.int64)
     vectors = model.net.item_matrix().detach()[cols].numpy()
     scores = users @ vectors.T  # (1 + tried, items)
