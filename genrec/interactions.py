@@ -319,30 +319,8 @@ def _rows(file: Path, fmt: str) -> Iterator[tuple[int, Row]]:
 
 def read_log(path: Path | None, fmt: str | None = None, *, strict: bool = False) -> LogRead:
     """Read an interaction log (``path`` None with ``fmt`` ml-100k: the packaged ML-100K)."""
-    if path is None:
-        if fmt not in (None, "ml-100k"):
-            raise CatalogError(f"an interaction log of format {fmt!r} needs a path", param="log")
-        from genrec.movielens import ml100k_dir
-
-        path, fmt = Path(ml100k_dir()), "ml-100k"
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CatalogError(f"interaction log not found: {path}", param="log")
-    fmt = fmt or guess_format(path)
-    if fmt not in FORMATS:
-        raise CatalogError(f"unknown log format {fmt!r}; use one of {FORMATS}", param="format")
-    if fmt == "movielens":
-        file = path / "ratings.csv" if path.is_dir() else path
-        rows = _csv_rows(file, ("userId", "movieId", "timestamp", "rating"))
-    elif fmt == "ml-100k":
-        file = path / "ml-100k.inter" if path.is_dir() else path
-        rows = _atomic_rows(file)
-    elif fmt == "csv":
-        file = path
-        rows = _csv_rows(file, ("user_id", "item_id", "timestamp", "rating"))
-    else:
-        file = path
-        rows = _jsonl_rows(file)
+    file, fmt = log_file(path, fmt)
+    rows = _rows(file, fmt)
     read = LogRead(source=str(file))
     for line, row in rows:
         try:
