@@ -340,15 +340,6 @@ class ChromaStore:
             return None  # vectors cover the items seen in training): Chroma's where decides
         return list(zip(res["ids"][0], res["distances"][0], strict=True))
 
-    def stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        col = self.collection()
-        out: dict[str, str] = {}
-        for start in range(0, len(ids) if col is not None else 0, self.batch_size):
-            got = col.get(ids=list(ids[start : start + self.batch_size]), include=["metadatas"])
-            for item_id, md in zip(got["ids"], got["metadatas"], strict=True):
-                out[item_id] = (md or {}).get("_hash", "")
-        return out
-
     def collection_id(self) -> str | None:
         """The collection's UUID (None: no collection); a collection made again gets a new one."""
         col = self.collection()
