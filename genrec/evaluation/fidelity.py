@@ -162,9 +162,11 @@ async def cell_fidelity(
     path: Path,
     concurrency: int,
     progress: bool = True,
+    sentence_users: int | None = None,
 ) -> dict[str, Any]:
-    """The deletion test through the Recommender for one LM cell; the first request of each
-    case asks for the LM's sentences too (``explain: true``) and checks what they name."""
+    """The deletion test through the Recommender for one LM cell; the first request of each of
+    the first ``sentence_users`` cases (None: every case) asks for the LM's sentences too
+    (``explain: true``) and checks what they name."""
     from tqdm import tqdm
 
     suite = prepared.suite
@@ -177,8 +179,11 @@ async def cell_fidelity(
         async with gate:
             return await rec.recommend(request)
 
+    with_sentences = {c.user_id for c in cases[:sentence_users]}
+
     async def one(case: EvalCase) -> dict[str, Any]:
-        base = request_for(case, cell, suite).model_copy(update={"explain": True})
+        explain = case.user_id in with_sentences
+        base = request_for(case, cell, suite).model_copy(update={"explain": explain})
         try:
             first = await ask(base)
         except GenrecError as exc:

@@ -226,6 +226,7 @@ async def run(
                             fidelity_path(c),
                             concurrency,
                             opts.progress,
+                            suite.fidelity.sentence_users if suite.fidelity else None,
                         )
     finally:
         for cache in caches:

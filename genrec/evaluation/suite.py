@@ -120,10 +120,13 @@ class ThresholdSpec(_Strict):
 class FidelitySpec(_Strict):
     """The explanation deletion test (genrec.evaluation.fidelity): on the default retriever's
     lists for every user of the sample (``retrieval``), and through each LM cell for the first
-    ``users`` of its users (one extra request per cited item, so a smaller sample)."""
+    ``users`` of its users (one extra request per cited item, so a smaller sample). The LM's
+    sentences (``explain: true``, one more LM call per item) are asked for on the first
+    ``sentence_users`` of those (None: all of them)."""
 
     retrieval: bool = True
     users: int = Field(default=20, ge=0)  # per LM cell; 0 = none
+    sentence_users: int | None = Field(default=None, ge=0)
 
 
 class Suite(_Strict):
