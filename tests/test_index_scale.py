@@ -9,6 +9,7 @@ import pytest
 from genrec.catalog import load_dataset
 from genrec.embeddings import Embedder
 from genrec.index import CatalogIndex
+from genrec.index.mirror import Summary
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.popular import PopularRetriever
 from genrec.settings import Settings
@@ -129,3 +130,30 @@ def test_the_summary_is_kept_on_disk_for_the_next_process(
     assert second.ids == first.ids
     assert all((a == b).all() for a, b in zip(second.exact, first.exact, strict=True))
     assert other.resolve("The Godfather").id == "127"
+    assert second.records is not None  # the items' metadata came back with it
+    assert other.get(["127"])[0] == big.get(["127"])[0]
+
+
+def test_a_held_summary_serves_items_without_chroma(big: CatalogIndex):
+    loaded = {item.id: item for item in load_dataset("ml-100k")}
+    summary = big.mirror.summary()
+    assert summary.records is not None
+    fetch = big.store.items
+    big.store.items = None  # type: ignore[method-assign]  # would fail if Chroma were asked
+    try:
+        got = big.get(["181", "nope", "1", "1682", "267"])
+    finally:
+        del big.store.items
+    assert [item.id for item in got] == ["181", "1", "1682", "267"]
+    assert all(item == loaded[item.id] for item in got)
+    assert fetch(["181"])["181"] == got[0]
+
+
+def test_metadata_over_the_budget_keeps_only_the_cache(big: CatalogIndex):
+    big.mirror.records_budget = 1000  # a few items' JSON: the scan drops it
+    try:
+        rows = big.mirror._scan()
+    finally:
+        big.mirror.records_budget = 256 * 2**20
+    assert len(rows) == 1682 and all(r[3] is None for r in rows)
+    assert Summary.build(rows).records is None

@@ -349,11 +349,30 @@ class CatalogIndex:
     ) -> list[SearchHit]:
         """:meth:`search` for a history already resolved to item IDs, on one channel (see the
         module docstring; ``fused`` is dense alone where there is no lexical index or no text)."""
+        return self.hits(
+            self.rank_profile(
+                text, history_ids, k=k, where=where, exclude=exclude, param=param, channel=channel
+            )
+        )
+
+    def rank_profile(
+        self,
+        text: str,
+        history_ids: Sequence[str],
+        *,
+        k: int,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+        channel: Channel = "fused",
+    ) -> list[tuple[str, float]]:
+        """:meth:`search_profile` by ID and score alone: no item is read."""
         if channel not in CHANNELS:
             raise InvalidRequest(
                 f"unknown channel {channel!r}; use one of {CHANNELS}", param="channel"
             )
         lexical = bool(text) and channel != "dense" and self.lexical_enabled()
+        banned = [*exclude, *history_ids]
         if channel == "lexical":
             if not lexical:
                 raise InvalidRequest(
@@ -361,23 +380,20 @@ class CatalogIndex:
                     f"ingest with GENREC_LEXICAL=on",
                     param="channel",
                 )
-            banned = [*exclude, *history_ids]
-            return self.search_lexical(text, k=k, where=where, exclude=banned, param=param)
+            return self.rank_lexical(text, k=k, where=where, exclude=banned, param=param)
         if lexical:
             pool = max(k, self.fusion_pool)
-            dense = self._search_dense(text, history_ids, pool, where, exclude, param)
-            banned = [*exclude, *history_ids]
-            words = self.search_lexical(text, k=pool, where=where, exclude=banned, param=param)
-            fused = weighted_fusion(
-                [[(h.item.id, h.score) for h in dense], [(h.item.id, h.score) for h in words]],
-                [self.dense_weight, 1.0 - self.dense_weight],
-                k,
-            )
-            by_id = {h.item.id: h.item for h in [*dense, *words]}
-            return [SearchHit(item=by_id[i], score=s) for i, s in fused]
-        return self._search_dense(text, history_ids, k, where, exclude, param)
+            dense = self._rank_dense(text, history_ids, pool, where, exclude, param)
+            words = self.rank_lexical(text, k=pool, where=where, exclude=banned, param=param)
+            return weighted_fusion([dense, words], [self.dense_weight, 1.0 - self.dense_weight], k)
+        return self._rank_dense(text, history_ids, k, where, exclude, param)
 
-    def _search_dense(
+    def hits(self, ranked: Sequence[tuple[str, float]]) -> list[SearchHit]:
+        """The items of a ranking (one deleted since it was ranked is left out)."""
+        items = self.mirror.by_id([item_id for item_id, _ in ranked])
+        return [SearchHit(item=items[i], score=s) for i, s in ranked if i in items]
+
+    def _rank_dense(
         self,
         text: str,
         history_ids: Sequence[str],
@@ -385,16 +401,14 @@ class CatalogIndex:
         where: dict | None,
         exclude: Sequence[str],
         param: str,
-    ) -> list[SearchHit]:
+    ) -> list[tuple[str, float]]:
         vector: np.ndarray | None = self.history_vector(history_ids) if history_ids else None
         if text:
             text_vec = self.text_vector(text)
             vector = text_vec if vector is None else _unit(vector + text_vec)
         if vector is None:
             raise InvalidRequest("give a query text or a history of item IDs", param="query")
-        return self.search_vector(
-            vector, k=k, where=where, exclude=[*exclude, *history_ids], param=param
-        )
+        return self.nearest(vector, k=k, where=where, exclude=[*exclude, *history_ids], param=param)
 
     def search_vector(
         self,
@@ -406,6 +420,18 @@ class CatalogIndex:
         param: str = "where",
     ) -> list[SearchHit]:
         """Nearest items to a vector, honouring ``where``, never returning ``exclude``."""
+        return self.hits(self.nearest(vector, k=k, where=where, exclude=exclude, param=param))
+
+    def nearest(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        k: int,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+    ) -> list[tuple[str, float]]:
+        """:meth:`search_vector` by ID and cosine similarity alone: no item is read."""
         if k < 1:
             raise InvalidRequest("k must be a positive integer", param="k")
         banned = {str(e) for e in exclude}
@@ -417,12 +443,7 @@ class CatalogIndex:
         if nearest is None:
             nearest = self.store.query(vector, n, where, param=param, allowed=allowed)
         found = [(item_id, dist) for item_id, dist in nearest if item_id not in banned][:k]
-        items = self.mirror.by_id([item_id for item_id, _ in found])
-        return [
-            SearchHit(item=items[item_id], score=1.0 - float(dist))
-            for item_id, dist in found
-            if item_id in items  # one deleted between the query and the lookup is left out
-        ]
+        return [(item_id, 1.0 - float(dist)) for item_id, dist in found]
 
     # ------------------------------------------------------------------ the lexical channel
 
@@ -466,12 +487,22 @@ class CatalogIndex:
         param: str = "where",
     ) -> list[SearchHit]:
         """BM25 top-k for ``text``, honouring ``where``, never returning ``exclude``."""
+        return self.hits(self.rank_lexical(text, k=k, where=where, exclude=exclude, param=param))
+
+    def rank_lexical(
+        self,
+        text: str,
+        *,
+        k: int,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+        param: str = "where",
+    ) -> list[tuple[str, float]]:
+        """:meth:`search_lexical` by ID and BM25 score alone: no item is read."""
         self.lexical_enabled()
         loaded = self.lexical.ensure(self._lexical_state[2], self.all_items)
         allowed = self.store.ids_where(where, param=param) if where else None
-        found = self.lexical.search(loaded, text, k, allowed=allowed, banned=set(exclude))
-        items = self.mirror.by_id([item_id for item_id, _ in found])
-        return [SearchHit(item=items[i], score=s) for i, s in found if i in items]
+        return self.lexical.search(loaded, text, k, allowed=allowed, banned=set(exclude))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -43,3 +43,17 @@ class Retriever(Protocol):
     name: str
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]: ...
+
+
+Ranked = list[tuple[str, float]]  # (item ID, score), best first
+
+
+@runtime_checkable
+class RankingRetriever(Retriever, Protocol):
+    """A retriever that can also rank by ID alone: the same contract as ``retrieve`` but no item
+    is read from the catalog, and an ID deleted from the catalog since the model was trained may
+    be among them (whoever reads the items drops it). The hybrid fuses its members' lists this
+    way and reads only the items it returns: at 300,000 items reading an item's metadata costs
+    more than scoring it."""
+
+    def ranked(self, query: RetrievalQuery) -> Ranked: ...

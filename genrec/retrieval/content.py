@@ -5,7 +5,7 @@ interacted with yet (cold start)."""
 from __future__ import annotations
 
 from genrec.index import CatalogIndex
-from genrec.retrieval.base import Candidate, RetrievalQuery
+from genrec.retrieval.base import Candidate, Ranked, RetrievalQuery
 
 
 class ContentRetriever:
@@ -15,7 +15,10 @@ class ContentRetriever:
         self.index = index
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
-        hits = self.index.search_profile(
+        return [Candidate(h.item, h.score) for h in self.index.hits(self.ranked(query))]
+
+    def ranked(self, query: RetrievalQuery) -> Ranked:
+        return self.index.rank_profile(
             query.text,
             query.history_ids,
             k=query.k,
@@ -23,4 +26,3 @@ class ContentRetriever:
             exclude=sorted(query.exclude),
             param="filters",
         )
-        return [Candidate(h.item, h.score) for h in hits]

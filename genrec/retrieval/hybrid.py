@@ -7,6 +7,9 @@ sum rather than reciprocal-rank fusion because the weights are chosen on validat
 (``genrec train``): a sum keeps how far ahead a member's top items are, which ranks alone lose,
 and the search over weights finds when a member should count little or nothing.
 
+Members rank by ID (:class:`RankingRetriever`) where they can: of the hundreds of IDs the members
+return only the fused top ``k`` are read from the catalog.
+
 A request with a query text gives the content member at least ``TEXT_WEIGHT`` of the total, so
 a text still steers a user with a long history. The content member's weight is never zero, so
 items nobody has interacted with yet stay reachable.
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
+from genrec.catalog import Item
+from genrec.index import CatalogIndex
+from genrec.retrieval.base import Candidate, RankingRetriever, RetrievalQuery, Retriever
 
 TEXT_WEIGHT = 0.5
 MIN_POOL = 100
@@ -56,10 +61,16 @@ class FusedCandidate(Candidate):
 class HybridRetriever:
     name = "hybrid"
 
-    def __init__(self, members: dict[str, Retriever], weights: dict[str, float]) -> None:
+    def __init__(
+        self,
+        members: dict[str, Retriever],
+        weights: dict[str, float],
+        index: CatalogIndex | None = None,
+    ) -> None:
         if "content" not in members:
             raise ValueError("hybrid needs the content retriever among its members")
         self.members = members
+        self.index = index  # reads the fused top k's items (None: members' items only)
         self.weights = {name: float(weights.get(name, 0.0)) for name in members}
 
     def weights_for(self, query: RetrievalQuery) -> dict[str, float]:
@@ -80,19 +91,29 @@ class HybridRetriever:
             exclude=query.exclude,
         )
         weights = self.weights_for(query)
-        items = {}
+        items: dict[str, Item] = {}
         lists: dict[str, Scored] = {}
         for name, member in self.members.items():
-            if weights.get(name, 0.0) > 0:
+            if weights.get(name, 0.0) <= 0:
+                continue
+            if self.index is not None and isinstance(member, RankingRetriever):
+                lists[name] = member.ranked(wide)
+            else:
                 got = member.retrieve(wide)
                 items.update((c.item.id, c.item) for c in got)
                 lists[name] = [(c.item.id, c.score) for c in got]
         norms = {name: normalised(scored) for name, scored in lists.items()}
+        # An over-fetch covers IDs a member ranked that the catalog no longer holds.
+        fused = fuse(lists, weights, query.k + 8)
+        unread = [i for i, _ in fused if i not in items]
+        if unread and self.index is not None:
+            items.update((it.id, it) for it in self.index.get(unread))
         return [
             FusedCandidate(
                 items[i],
                 s,
                 tuple((m, weights[m] * n[i]) for m, n in norms.items() if n.get(i, 0.0) > 0),
             )
-            for i, s in fuse(lists, weights, query.k)
-        ]
+            for i, s in fused
+            if i in items
+        ][: query.k]

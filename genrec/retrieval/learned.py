@@ -26,7 +26,7 @@ import numpy as np
 
 from genrec.index import CatalogIndex
 from genrec.index.store import ChromaStore
-from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
+from genrec.retrieval.base import Candidate, Ranked, RankingRetriever, RetrievalQuery, Retriever
 
 
 class _Learned:
@@ -53,31 +53,37 @@ class ScoringRetriever(_Learned):
         self._tiebreak = 1e-9 * pop / max(float(pop.max()), 1.0)
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        # An over-fetch covers items deleted from the catalog since training, widened when more
+        # than that were deleted.
+        extra = 32
+        while True:
+            found = self.ranked(query, extra)
+            items = {it.id: it for it in self.index.get([i for i, _ in found])}
+            out = [Candidate(items[i], s) for i, s in found if i in items]
+            if len(out) >= query.k or len(found) < query.k + extra:
+                return out[: query.k]
+            extra *= 8
+
+    def ranked(self, query: RetrievalQuery, extra: int = 0) -> Ranked:
+        """The top ``k + extra`` by score (IDs the catalog may have dropped since training)."""
         history = self.known_history(query)
         if not history:
             return []
         scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak
         banned = [self.position[i] for i in query.banned if i in self.position]
         scores[banned] = -np.inf
-        # An over-fetch covers items deleted from the catalog since training.
-        want = query.k + 32
+        want = query.k + extra
         # A filter's matching IDs come from the index's cache (one Chroma query per distinct
-        # filter); the ranking is walked from the top, widening until k match.
+        # filter); the ranking is walked from the top, widening until enough match.
         allowed = None if query.where is None else self.index.allowed(query.where, param="filters")
         n = want if allowed is None else max(4 * want, 256)
         while True:
             top = self._top(scores, n)
             if allowed is not None:
                 top = [i for i in top if self.item_ids[i] in allowed]
-            items = {it.id: it for it in self.index.get([self.item_ids[i] for i in top])}
-            out = [
-                Candidate(items[self.item_ids[i]], float(scores[i]))
-                for i in top
-                if self.item_ids[i] in items
-            ]
-            # Enough survived the filter, or every finite score was looked at.
-            if len(out) >= query.k or n >= len(scores) or len(top) < n and query.where is None:
-                return out[: query.k]
+            # Enough matched, or every finite score was looked at.
+            if len(top) >= want or n >= len(scores) or allowed is None:
+                return [(self.item_ids[i], float(scores[i])) for i in top[:want]]
             n *= 8
 
     @staticmethod
@@ -109,6 +115,11 @@ class VectorRetriever(_Learned):
         return known
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        found = self.ranked(query)
+        items = {it.id: it for it in self.index.get([i for i, _ in found])}
+        return [Candidate(items[i], s) for i, s in found if i in items]
+
+    def ranked(self, query: RetrievalQuery) -> Ranked:
         history = self.known_history(query)
         if not history:
             return []
@@ -120,11 +131,8 @@ class VectorRetriever(_Learned):
         found = self.vectors.query(
             user, query.k + len(banned), query.where, param="filters", allowed=allowed
         )
-        found = [(i, d) for i, d in found if i not in banned]
-        items = {it.id: it for it in self.index.get([i for i, _ in found])}
         # Chroma's inner-product distance is 1 - u.v: the score is the dot product itself.
-        out = [Candidate(items[i], 1.0 - float(d)) for i, d in found if i in items]
-        return out[: query.k]
+        return [(i, 1.0 - float(d)) for i, d in found if i not in banned][: query.k]
 
 
 class WithContentFallback:
@@ -138,15 +146,34 @@ class WithContentFallback:
         if len(out) >= query.k:
             return out
         seen = {c.item.id for c in out}
-        rest = RetrievalQuery(
+        # Below every learned score: the learned ranking keeps its order, content fills in.
+        floor = min((c.score for c in out), default=0.0)
+        filled = [
+            c for c in self.content.retrieve(self._rest(query, seen)) if c.item.id not in seen
+        ]
+        out += [Candidate(c.item, floor - 1.0 - r) for r, c in enumerate(filled)]
+        return out[: query.k]
+
+    def ranked(self, query: RetrievalQuery) -> Ranked:
+        """As :meth:`retrieve`, by ID (a member of the hybrid)."""
+        learned, content = self.learned, self.content
+        if not (isinstance(learned, RankingRetriever) and isinstance(content, RankingRetriever)):
+            return [(c.item.id, c.score) for c in self.retrieve(query)]
+        out = learned.ranked(query)
+        if len(out) >= query.k:
+            return out
+        seen = {i for i, _ in out}
+        floor = min((s for _, s in out), default=0.0)
+        filled = [i for i, _ in content.ranked(self._rest(query, seen)) if i not in seen]
+        out += [(i, floor - 1.0 - r) for r, i in enumerate(filled)]
+        return out[: query.k]
+
+    @staticmethod
+    def _rest(query: RetrievalQuery, seen: set[str]) -> RetrievalQuery:
+        return RetrievalQuery(
             text=query.text,
             history=query.history,
             k=query.k + len(seen),
             where=query.where,
             exclude=query.exclude,
         )
-        # Below every learned score: the learned ranking keeps its order, content fills in.
-        floor = min((c.score for c in out), default=0.0)
-        filled = [c for c in self.content.retrieve(rest) if c.item.id not in seen]
-        out += [Candidate(c.item, floor - 1.0 - r) for r, c in enumerate(filled)]
-        return out[: query.k]

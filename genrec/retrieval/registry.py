@@ -139,7 +139,7 @@ def _learned(
         out["sasrec"] = VectorRetriever("sasrec", model, item_ids, index, vectors)
     if "hybrid" in models:
         members = {"content": content, **out}
-        out["hybrid"] = HybridRetriever(members, models["hybrid"]["weights"])
+        out["hybrid"] = HybridRetriever(members, models["hybrid"]["weights"], index)
     return {name: WithContentFallback(r, content) for name, r in out.items()}
 
 
