@@ -2,7 +2,10 @@
 collaborative retrieval can find (what ``genrec bench scale`` measures on).
 
 Items belong to topics; a topic's items share a category, a product noun and descriptor words in
-their titles (content search finds them), and a popularity that falls off like Zipf's law.
+their titles and tags (content search finds them), and a popularity that falls off like Zipf's
+law. Titles are short ("Grotor solar lip balm", tagged with a second descriptor and a colour):
+about 12 tokens with the tags, as MovieLens's titles with their genres (11), so a rank prompt costs
+what it costs on ML-100K and the bench compares catalog size, not title length.
 Users like one to three topics and interact in short sessions: a run of consecutive items of one
 topic's series (sequential and co-occurrence models find it), now and then a popular item from
 anywhere. Everything follows from the seed, so two runs write the same files.
@@ -91,11 +94,12 @@ def catalog(sizes: Sizes) -> tuple[list[dict], np.ndarray, list[np.ndarray]]:
         words = [DESCRIPTORS[w] for w in topic_words[t]]
         brand = brands[(t * 7 + i) % len(brands)]
         colour = COLOURS[i % len(COLOURS)]
-        title = f"{brand} {words[0]} {words[1]} {noun}, {colour}, model {i % 97 + 1}"
+        title = f"{brand} {words[0]} {noun}"
         items.append(
             {
                 "id": f"p{i:07d}",
                 "title": title,
+                "tags": [words[1], colour],
                 "category": cat,
                 "attributes": {"brand": brand, "price": int(5 + (i * 37) % 300)},
             }
