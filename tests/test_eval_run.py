@@ -270,3 +270,42 @@ def app_():
     from genrec.cli import app
 
     return app
+
+
+async def test_fidelity_through_an_lm_cell(recommender, embedder, tmp_path):
+    # The deletion test through the real Recommender (rank mode) on a small catalog: lists of
+    # k=5, the LM's sentences only for the first user, one request per distinct cited set.
+    genres = ["Drama", "Comedy", "Horror", "Western", "Animation"]
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(
+        "".join(
+            json.dumps({"id": f"m{i}", "title": f"{g} film {i}", "tags": [g]}) + "\n"
+            for i, g in ((i, genres[i % 5]) for i in range(40))
+        )
+    )
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        "".join(
+            json.dumps({"user_id": u, "history": h, "target": t}) + "\n"
+            for u, h, t in (("a", ["m0", "m5", "m11"], "m10"), ("b", ["m2", "m7", "m13"], "m12"))
+        )
+    )
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        f"name: fidelity\ndataset: {{format: jsonl, path: {cases}, catalog: {catalog}}}\n"
+        "candidates: 10\nks: [5]\n"
+        "matrix:\n  - templates: [rank_default]\n    modes: [rank]\n"
+        "fidelity: {retrieval: false, users: 2, sentence_users: 1, k: 5}\n"
+    )
+    prepared = prepare(
+        load_suite(suite_file),
+        recommender.settings,
+        RunOptions(out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False),
+    )
+    doc = await run(prepared, recommender.settings, engine=recommender.engine, embedder=embedder)
+    cell = doc["fidelity"]["default/rank/rank_default"]
+    assert cell["users"] == 2 and cell["errors"] == 0
+    assert cell["items"] == 10 and cell["evidence_rate"] == 1.0  # two lists of k=5
+    assert 0 < cell["tested"] <= 10 and cell["fidelity"] is not None
+    assert 2 < cell["requests"] <= 2 + cell["tested"]  # shared by items citing the same items
+    assert cell["sentences"] == 5 and cell["sentence_outside_rate"] == 0.0  # the first user's

@@ -74,6 +74,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if sentences:
         out["sentences"] = sentences
         out["sentence_outside_rate"] = sum(r.get("outside", 0) for r in rows) / sentences
+    if any("requests" in r for r in rows):
+        out["requests"] = sum(r.get("requests", 0) for r in rows)
     if any("ms" in r for r in rows):
         out["retrieve_ms_mean"] = mean([r["ms"] for r in rows if "ms" in r])
     return out
@@ -163,10 +165,12 @@ async def cell_fidelity(
     concurrency: int,
     progress: bool = True,
     sentence_users: int | None = None,
+    k: int | None = None,
 ) -> dict[str, Any]:
-    """The deletion test through the Recommender for one LM cell; the first request of each of
-    the first ``sentence_users`` cases (None: every case) asks for the LM's sentences too
-    (``explain: true``) and checks what they name."""
+    """The deletion test through the Recommender for one LM cell, on lists of ``k`` (None: the
+    cell's own); the first request of each of the first ``sentence_users`` cases (None: every
+    case) asks for the LM's sentences too (``explain: true``) and checks what they name. Items
+    citing the same history items share one request without them (the same request)."""
     from tqdm import tqdm
 
     suite = prepared.suite
@@ -184,6 +188,8 @@ async def cell_fidelity(
     async def one(case: EvalCase) -> dict[str, Any]:
         explain = case.user_id in with_sentences
         base = request_for(case, cell, suite).model_copy(update={"explain": explain})
+        if k is not None:
+            base = base.model_copy(update={"k": k})
         try:
             first = await ask(base)
         except GenrecError as exc:
@@ -201,11 +207,12 @@ async def cell_fidelity(
             except GenrecError:
                 return []  # nothing left to recommend from: the item left the list
 
-        lists = await asyncio.gather(*(again(c) for c in tested.values()))
-        row = {
-            "user_id": case.user_id,
-            **_case_result(first.items, dict(zip(tested, lists, strict=True))),
-        }
+        unique = list({tuple(sorted(c)): c for c in tested.values()}.items())
+        lists = await asyncio.gather(*(again(c) for _, c in unique))
+        by_cited = dict(zip((key for key, _ in unique), lists, strict=True))
+        after = {i: by_cited[tuple(sorted(c))] for i, c in tested.items()}
+        row = {"user_id": case.user_id, **_case_result(first.items, after)}
+        row["requests"] = 1 + len(unique)
         titles = [*case.history, *first.candidates]
         names = {it.id: it.title for it in rec.index.get(titles)}
         sentences = [it for it in first.items if it.explanation]

@@ -227,6 +227,7 @@ async def run(
                             concurrency,
                             opts.progress,
                             suite.fidelity.sentence_users if suite.fidelity else None,
+                            suite.fidelity.k if suite.fidelity else None,
                         )
     finally:
         for cache in caches:

@@ -122,11 +122,13 @@ class FidelitySpec(_Strict):
     lists for every user of the sample (``retrieval``), and through each LM cell for the first
     ``users`` of its users (one extra request per cited item, so a smaller sample). The LM's
     sentences (``explain: true``, one more LM call per item) are asked for on the first
-    ``sentence_users`` of those (None: all of them)."""
+    ``sentence_users`` of those (None: all of them). ``k``: the list an LM cell's test recommends
+    and checks (None: the suite's ``candidates``; the served default is ``GENREC_K`` = 10)."""
 
     retrieval: bool = True
     users: int = Field(default=20, ge=0)  # per LM cell; 0 = none
     sentence_users: int | None = Field(default=None, ge=0)
+    k: int | None = Field(default=None, ge=1)
 
 
 class Suite(_Strict):
