@@ -13,6 +13,7 @@ from pathlib import Path
 from genrec.bench import synthetic
 from genrec.bench.scale_latency import histories_from_log
 from genrec.bench.standin import topic_phrase
+from genrec.catalog import Item
 
 GENREC = str(Path(sys.executable).parent / "genrec")
 
@@ -65,6 +66,10 @@ def test_synthetic_histories_and_stand_in_phrases(tmp_path: Path):
     histories = histories_from_log(Path(written["log"]), 10, length=4)
     assert len(histories) == 10 and all(1 <= len(h) <= 4 for h in histories)
     assert all(len(set(h)) == len(h) for h in histories)  # distinct items, oldest first
-    assert topic_phrase("Kagro scented leather travel guide, white, model 2. Books.") == (
-        "scented leather travel guide. Books."
+    assert topic_phrase("Kagro scented travel guide. Books. Genres: leather, white.") == (
+        "scented travel guide. Books. Genres: leather."
     )
+    first = Item.model_validate(json.loads(Path(written["catalog"]).read_text().splitlines()[0]))
+    phrase = topic_phrase(first.embedding_text())  # the generator's own format
+    assert first.attributes["brand"] not in phrase and first.tags[-1] not in phrase
+    assert first.tags[0] in phrase and first.category in phrase

@@ -27,11 +27,12 @@ import numpy as np
 from genrec.embeddings import Embedder
 
 NOISE = 0.35  # per-item noise's norm against the unit topic vector: items of a topic stay apart
-_TAIL = re.compile(r", [a-z]+, model \d+\.")  # the synthetic title's colour and model number
+_TAIL = re.compile(r", [a-z]+\.$")  # the synthetic item's last tag: its colour
 
 
 def topic_phrase(text: str) -> str:
-    """``"Brand w1 w2 noun, colour, model 7. Category."`` -> ``"w1 w2 noun. Category."``."""
+    """``"Brand w1 noun. Category. Genres: w2, colour."`` -> ``"w1 noun. Category. Genres: w2."``
+    (what a synthetic item shares with its topic)."""
     text = _TAIL.sub(".", text, count=1)
     return text.split(" ", 1)[1] if " " in text else text
 
