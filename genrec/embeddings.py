@@ -67,6 +67,7 @@ class Embedder:
         *,
         model_path: str | Path | None = None,
         backend: Backend | None = None,
+        cache_dir: Path | None = None,
     ):
         settings = settings or Settings()
         chosen = model_path or settings.embedding_model
@@ -88,7 +89,7 @@ class Embedder:
             self.model_id = PACKAGED_MODEL
             self.languages = NAMED_MODELS[PACKAGED_MODEL]
         self.requested_backend: Backend = backend or settings.embedding_backend
-        self.cache_dir = settings.models_dir
+        self.cache_dir = cache_dir or settings.models_dir
         self._encoder: OnnxEncoder | TorchEncoder | E5Encoder | None = None
         self._lock = threading.Lock()
 

@@ -143,3 +143,30 @@ def test_the_int8_model_is_its_own_model(tmp_path: Path, settings: Settings, emb
     assert reopened.embedder.model_id == INT8_MODEL
     assert reopened.search("animated toys", k=1)[0].item.id == "1"
     index.drop()
+
+
+def test_a_big_write_embeds_in_a_child_process(
+    settings: Settings, embedder: Embedder, items, monkeypatch: pytest.MonkeyPatch
+):
+    """Chroma's upsert holds the GIL, so a big write embeds the next batch in a child process:
+    the same vectors as in process; a child that dies leaves the batch to the parent."""
+    from genrec.index import embed_ahead
+
+    texts = [it.embedding_text() for it in items[:40]]
+    want = embedder.encode(texts)
+    with embed_ahead.embedding_ahead(embedder, total=embed_ahead.AHEAD_MIN_ITEMS) as embed:
+        assert isinstance(embed, embed_ahead._Child)
+        first = embed.submit(texts[:20]).result()
+        assert embed.proc is not None
+        embed.proc.kill()  # a child that dies: the parent embeds
+        embed.proc.wait()
+        second = embed.submit(texts[20:]).result()
+        assert embed.proc is None
+    assert np.allclose(np.vstack([first, second]), want, atol=1e-5)
+    # an ingest through it: every item stored, its vectors the model's
+    monkeypatch.setattr(embed_ahead, "AHEAD_MIN_ITEMS", 10)
+    index = CatalogIndex(settings, "embedded-ahead", embedder)
+    assert index.upsert(items[:60], progress=False).added == 60
+    stored = index.vectors([items[7].id])[items[7].id]
+    assert np.allclose(stored, embedder.encode([items[7].embedding_text()])[0], atol=1e-5)
+    index.drop()

@@ -4,7 +4,8 @@
 Streaming: ``items`` is read at most twice (a list, or a :class:`genrec.catalog.CatalogFile`
 that reads its file again), and nothing holds every item: the first pass keeps only ID -> content
 hash (and the changed items while they are few); the second, when needed, embeds and writes the
-changed items batch by batch while Chroma stores the previous batch.
+changed items batch by batch, the next batch embedded (in a child process, for big writes)
+while Chroma stores this one.
 
 Unchanged items cost nothing: a whole-catalog digest in the collection metadata answers "nothing
 changed"; otherwise the hash manifest (:mod:`.manifest`) tells which items changed without
@@ -20,7 +21,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from genrec.catalog import Item
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
+from genrec.index.embed_ahead import embedding_ahead
 from genrec.index.mirror import ItemMirror
 from genrec.index.store import ChromaStore, catalog_digest, item_hash, item_to_metadata
 from genrec.languages import languages_of
@@ -236,12 +237,14 @@ def _language_warnings(index: CatalogIndex, languages: dict[str, int]) -> list[s
 def _write(
     index: CatalogIndex, todo: Iterator[Item], total: int, hashes: dict[str, str], *, progress: bool
 ) -> None:
-    """Embed and upsert ``todo`` in batches: Chroma writes batch i while the model embeds batch
-    i+1 (one write in flight at most, so memory holds two batches)."""
+    """Embed and upsert ``todo`` in batches; for a big write the next batch is embedded in a
+    child process while Chroma stores this one (:mod:`.embed_ahead`: Chroma's upsert holds the
+    GIL, so a thread could not overlap them). Memory holds two batches."""
     from tqdm import tqdm
 
     store = index.store
     col = store.collection(create=True)
+    batches = iter(lambda: list(islice(todo, store.batch_size)), [])
     with (
         tqdm(
             total=total,
@@ -251,28 +254,25 @@ def _write(
             disable=not progress or not total,
             mininterval=1.0,
         ) as bar,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as pool,
+        embedding_ahead(index.embedder, total) as embed,
     ):
-        pending: Future | None = None
-        pending_n = 0
-        while batch := list(islice(todo, store.batch_size)):
-            texts = [item.embedding_text() for item in batch]
-            vectors = index.embedder.encode(texts)  # catalog side ("passage:" for e5)
-            metadatas = [item_to_metadata(item, hashes[item.id]) for item in batch]
-            if pending is not None:
-                pending.result()  # re-raises a failed write before anything else is sent
-                bar.update(pending_n)
-            pending = pool.submit(
-                col.upsert,
+        batch = next(batches, None)
+        texts = [item.embedding_text() for item in batch or ()]
+        pending = embed.submit(texts) if batch else None  # catalog side ("passage:" for e5)
+        while batch and pending is not None:
+            vectors = pending.result()
+            following = next(batches, None)
+            following_texts = [item.embedding_text() for item in following or ()]
+            if following:  # embedded while this batch is written
+                pending = embed.submit(following_texts)
+            col.upsert(
                 ids=[item.id for item in batch],
                 embeddings=vectors,
                 documents=texts,
-                metadatas=metadatas,
+                metadatas=[item_to_metadata(item, hashes[item.id]) for item in batch],
             )
-            pending_n = len(batch)
-        if pending is not None:
-            pending.result()
-            bar.update(pending_n)
+            bar.update(len(batch))
+            batch, texts = following, following_texts
 
 
 def _delete_records(index: CatalogIndex, ids: list[str]) -> None:
