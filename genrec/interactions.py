@@ -152,7 +152,7 @@ def log_file(path: Path | None, fmt: str | None) -> tuple[Path, str]:
     if path is None:
         if fmt not in (None, "ml-100k"):
             raise CatalogError(f"an interaction log of format {fmt!r} needs a path", param="log")
-        from genrec.movielens import ml100k_dir
+        from genrec.data.movielens import ml100k_dir
 
         path, fmt = Path(ml100k_dir()), "ml-100k"
     path = Path(path).expanduser()

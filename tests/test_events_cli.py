@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.movielens import ml100k_dir
 from genrec.events.sqlite import SQLiteStore
-from genrec.movielens import ml100k_dir
 
 GENREC = str(Path(sys.executable).parent / "genrec")
 COLLECTION = "events-cli"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.explain import attach, cited_history, explain_candidates, language, reason
 from genrec.explain.content import matched_terms
 from genrec.index import CatalogIndex

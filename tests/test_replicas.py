@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
 from genrec.errors import InvalidRequest
 from genrec.index import CatalogIndex
 from genrec.ingest import ingest

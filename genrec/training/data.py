@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genrec.catalog import id_key
+from genrec.data.item import id_key
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import Interaction
 from genrec.interactions import LogColumns

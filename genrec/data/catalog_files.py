@@ -1,4 +1,4 @@
-"""Catalog items and the loaders that read them (JSONL, CSV, MovieLens).
+"""Catalog files and the loaders that read them into items (JSONL, CSV, MovieLens).
 
 Every loader returns a :class:`LoadResult`: the good items plus one :class:`RowError` per bad row
 (missing id or title, wrong types, duplicate ids), each with its line number, so a caller can
@@ -35,12 +35,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from genrec.data.item import ITEM_FIELDS, AttrValue, Item, id_key, open_text
+from genrec.data.item import ITEM_FIELDS, Item
+from genrec.data.movielens import load_movielens_folder, load_recbole, ml100k_dir
+from genrec.datasets import zh_shop_catalog
 from genrec.errors import CatalogError
-
-# The item model lives in genrec.data.item; these names stay importable from here.
-__all__ = ["ITEM_FIELDS", "AttrValue", "Item", "LoadResult", "RowError", "id_key", "load_catalog"]
-__all__ += ["load_dataset", "open_text", "parse_mapping", "CatalogFile"]
 
 FORMATS = ("jsonl", "csv", "movielens")
 DATASETS = ("ml-100k", "zh-shop")
@@ -95,8 +93,6 @@ def load_catalog(
     if fmt == "movielens":
         if mapping:
             raise CatalogError(f"--map does not apply to the MovieLens folder {path}")
-        from genrec.movielens import load_movielens_folder
-
         result = LoadResult(load_movielens_folder(path), [], str(path), fmt)
         check_rows(path, len(result.items), result.errors, strict=strict)
         return result
@@ -173,13 +169,9 @@ def load_dataset(name: str) -> list[Item]:
     """A dataset shipped inside an installed package: ``ml-100k`` (from recbole) or ``zh-shop``
     (genrec's own Chinese e-commerce catalog, genrec/datasets)."""
     if name == "zh-shop":
-        from genrec.datasets import zh_shop_catalog
-
         return load_catalog(zh_shop_catalog(), fmt="jsonl", strict=True).items
     if name != "ml-100k":
         raise CatalogError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    from genrec.movielens import load_recbole, ml100k_dir
-
     return load_recbole(ml100k_dir(), "ml-100k")
 
 
