@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from genrec.data.catalog_files import load_dataset
+from genrec.data.interactions import Interaction, read_log
 from genrec.errors import CatalogError, InvalidRequest
-from genrec.evaluation.splits import Interaction
 from genrec.index import CatalogIndex
-from genrec.interactions import read_log
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.registry import load_retrievers
 from genrec.settings import Settings

