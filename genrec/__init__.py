@@ -10,7 +10,7 @@ A causal LM hosted by vLLM recommends items from a Chroma catalog::
 The public API is what ``__all__`` lists; the modules behind it are implementation detail.
 """
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import (
     CatalogBusy,
     CatalogError,

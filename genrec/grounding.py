@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rapidfuzz import fuzz, process
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.schema import GroundedBy
 from genrec.titles import match_key
 

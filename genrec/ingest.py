@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from genrec.catalog import DATASETS, CatalogFile, LoadResult, load_dataset, open_source
+from genrec.data.catalog_files import DATASETS, CatalogFile, LoadResult, load_dataset, open_source
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex, IngestReport

@@ -43,7 +43,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import ConfigError, InvalidRequest, NotFound, PromptTooLong
 from genrec.settings import Mode, Settings
 from genrec.tokenizer import ChatTokenizer

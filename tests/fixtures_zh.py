@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from genrec.catalog import Item, load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.item import Item
 from genrec.index import CatalogIndex
 from genrec.settings import Settings
 

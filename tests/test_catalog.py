@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import Item, load_catalog, load_dataset, parse_mapping
+from genrec.data.catalog_files import load_catalog, load_dataset, parse_mapping
+from genrec.data.item import Item
+from genrec.data.movielens import load_movielens_folder, ml100k_dir, split_year
 from genrec.errors import CatalogError
-from genrec.movielens import load_movielens_folder, ml100k_dir, split_year
 from genrec.server.errors import http_status
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogBusy
 from genrec.index import CatalogIndex

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from genrec.catalog import load_dataset
 from genrec.cli import app
+from genrec.data.catalog_files import load_dataset
 from genrec.index import CatalogIndex
 from genrec.settings import Settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder, packaged_model_path
 from genrec.embeddings_onnx import OnnxEncoder, unsupported_reason
 from genrec.errors import ConfigError

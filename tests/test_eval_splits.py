@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from genrec.data.interactions import Interaction
 from genrec.errors import CatalogError
 from genrec.evaluation.datasets import load_eval_dataset, read_cases_jsonl
 from genrec.evaluation.splits import (
-    Interaction,
     k_core,
     leave_one_out,
     training_counts,

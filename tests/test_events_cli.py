@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.movielens import ml100k_dir
 from genrec.events.sqlite import SQLiteStore
-from genrec.movielens import ml100k_dir
 
 GENREC = str(Path(sys.executable).parent / "genrec")
 COLLECTION = "events-cli"
@@ -82,7 +82,7 @@ def test_export_writes_a_log_that_train_reads(home: Path, log: Path) -> None:
     assert len(lines) == n > 0
     assert {"user_id", "item_id", "timestamp", "rating", "type", "event_id"} <= set(lines[0])
     assert [x["timestamp"] for x in lines] == sorted(x["timestamp"] for x in lines)
-    from genrec.interactions import read_log
+    from genrec.data.interactions import read_log
 
     read = read_log(out)
     assert len(read.interactions) == n and not read.errors

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from genrec.catalog import Item
+from genrec.data.interactions import read_log
+from genrec.data.item import Item
 from genrec.explain import attach, cited_history, explain_candidates, language, reason
 from genrec.explain.content import matched_terms
 from genrec.index import CatalogIndex
-from genrec.interactions import read_log
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.popular import PopularRetriever
 from genrec.retrieval.registry import load_retrievers

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from genrec.data.interactions import read_log
 from genrec.errors import ConfigError, InvalidRequest
 from genrec.index import CatalogIndex
-from genrec.interactions import read_log
 from genrec.model_files import model_path
 from genrec.modes.likelihood import score_texts
 from genrec.prompts import PromptRegistry

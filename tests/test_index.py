@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genrec.catalog import Item, load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.item import Item
+from genrec.data.movielens import load_movielens_folder
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, InvalidRequest, NotFound
 from genrec.index import CatalogIndex, validate_where
-from genrec.movielens import load_movielens_folder
 from genrec.server.errors import http_status
 from genrec.settings import Settings
 from genrec.titles import title_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder
 from genrec.index import CatalogIndex
 from genrec.index.mirror import Summary

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex

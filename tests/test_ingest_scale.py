@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.catalog import CatalogFile, Item, load_dataset
+from genrec.data.catalog_files import CatalogFile, load_dataset
+from genrec.data.item import Item
 from genrec.embeddings import INT8_MODEL, Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex, writer

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.embeddings import Embedder
 from genrec.errors import ConfigError, InvalidRequest
 from genrec.index import CatalogIndex

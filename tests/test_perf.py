@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.engines import engine_runtime
 from genrec.engines.hardware import (
     RESERVE_FROM_CORES,

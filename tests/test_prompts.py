@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import ConfigError, InvalidRequest, NotFound, PromptTooLong
 from genrec.model_files import model_path
 from genrec.prompts import (

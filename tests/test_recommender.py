@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import CatalogError, EngineError, InvalidRequest, NotFound, PromptTooLong
 from genrec.index import CatalogIndex
 from genrec.modes import RankMode

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.interactions import read_log
 from genrec.errors import InvalidRequest
 from genrec.index import CatalogIndex
 from genrec.ingest import ingest
-from genrec.interactions import read_log
 from genrec.recommender import Recommender
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.reload import Reloader

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genrec.catalog import load_dataset
-from genrec.interactions import read_log
+from genrec.data.catalog_files import load_dataset
+from genrec.data.interactions import read_log
 from tests.fixtures_catalog import free_port, stop_process
 from tests.fixtures_engine import run_vllm_server
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.catalog import load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.interactions import Interaction, read_log
 from genrec.errors import CatalogError, InvalidRequest
-from genrec.evaluation.splits import Interaction
 from genrec.index import CatalogIndex
-from genrec.interactions import read_log
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.registry import load_retrievers
 from genrec.settings import Settings
@@ -241,7 +240,7 @@ def test_a_killed_training_leaves_the_previous_bundle_serving(tmp_path: Path, se
 
 
 def test_a_catalog_changed_after_training_is_reported(settings, index, trained):
-    from genrec.catalog import Item
+    from genrec.data.item import Item
 
     newcomer = Item(id="new-1", title="A Film Nobody Has Seen", tags=["Drama"])
     index.upsert([newcomer], progress=False)

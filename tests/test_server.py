@@ -23,8 +23,8 @@ import httpx
 import openai
 import pytest
 
-from genrec.catalog import load_dataset
 from genrec.conversation import parse_answer
+from genrec.data.catalog_files import load_dataset
 from genrec.schema import Recommendation
 from genrec.server.responses import RECOMMENDATIONS_SCHEMA
 from tests.fixtures_catalog import free_port, stop_process

@@ -8,8 +8,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from genrec.catalog import Item
 from genrec.conversation import find_references, parse_answer
+from genrec.data.item import Item
 from genrec.errors import ConfigError, NotFound, RateLimited
 from genrec.schema import Recommendation, RecommendedItem, Usage
 from genrec.server.errors import from_validation, http_status, param_path

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from genrec import interactions
+from genrec.data import log_columns
+from genrec.data.interactions import read_log
+from genrec.data.log_columns import read_columns
 from genrec.errors import CatalogError
-from genrec.interactions import read_columns, read_log
 from genrec.settings import Settings
 from genrec.training import collaborative, validation
 from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
@@ -140,7 +141,7 @@ def test_sequences_arrays() -> None:
 
 @pytest.mark.parametrize("block", [8 << 20, 40])  # one block; blocks of a few lines
 def test_log_streams_into_columns_with_bad_rows_by_line(tmp_path: Path, block, monkeypatch) -> None:
-    monkeypatch.setattr(interactions, "BLOCK_BYTES", block)
+    monkeypatch.setattr(log_columns, "BLOCK_BYTES", block)
     log = tmp_path / "log.csv"
     log.write_text(
         "user_id,item_id,timestamp\n"

@@ -14,8 +14,8 @@ import openai
 import pytest
 import pytest_asyncio
 
-from genrec.catalog import load_dataset
 from genrec.conversation.references import find_references
+from genrec.data.catalog_files import load_dataset
 from genrec.datasets import zh_shop_queries
 from genrec.evaluation.queryset import QuerySuite, query_metrics, run_query_suite
 from genrec.index import CatalogIndex

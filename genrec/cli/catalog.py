@@ -48,7 +48,7 @@ def ingest_command(
 ) -> None:
     """Load a catalog and embed it into a Chroma collection (idempotent: unchanged items are
     skipped, changed ones updated). Bad rows are reported with line numbers and skipped."""
-    from genrec.catalog import parse_mapping
+    from genrec.data.catalog_files import parse_mapping
     from genrec.index import CatalogIndex
     from genrec.ingest import ingest
 

@@ -208,8 +208,8 @@ def _from_suite(suite_file: Path, data: Path | None, settings: Any) -> tuple:
 def _from_log(log: Path, collection: str | None, settings: Any) -> tuple:
     """A collection's trained retrievers and a log read as `genrec train` reads it; the last
     item of each user is validation's."""
+    from genrec.data.interactions import read_log
     from genrec.ingest import open_catalog
-    from genrec.interactions import read_log
     from genrec.retrieval.registry import load_retrievers
     from genrec.training.data import build, sequences_from_log
 

@@ -49,9 +49,10 @@ def train_command(
     retrievers and their hybrid with content retrieval; choices are made on each user's last
     interaction; the best becomes the collection's default retriever. A killed run leaves the
     previous retrievers serving."""
+    from genrec.data.interactions import log_file
+    from genrec.data.log_columns import LogColumns, read_columns
     from genrec.errors import CatalogError
     from genrec.ingest import DEFAULT_COLLECTION, open_catalog
-    from genrec.interactions import LogColumns, log_file, read_columns
     from genrec.training import memory
     from genrec.training.data import build_columns
     from genrec.training.train import train_retrievers

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from genrec.catalog import Item
 from genrec.conversation.answers import Listed, parse_answer
 from genrec.conversation.mentions import CatalogLookup, display_title, items_named
 from genrec.conversation.references import find_references
+from genrec.data.item import Item
 from genrec.errors import InvalidRequest
 from genrec.schema import RecommendRequest
 

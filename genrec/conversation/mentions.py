@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.titles import fold, title_key
 
 

@@ -1,5 +1,5 @@
-"""The catalog item: one model for every loader, store and retriever (genrec.catalog reads
-files into it; genrec.movielens reads MovieLens)."""
+"""The catalog item: one model for every loader, store and retriever (genrec.data.catalog_files
+reads files into it; genrec.data.movielens reads MovieLens)."""
 
 from __future__ import annotations
 

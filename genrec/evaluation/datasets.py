@@ -18,11 +18,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genrec.catalog import Item, id_key
+from genrec.data.catalog_files import load_catalog
+from genrec.data.interactions import Interaction, read_log
+from genrec.data.item import Item, id_key
+from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import (
     EvalCase,
-    Interaction,
     Split,
     check_enough,
     k_core,
@@ -50,9 +52,8 @@ def _need_file(path: Path, what: str) -> Path:
 
 def read_interactions(path: Path, fmt: str) -> list[Interaction]:
     """A MovieLens ``ratings.csv`` folder or an ML-100K ``.inter`` file, every rating kept (as in
-    LlamaRec); the first bad row is an error naming its line (genrec.interactions reads both)."""
-    from genrec.interactions import read_log
-
+    LlamaRec); the first bad row is an error naming its line (genrec.data.interactions reads
+    both)."""
     try:
         return read_log(path, fmt, strict=True).interactions
     except CatalogError as exc:
@@ -85,21 +86,15 @@ def read_cases_jsonl(path: Path) -> list[EvalCase]:
 
 
 def _catalog_movielens(folder: Path) -> dict[str, Item]:
-    from genrec.movielens import load_movielens_folder
-
     return {item.id: item for item in load_movielens_folder(folder)}
 
 
 def _catalog_file(path: Path) -> dict[str, Item]:
-    from genrec.catalog import load_catalog
-
     _need_file(path, "catalog file")
     return {item.id: item for item in load_catalog(path).items}
 
 
 def ml100k_folder() -> Path:
-    from genrec.movielens import ml100k_dir
-
     return Path(ml100k_dir())
 
 

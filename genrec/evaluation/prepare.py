@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genrec.catalog import id_key
+from genrec.data.item import id_key
 from genrec.engines import engine_identity
 from genrec.errors import CatalogError, ConfigError
 from genrec.evaluation.datasets import EvalDataset, load_eval_dataset

@@ -37,7 +37,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from genrec.catalog import DATASETS, Item, load_catalog, load_dataset
+from genrec.data.catalog_files import DATASETS, load_catalog, load_dataset
+from genrec.data.item import Item
 from genrec.errors import CatalogError, ConfigError, GenrecError
 from genrec.settings import Settings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.evaluation.prepare import Prepared
 from genrec.evaluation.splits import EvalCase
 from genrec.index import CatalogIndex

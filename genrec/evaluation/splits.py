@@ -14,17 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from genrec.data.interactions import Interaction
 from genrec.errors import CatalogError
 
 Split = Literal["test", "validation"]
-
-
-@dataclass(frozen=True)
-class Interaction:
-    user: str
-    item: str
-    timestamp: float
-    rating: float | None = None
 
 
 @dataclass(frozen=True)

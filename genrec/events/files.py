@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from genrec.data.interactions import guess_format, read_log
 from genrec.errors import CatalogError
 from genrec.events.model import StoredEvent
-from genrec.interactions import guess_format, read_log
 
 EXPORT_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "type", "value", "event_id")
 

@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
 )
 
+from genrec.data.interactions import parse_timestamp
 from genrec.schema import UNICODE
 
 EventType = Literal["view", "click", "purchase", "rate"]
@@ -107,8 +108,6 @@ class UserState:
 
 def parse_time(value: object, *, now: float) -> float:
     """Unix seconds from a number or an ISO 8601 string (None: ``now``); ValueError otherwise."""
-    from genrec.interactions import parse_timestamp
-
     if value is None:
         return now
     seconds = parse_timestamp(value)

@@ -4,10 +4,9 @@ time order); a ``rate`` event carries its value as the rating."""
 
 from __future__ import annotations
 
+from genrec.data.interactions import Interaction, LogRead
 from genrec.errors import CatalogError
-from genrec.evaluation.splits import Interaction
 from genrec.events.factory import open_event_store
-from genrec.interactions import LogRead
 from genrec.settings import Settings
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.explain.parts import DENSE, SEP, TERMS, Parts, shares
 from genrec.index import CatalogIndex
 from genrec.index.lexical import lexical_text

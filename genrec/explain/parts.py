@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.schema import Evidence
 
 MAX_EVIDENCE = 4  # entries per item: enough to say why, short enough to read

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.explain.collaborative import scoring_parts, vector_parts
 from genrec.explain.content import content_parts
 from genrec.explain.parts import Parts, add, by_id, fallback, to_evidence

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.engines.base import Engine, EngineResult
 from genrec.grounding import Grounded, Match
 from genrec.schema import RecommendRequest, Usage

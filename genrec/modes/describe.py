@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.engines.base import Engine, EngineRequest
 from genrec.grounding import Grounded, ground_description
 from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.engines.base import Engine, EngineRequest, Regex
 from genrec.grounding import Grounder
 from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage

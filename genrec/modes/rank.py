@@ -17,7 +17,7 @@ import asyncio
 import math
 from typing import TYPE_CHECKING
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.engines.base import Engine, EngineRequest
 from genrec.errors import InvalidRequest
 from genrec.grounding import Grounded, Match

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genrec.catalog import id_key
+from genrec.data.interactions import Interaction
+from genrec.data.item import id_key
+from genrec.data.log_columns import LogColumns
 from genrec.errors import CatalogError
-from genrec.evaluation.splits import Interaction
-from genrec.interactions import LogColumns
 from genrec.training.sequences import Sequences
 
 

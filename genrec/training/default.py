@@ -33,7 +33,7 @@ def ensure_default_retrievers(
             return False
     except (OSError, ValueError):
         pass  # unreadable: train anew
-    from genrec.interactions import read_log
+    from genrec.data.interactions import read_log
     from genrec.training.data import build, sequences_from_log
     from genrec.training.train import train_retrievers
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import InvalidRequest
 from genrec.modes.likelihood import aligned_prompt, check_template, scored_texts
 from genrec.prompts import PromptTemplate, RenderedPrompt, infer_item_kind, render
