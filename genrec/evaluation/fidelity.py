@@ -175,7 +175,8 @@ async def cell_fidelity(
 
     suite = prepared.suite
     done = read_rows(path)
-    todo = [c for c in cases if c.user_id not in done]
+    # a case that failed (an engine that timed out, say) is asked again on the next run
+    todo = [c for c in cases if c.user_id not in done or "error" in done[c.user_id]]
     gate = asyncio.Semaphore(concurrency)
     path.parent.mkdir(parents=True, exist_ok=True)
 

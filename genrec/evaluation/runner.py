@@ -171,9 +171,11 @@ async def run(
         return opts.out / "fidelity" / f"{c.slug}.jsonl"
 
     def _wants_fidelity(c: PreparedCell) -> bool:
-        """The cell's deletion test is asked for and not finished."""
+        """The cell's deletion test is asked for and not finished (a failed case is asked again)."""
         done = read_rows(fidelity_path(c))
-        return bool(fidelity_users) and any(u.user_id not in done for u in fidelity_cases(c))
+        return bool(fidelity_users) and any(
+            u.user_id not in done or "error" in done[u.user_id] for u in fidelity_cases(c)
+        )
 
     if suite.fidelity is not None and suite.fidelity.retrieval and not opts.report_only:
         fidelity["retrieval"] = retrieval_fidelity(
