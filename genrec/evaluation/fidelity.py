@@ -178,6 +178,9 @@ async def cell_fidelity(
     # a case that failed (an engine that timed out, say) is asked again on the next run
     todo = [c for c in cases if c.user_id not in done or "error" in done[c.user_id]]
     gate = asyncio.Semaphore(concurrency)
+    # Whole cases at a time, so rows land as they finish (a gate shared by every case's first
+    # request would finish no case until nearly every first request had run).
+    cases_gate = asyncio.Semaphore(concurrency)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     async def ask(request: Any) -> Any:
@@ -187,6 +190,10 @@ async def cell_fidelity(
     with_sentences = {c.user_id for c in cases[:sentence_users]}
 
     async def one(case: EvalCase) -> dict[str, Any]:
+        async with cases_gate:
+            return await _one(case)
+
+    async def _one(case: EvalCase) -> dict[str, Any]:
         explain = case.user_id in with_sentences
         base = request_for(case, cell, suite).model_copy(update={"explain": explain})
         if k is not None:
