@@ -14,12 +14,12 @@ import scipy.sparse as sp
 
 from genrec import interactions
 from genrec.errors import CatalogError
+from genrec.evaluation.metrics import full_ranking_metrics
 from genrec.interactions import read_columns, read_log
 from genrec.settings import Settings
 from genrec.training import collaborative, validation
 from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
 from genrec.training.data import build, build_columns, sequences_from_log
-from genrec.training.metrics import full_ranking_metrics
 from genrec.training.sequences import Sequences
 from genrec.training.sequential import SASRec, SASRecParams
 from genrec.training.train import plan_memory
