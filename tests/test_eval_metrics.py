@@ -13,10 +13,12 @@ from genrec.evaluation.baselines import (
 )
 from genrec.evaluation.metrics import (
     RANKING_METRICS,
+    candidate_metrics,
     percentile,
     ranking_metrics,
     ranking_metrics_from_scores,
     ratio,
+    relevant_metrics,
 )
 from genrec.evaluation.splits import EvalCase
 
@@ -82,6 +84,27 @@ def test_masked_items_leave_the_ranking():
     # a masked or unscored target is a miss
     assert ranking_metrics_from_scores(scores, "t", (5,), mask=["t"])["recall@5"] == 0.0
     assert ranking_metrics_from_scores(scores, "nope", (5,))["recall@5"] == 0.0
+
+
+def test_several_relevant_items() -> None:
+    m = relevant_metrics(["a", "x", "b"], frozenset({"a", "b", "c"}), [1, 3])
+    assert m["recall@1"] == 1.0 and m["ndcg@1"] == 1.0
+    assert m["recall@3"] == pytest.approx(2 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 + 1 / 2) / (1 + 1 / 1.58496 + 1 / 2), abs=1e-4)
+
+
+def test_every_form_agrees_with_one_relevant_item() -> None:
+    """One definition: a list, a query with one relevant item and scored candidates (ties by
+    position) give the same Recall/NDCG/MRR for the same rank."""
+    ranked = ["a", "b", "t", "d"]
+    one = ranking_metrics(ranked, "t", KS)
+    assert relevant_metrics(ranked, frozenset({"t"}), KS) == {
+        k: v for k, v in one.items() if k.startswith(("recall", "ndcg"))
+    }
+    # candidates a, b, t, d scored so that t is third; b ties with t and wins by position
+    got = candidate_metrics([[4.0, 2.0, 2.0, 1.0], [1.0, 0.0]], [2, -1], KS)
+    for key in (f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in KS):
+        assert got[key] == pytest.approx(one[key] / 2, abs=1e-6), key
 
 
 def test_popularity_baseline_masks_history_and_ties():

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from genrec.evaluation.metrics import at_k_from_rank, position_bias
+from genrec.evaluation.metrics import at_k_from_rank, candidate_metrics, position_bias
 from genrec.modes.fusion import fuse, fuse_scores, fused_order, zscores
-from genrec.training.fusion_weight import choose_fusion_weight, rank_metrics
+from genrec.training.fusion_weight import choose_fusion_weight
 
 
 def test_weight_zero_keeps_the_lm_order_and_its_probabilities():
@@ -51,8 +51,8 @@ def test_a_middle_weight_can_beat_both_sides_and_is_chosen():
     assert got["validation_ndcg@10_by_weight"]["1.00"] < 1.0
 
 
-def test_rank_metrics_count_a_missed_target_as_zero():
-    m = rank_metrics([[0.1, 0.9], [0.5, 0.4]], [1, -1])
+def test_candidate_metrics_count_a_missed_target_as_zero():
+    m = candidate_metrics([[0.1, 0.9], [0.5, 0.4]], [1, -1])
     assert m["ndcg@1"] == pytest.approx(0.5)
     assert m["top_pick_first_rate"] == pytest.approx(0.5)
 

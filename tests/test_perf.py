@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from genrec.bench.roofline import ModelShape, gemm_peak
 from genrec.data.item import Item
 from genrec.engines import engine_runtime
 from genrec.engines.hardware import (
@@ -26,7 +27,6 @@ from genrec.engines.hardware import (
 )
 from genrec.model_files import model_path
 from genrec.prompts import ChatTokenizer, PromptRegistry, render
-from genrec.roofline import ModelShape, gemm_peak
 from genrec.schema import RecommendRequest
 from genrec.settings import Settings
 

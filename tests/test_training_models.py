@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from genrec.evaluation.datasets import load_eval_dataset
-from genrec.evaluation.metrics import ranking_metrics_from_scores
+from genrec.evaluation.metrics import full_ranking_metrics, ranking_metrics_from_scores
 from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
-from genrec.training.metrics import full_ranking_metrics
 from genrec.training.sequential import SASRec, SASRecParams
 
 

@@ -16,11 +16,11 @@ from genrec.data import log_columns
 from genrec.data.interactions import read_log
 from genrec.data.log_columns import read_columns
 from genrec.errors import CatalogError
+from genrec.evaluation.metrics import full_ranking_metrics
 from genrec.settings import Settings
 from genrec.training import collaborative, validation
 from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
 from genrec.training.data import build, build_columns, sequences_from_log
-from genrec.training.metrics import full_ranking_metrics
 from genrec.training.sequences import Sequences
 from genrec.training.sequential import SASRec, SASRecParams
 from genrec.training.train import plan_memory

@@ -17,7 +17,7 @@ import pytest_asyncio
 from genrec.conversation.references import find_references
 from genrec.data.catalog_files import load_dataset
 from genrec.datasets import zh_shop_queries
-from genrec.evaluation.queryset import QuerySuite, query_metrics, run_query_suite
+from genrec.evaluation.queryset import QuerySuite, run_query_suite
 from genrec.index import CatalogIndex
 from genrec.recommender import Recommender
 from genrec.retrieval.registry import content_only
@@ -53,13 +53,6 @@ def test_the_packaged_catalog_and_query_set() -> None:
         by_id[i].category == "男装" and by_id[i].attributes["type"] == "T恤"
         for i in tee["relevant"]
     )
-
-
-def test_query_metrics_with_several_relevant_items() -> None:
-    m = query_metrics(["a", "x", "b"], frozenset({"a", "b", "c"}), [1, 3])
-    assert m["recall@1"] == 1.0 and m["ndcg@1"] == 1.0
-    assert m["recall@3"] == pytest.approx(2 / 3)
-    assert m["ndcg@3"] == pytest.approx((1 + 1 / 2) / (1 + 1 / 1.58496 + 1 / 2), abs=1e-4)
 
 
 def test_the_shipped_suites_load_and_bad_query_files_name_their_line(tmp_path: Path) -> None:

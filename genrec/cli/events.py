@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from genrec.cli.common import ConfigOption, handles_errors, load_settings, print_json
+from genrec.cli.common import (
+    ConfigOption,
+    handles_errors,
+    load_settings,
+    print_json,
+    stdout_to_stderr,
+)
 
 MAX_SHOWN = 10  # rejected rows printed on stderr; all are counted
 IMPORT_BATCH = 1000
@@ -128,11 +134,11 @@ def bench_events_command(
     the same request with an explicit history. JSON on stdout, progress on stderr."""
     import asyncio
 
-    from genrec.events.bench import run_bench
+    from genrec.bench.events import run_bench
 
     settings = load_settings(config)
-    print_json(
-        asyncio.run(
+    with stdout_to_stderr():  # vLLM logs to stdout; --json promises one document there
+        doc = asyncio.run(
             run_bench(
                 settings,
                 events=events,
@@ -144,4 +150,4 @@ def bench_events_command(
                 say=lambda m: typer.echo(m, err=True),
             )
         )
-    )
+    print_json(doc)

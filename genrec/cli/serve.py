@@ -79,7 +79,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Chat-completion latency and throughput of a running server, as JSON on stdout."""
         import asyncio
 
-        from genrec.server.bench import run_bench
+        from genrec.bench.serve import run_bench
 
         settings = load_settings(config)
         doc = asyncio.run(

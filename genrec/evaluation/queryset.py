@@ -13,12 +13,13 @@ A suite (``eval/zh-shop.yaml``)::
     cells: [{mode: rank}, {mode: rank, template: rank_brief}]
     thresholds: [{metric: ndcg@10, min: 0.5, cells: channel/fused}]
 
-Metrics, per query then averaged: Recall@K = relevant items in the top K / min(K, number
-relevant) (so a query with 50 relevant items can reach 1.0), NDCG@K with binary gains over the
-same ideal. Cells are ``channel/<name>`` (the catalog search alone) and ``<mode>/<template>``
-(the Recommender: candidates from fused content retrieval, re-ranked by the LM); any mode the
-Recommender knows runs, so a new mode needs no change here. The catalog goes into its own
-collection ``eval-<catalog>`` (synced: exactly this catalog).
+Metrics, per query then averaged (genrec.evaluation.metrics.relevant_metrics): Recall@K =
+relevant items in the top K / min(K, number relevant) (so a query with 50 relevant items can
+reach 1.0), NDCG@K with binary gains over the same ideal. Cells are ``channel/<name>`` (the
+catalog search alone) and ``<mode>/<template>`` (the Recommender: candidates from fused content
+retrieval, re-ranked by the LM); any mode the Recommender knows runs, so a new mode needs no
+change here. The catalog goes into its own collection ``eval-<catalog>`` (synced: exactly this
+catalog).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from genrec.data.catalog_files import DATASETS, load_catalog, load_dataset
 from genrec.data.item import Item
 from genrec.errors import CatalogError, ConfigError, GenrecError
+from genrec.evaluation.metrics import relevant_metrics
 from genrec.settings import Settings
 
 
@@ -192,18 +193,6 @@ def load_queries(suite: QuerySuite, items: Sequence[Item]) -> list[Query]:
 # ---------------------------------------------------------------------- metrics
 
 
-def query_metrics(ranked: Sequence[str], relevant: frozenset[str], ks: Sequence[int]) -> dict:
-    out: dict[str, float] = {}
-    for k in ks:
-        top = list(ranked[:k])
-        ideal = min(k, len(relevant))
-        hits = [1.0 if item in relevant else 0.0 for item in top]
-        out[f"recall@{k}"] = sum(hits) / ideal
-        dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
-        out[f"ndcg@{k}"] = dcg / sum(1.0 / math.log2(i + 2) for i in range(ideal))
-    return out
-
-
 def _mean_rows(rows: list[dict], ks: Sequence[int]) -> dict[str, float]:
     keys = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
     ok = [r for r in rows if "error" not in r]
@@ -239,7 +228,7 @@ def channel_rows(index: Any, queries: Sequence[Query], channel: str, depth: int,
                 "query": q.id,
                 "ranked": ranked,
                 "ms": round((time.perf_counter() - t0) * 1000, 2),
-                **query_metrics(ranked, q.relevant, ks),
+                **relevant_metrics(ranked, q.relevant, ks),
             }
         )
     return rows
@@ -267,7 +256,7 @@ async def cell_rows(rec: Any, cell: QueryCell, queries: Sequence[Query], suite: 
                 "query": q.id,
                 "ranked": ranked,
                 "ms": res.timings.total_ms,
-                **query_metrics(ranked, q.relevant, suite.ks),
+                **relevant_metrics(ranked, q.relevant, suite.ks),
             }
         )
     return rows

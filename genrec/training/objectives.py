@@ -12,7 +12,8 @@
   with no need stated (popularity, the title format), which PMI divides out, so the calibration
   that suits the base model need not suit the trained one.
 
-Both score validation with ``rank_metrics``; the scores are what the fusion weight is chosen on.
+Both score validation with genrec.evaluation.metrics' ``candidate_metrics``; the scores are what
+the fusion weight is chosen on.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from genrec.errors import InvalidRequest
+from genrec.evaluation.metrics import candidate_metrics
 from genrec.modes.likelihood import calibrate
 from genrec.training.finetune_data import OBJECTIVES, LikelihoodExample, RankExample
-from genrec.training.fusion_weight import rank_metrics
 
 TEXT_BATCH = 32  # candidate texts scored in one batched forward after a shared prompt
 SCORES = ("pmi", "mean", "sum")  # likelihood mode's calibrations (settings.likelihood_score)
@@ -59,7 +60,7 @@ class RankObjective:
                 for ids, ex in zip(self.vtok, self.val, strict=True)
             ]
         model.train()
-        return rank_metrics(scores, [ex.target for ex in self.val]), scores
+        return candidate_metrics(scores, [ex.target for ex in self.val]), scores
 
 
 class LikelihoodObjective:
@@ -125,7 +126,7 @@ class LikelihoodObjective:
                 ]
                 for lps, ex in zip(logprobs, self.val, strict=True)
             ]
-            metrics: dict[str, Any] = {**rank_metrics(scores, targets), "score": how}
+            metrics: dict[str, Any] = {**candidate_metrics(scores, targets), "score": how}
             by_score[how] = metrics["ndcg@10"]
             if best is None or metrics["ndcg@10"] > best[0]["ndcg@10"]:
                 best = (metrics, scores)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from genrec.training.metrics import metrics_from_ranks, sparse_target_ranks, target_ranks
+from genrec.evaluation.metrics import metrics_from_ranks, sparse_target_ranks, target_ranks
 from genrec.training.sequences import Sequences, as_sequences
 
 VALIDATION_USERS = 20_000  # above this many validated users, a seeded sample of this many

@@ -133,7 +133,6 @@ async def _recommend(
     settings: Settings, index: Any, store: Any, users: int, requests: int, say: Callable
 ) -> dict[str, Any]:
     """The same request with user_id and with the stored history given explicitly."""
-    from genrec.cli.common import stdout_to_stderr
     from genrec.recommender import Recommender
     from genrec.schema import RecommendRequest
 
@@ -143,24 +142,23 @@ async def _recommend(
         "user_id": {"total": [], "retrieve": []},
         "explicit": {"total": [], "retrieve": []},
     }
-    with stdout_to_stderr():
-        async with Recommender(settings, index=index, events=store) as rec:
-            for i in range(requests + 2):  # two warm-up rounds
-                user = f"bench-{rng.randrange(users)}"
-                state = store.user_state(index.name, user, settings.user_history)
-                explicit = RecommendRequest(
-                    history=list(state.history),
-                    exclude=sorted(state.consumed - set(state.history)),
-                )
-                by_user = RecommendRequest(user_id=user)
-                pair = [("user_id", by_user), ("explicit", explicit)]
-                if i % 2:
-                    pair.reverse()
-                for name, req in pair:
-                    got = await rec.recommend(req)
-                    if i >= 2:
-                        timings[name]["total"].append(got.timings.total_ms)
-                        timings[name]["retrieve"].append(got.timings.retrieve_ms)
+    async with Recommender(settings, index=index, events=store) as rec:
+        for i in range(requests + 2):  # two warm-up rounds
+            user = f"bench-{rng.randrange(users)}"
+            state = store.user_state(index.name, user, settings.user_history)
+            explicit = RecommendRequest(
+                history=list(state.history),
+                exclude=sorted(state.consumed - set(state.history)),
+            )
+            by_user = RecommendRequest(user_id=user)
+            pair = [("user_id", by_user), ("explicit", explicit)]
+            if i % 2:
+                pair.reverse()
+            for name, req in pair:
+                got = await rec.recommend(req)
+                if i >= 2:
+                    timings[name]["total"].append(got.timings.total_ms)
+                    timings[name]["retrieve"].append(got.timings.retrieve_ms)
     out: dict[str, Any] = {"requests": requests, "mode": settings.mode}
     for name, t in timings.items():
         out[name] = {f"{stage}_ms": _ms(v) for stage, v in t.items()}
