@@ -39,7 +39,8 @@ def _rounded(value: float | None) -> float | None:
 
 
 class Clock:
-    """Per-stage wall time: ``with clock("llm"): ...``; total from construction."""
+    """Per-stage wall time: ``with clock("llm"): ...`` (a stage timed twice, such as the LM's
+    answer and then its explanation sentences, adds up); total from construction."""
 
     def __init__(self) -> None:
         self._t0 = time.perf_counter()
@@ -51,7 +52,7 @@ class Clock:
         try:
             yield
         finally:
-            self._ms[stage] = _ms(time.perf_counter() - t0)
+            self._ms[stage] = round(self._ms.get(stage, 0.0) + _ms(time.perf_counter() - t0), 2)
 
     def timings(self) -> Timings:
         stages = {f"{name}_ms": ms for name, ms in self._ms.items()}
