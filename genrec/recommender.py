@@ -315,7 +315,9 @@ class Recommender:
         """Validate a request against settings and templates (and ``retrievers``, else those
         serving once loaded); no I/O."""
         if retrievers is None:  # those serving, once loaded (a given index plans unstarted)
-            retrievers = self._retrievers or (self._reloader and self._reloader.retrievers)
+            retrievers = self._retrievers
+            if retrievers is None and self._reloader is not None:
+                retrievers = self._reloader.retrievers
         return plan_request(self.settings, self.prompts, request, retrievers)
 
     def resolve_history(self, refs: Sequence[str]) -> list[Item]:

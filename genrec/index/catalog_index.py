@@ -387,7 +387,7 @@ class CatalogIndex:
         param: str = "where",
     ) -> list[SearchHit]:
         """BM25 top-k for ``text``, honouring ``where``, never returning ``exclude``."""
-        found = self._channel.search(text, k=k, where=where, exclude=exclude, param=param)
+        found = self._channel.search(text, k, where, exclude, param)
         items = self.mirror.by_id([item_id for item_id, _ in found])
         return [SearchHit(item=items[i], score=s) for i, s in found if i in items]
 

@@ -67,13 +67,7 @@ class LexicalChannel:
             self.index.ensure(self._state[2], self.store.all_items)
 
     def search(
-        self,
-        text: str,
-        *,
-        k: int,
-        where: dict | None = None,
-        exclude: Sequence[str] = (),
-        param: str = "where",
+        self, text: str, k: int, where: dict | None, exclude: Sequence[str], param: str
     ) -> list[tuple[str, float]]:
         """BM25 top-k (ID, score) for ``text``, honouring ``where``, never returning
         ``exclude``; builds or repairs the index when the catalog moved on."""
