@@ -6,17 +6,14 @@
         result = await rec.recommend(RecommendRequest(history=["50", "172"], k=5))
 
 One Recommender holds one engine, one catalog index and its retrievers; share it between
-concurrent requests (the engine batches them). The flow is one straight line (``recommend``),
-each stage in its own module of :mod:`genrec.flow`, every stage handed what it needs: ``plan``
-checks everything that can fail on bad input before any engine work (:mod:`genrec.flow.plan`),
-``personalise`` joins the user's stored state and ``find`` resolves the history once, chooses the
-retriever once and asks it (:mod:`genrec.flow.candidates`), the prompt is rendered through the
-request's one frame (:mod:`genrec.flow.prompt`; PromptTooLong when it cannot fit), the mode
-object (:mod:`genrec.modes`) decodes and grounds, fusion weighs in the retriever's scores, and
-the picks become the result (:mod:`genrec.flow.result`), which carries its items' catalog
-records so that nothing downstream (the chat answer's text) fetches them again. Errors come from
-:mod:`genrec.errors` and name the field. Chroma, embedding and event-store calls are synchronous
-and run in worker threads.
+concurrent requests (the engine batches them). The flow is one straight line (``recommend``)
+going down, each stage in :mod:`genrec.flow` and handed what it needs: ``plan`` checks all
+that can fail on bad input before any work; ``personalise`` joins the user's stored state and
+``find`` resolves the history and chooses the retriever once; the prompt is rendered through
+the request's one frame (PromptTooLong when it cannot fit); the mode (:mod:`genrec.modes`)
+decodes and grounds; fusion weighs in the retriever's scores; the result carries its items'
+catalog records, so nothing downstream (the chat answer's text) fetches them again. Errors
+name the field (:mod:`genrec.errors`); Chroma, embedding and event-store calls run in threads.
 
 The retrievers it loads itself are hot-reloaded (genrec.retrieval.reload): a started Recommender
 checks its collection's ``CURRENT`` every ``settings.reload_interval_s`` and swaps in a new bundle
@@ -215,6 +212,7 @@ class Recommender:
         clock = Clock()
         retrievers = self.retrievers  # once: a bundle swap mid-request cannot mix two
         plan = self.plan(request, retrievers)
+        weight, bundle = self.fusion_weight_for(plan.mode.name), retrievers.version  # read up front
         with clock("retrieve"):  # the user's state is part of finding the candidates
             user: UserSummary | None = None
             if request.user_id is not None:
@@ -246,7 +244,7 @@ class Recommender:
             decoded = await plan.mode.decode(job)
         # The one fusion call site: any mode that scored every candidate is grounded in the
         # fused order.
-        weight, n = self.fusion_weight_for(plan.mode.name), len(candidates)
+        n = len(candidates)
         fused = fuse(decoded.ranked, job.retrieval_scores, n, weight, is_log=decoded.score_is_log)
         if fused is not None:
             decoded = dataclasses.replace(decoded, ranked=fused.ranked)
@@ -268,7 +266,7 @@ class Recommender:
             items=items,
             mode=plan.mode.name,  # type: ignore[arg-type]
             retriever=found.retriever.name,
-            bundle=retrievers.version,
+            bundle=bundle,
             template=rendered.template,
             model=self.model_name,
             candidates=[c.id for c in candidates],
