@@ -14,6 +14,9 @@ grounded_by    how                                                             c
 
 Text that passes none of them is *unmatched*: counted and reported, never turned into an ID. Text
 that grounds to an item already returned (or to the history / excluded items) is a *duplicate*.
+
+Grounding is given what it needs of the catalog (a :class:`Catalog`: texts to vectors, the
+nearest items to a text), never the index itself; the Recommender passes its catalog index.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from rapidfuzz import fuzz, process
 
@@ -29,12 +32,31 @@ from genrec.data.item import Item
 from genrec.schema import GroundedBy
 from genrec.titles import match_key
 
-if TYPE_CHECKING:
-    from genrec.index import CatalogIndex
-
 FUZZY_CUTOFF = 88.0
 EMBEDDING_CUTOFF = 0.55  # all-MiniLM cosine; below this a "match" is mostly noise
 _ROMAN = re.compile(r"(ii|iii|iv|v|vi|vii|viii|ix|x)")
+
+
+class Hit(Protocol):
+    """One search result: an item and its similarity (higher is more similar)."""
+
+    item: Item
+    score: float
+
+
+class Catalog(Protocol):
+    """What grounding needs of the catalog (genrec.index.CatalogIndex provides it)."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        k: int = 20,
+        where: dict | None = None,
+        exclude: Sequence[str] = (),
+    ) -> Sequence[Hit]: ...
 
 
 def normalize(text: str) -> str:
@@ -73,14 +95,14 @@ class Grounder:
         candidates: Sequence[Item],
         shown: Sequence[str] | None = None,
         *,
-        index: CatalogIndex | None = None,
+        catalog: Catalog | None = None,
         banned: Iterable[str] = (),
         embedding_scope: Literal["candidates", "catalog"] = "candidates",
         where: dict | None = None,
     ) -> None:
         self.candidates = list(candidates)
         self.shown = list(shown) if shown is not None else [c.title for c in self.candidates]
-        self.index = index
+        self.catalog = catalog
         self.banned = set(banned)
         self.scope = embedding_scope
         self.where = where
@@ -114,10 +136,12 @@ class Grounder:
         return self._by_embedding(text)
 
     def _by_embedding(self, text: str) -> Match | None:
-        if self.index is None:
+        if self.catalog is None:
             return None
         if self.scope == "catalog":
-            hits = self.index.search(text=text, k=1, where=self.where, exclude=sorted(self.banned))
+            hits = self.catalog.search(
+                text=text, k=1, where=self.where, exclude=sorted(self.banned)
+            )
             if hits and hits[0].score >= EMBEDDING_CUTOFF:
                 item = hits[0].item
                 inside = any(c.id == item.id for c in self.candidates)
@@ -127,11 +151,12 @@ class Grounder:
 
         if self._vectors is None:
             self._vectors = np.asarray(
-                self.index.embed([c.embedding_text() for c in self.candidates]), dtype=np.float32
+                self.catalog.embed([c.embedding_text() for c in self.candidates]),
+                dtype=np.float32,
             )
         if not len(self._vectors):
             return None
-        q = np.asarray(self.index.embed([text])[0], dtype=np.float32)
+        q = np.asarray(self.catalog.embed([text])[0], dtype=np.float32)
         norms = np.linalg.norm(self._vectors, axis=1) * np.linalg.norm(q) + 1e-9
         sims = self._vectors @ q / norms
         i = int(np.argmax(sims))
@@ -158,7 +183,7 @@ class Grounder:
 
 
 def ground_description(
-    index: CatalogIndex,
+    catalog: Catalog,
     text: str,
     k: int,
     *,
@@ -167,7 +192,7 @@ def ground_description(
     candidates: Sequence[Item] = (),
 ) -> list[Match]:
     """describe mode: the k catalog items nearest the description (history/exclusions never)."""
-    hits = index.search(text=text, k=k, where=where, exclude=sorted(set(banned)))
+    hits = catalog.search(text=text, k=k, where=where, exclude=sorted(set(banned)))
     inside = {c.id for c in candidates}
     return [
         Match(h.item, "embedding", _unit(h.score), from_candidates=h.item.id in inside)

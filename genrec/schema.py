@@ -3,6 +3,7 @@ the HTTP server and the evaluation suite."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -10,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -17,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from genrec.data.item import Item
 from genrec.filters import bounds_problem, unicode_problem
 from genrec.settings import Mode
 
@@ -188,3 +191,18 @@ class Recommendation(BaseModel):
     # started (None: none trained); one request is served by one bundle (docs/deployment.md)
     retriever: str | None = None
     bundle: str | None = None
+    # The recommended items' catalog records (genres, year, description: what the chat answer's
+    # text shows), carried from the request's own retrieval so that nothing fetches them again.
+    # Not part of the wire (a result read back from JSON has none).
+    _catalog: dict[str, Item] = PrivateAttr(default_factory=dict)
+
+    @property
+    def catalog_items(self) -> dict[str, Item]:
+        """The recommended items' catalog records, by ID."""
+        return self._catalog
+
+    def with_catalog(self, items: Iterable[Item]) -> Recommendation:
+        """This result, carrying ``items`` (those of its own items) as its catalog records."""
+        wanted = {it.id for it in self.items}
+        self._catalog = {item.id: item for item in items if item.id in wanted}
+        return self

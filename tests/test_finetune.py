@@ -141,7 +141,7 @@ async def test_vllm_serves_the_fine_tuned_folder_with_both_score_parts(settings,
         )
         assert rec.ranker()["fine_tuned"] and rec.ranker()["fusion_weight"] == weight
         forced = s.model_copy(update={"fusion_weight": 1.0})
-        rec.settings, rec._fusion_weights = forced, {}
+        rec.settings = forced  # the weight is the card's unless the setting says otherwise
         by_retriever = await rec.recommend(
             RecommendRequest(history=["50", "172", "181"], k=8, candidates=8, template="rank_brief")
         )

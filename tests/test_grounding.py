@@ -28,7 +28,7 @@ def candidates(ml100k_index):
 
 
 def test_the_steps_in_order(ml100k_index, candidates):
-    g = Grounder(candidates, index=ml100k_index, embedding_scope="catalog")
+    g = Grounder(candidates, catalog=ml100k_index, embedding_scope="catalog")
     exact = g.ground("Godfather, The")
     assert (exact.item.id, exact.grounded_by, exact.confidence) == ("127", "exact", 1.0)
     norm = g.ground("the godfather (1972)")
@@ -43,7 +43,7 @@ def test_the_steps_in_order(ml100k_index, candidates):
 
 
 def test_candidate_scope_never_leaves_the_candidates(ml100k_index, candidates):
-    g = Grounder(candidates, index=ml100k_index, embedding_scope="candidates")
+    g = Grounder(candidates, catalog=ml100k_index, embedding_scope="candidates")
     # Toy Story is a candidate: the description grounds to it, by embedding.
     m = g.ground("an animated film about toys that come alive")
     assert m is not None and (m.item.id, m.grounded_by) == ("1", "embedding")
@@ -54,7 +54,7 @@ def test_candidate_scope_never_leaves_the_candidates(ml100k_index, candidates):
 
 
 def test_ground_all_counts_duplicates_and_unmatched(ml100k_index, candidates):
-    g = Grounder(candidates, index=ml100k_index, banned={"50"})
+    g = Grounder(candidates, catalog=ml100k_index, banned={"50"})
     out = g.ground_all(
         ["Heat", "heat", "Star Wars", "qqqq zzzz", "Toy Story", "Return of the Jedi"], k=3
     )

@@ -27,6 +27,7 @@ def check_result(result: Recommendation, k: int, index: CatalogIndex, history: l
     real = index.get(ids)
     assert [i.id for i in real] == ids, "every ID is a real catalog item"
     assert [it.title for it in result.items] == [i.title for i in real]
+    assert result.catalog_items == {i.id: i for i in real}, "it carries its items' records"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -206,6 +206,9 @@ def test_chat_plain_sync(client: openai.OpenAI, titles: dict[str, str]) -> None:
     check_items(recs, titles, 5)
     # the text is genrec's numbered list, and it reads back to the same items
     assert [x.id for x in parse_answer(choice.message.content)] == [r["id"] for r in recs]
+    # each line shows the item's genres, from the records the result carries
+    for r in recs:
+        assert re.search(rf" — \w[^\n]* \[id: {r['id']}\]", choice.message.content), r
     extra = resp.model_extra["genrec"]
     assert extra["mode"] == "rank" and extra["profile"] == "genrec"
     assert extra["timings"]["total_ms"] > 0 and extra["candidates"] > 0

@@ -242,6 +242,18 @@ def test_rendered_answers_parse_back_to_the_same_items() -> None:
     assert listed[0].title == "Heat (1995)" and listed[1].title == "Usual Suspects, The"
 
 
+def test_the_result_carries_what_its_answer_shows() -> None:
+    # The chat answer's genres and year come with the result (no catalog read after the answer).
+    heat = Item(id="273", title="Heat", tags=["Action", "Crime"], attributes={"year": 1995})
+    result = result_of(("273", "Heat"), ("12", "Usual Suspects, The"))
+    result = result.with_catalog([heat, Item(id="999", title="Not recommended")])
+    assert result.catalog_items == {"273": heat}  # only its own items' records
+    text = "".join(ResponseRenderer().pieces(result))
+    assert "1. Heat (1995) — Action, Crime [id: 273]" in text
+    assert "2. Usual Suspects, The [id: 12]" in text  # no record: the title alone
+    assert "Action" not in result.model_dump_json()  # the records are not on the wire
+
+
 def test_json_content_pieces_join_into_the_documented_shape() -> None:
     result = result_of(("1", "Toy Story"), ("2", "GoldenEye"))
     doc = json.loads("".join(json_pieces(result)))

@@ -18,29 +18,18 @@ The embedder
     warning (:meth:`CatalogIndex.language_warning`).
 
 Channels (text search)
-    ``dense`` is the vector search above; ``lexical`` is BM25 over the item words
-    (:mod:`.lexical`), for collections that have it (``genrec_lexical`` in the metadata; see
-    ``settings.lexical``); ``fused`` (the default) merges the two: a weighted sum of each
-    channel's min-max normalised scores over its top ``fusion_pool`` (0 where absent), dense
-    weighing ``dense_weight``. Chosen on the zh-shop validation queries (32; NDCG@10): the
-    weighted sum 0.984 for every dense weight from 0.6 to 0.8 (0.7 taken, the middle), dense
-    alone 0.979, lexical alone 0.855, reciprocal rank fusion 0.960-0.979 (dense weight 0.5-0.9).
-    A weighted sum keeps how far ahead a channel's top items are (e5's cosines bunch, and min-max
-    spreads them); RRF flattens that to ranks, so a long list of weak BM25 matches ("运动" in
-    运动短裤 for 运动鞋) pulls as hard as a confident dense list. A history-only search is dense
-    only (BM25 needs words).
+    ``dense`` is the vector search above; ``lexical`` is BM25 over the item words, for
+    collections that have it (:mod:`.lexical_channel`, where the fusion below was chosen);
+    ``fused`` (the default) merges the two: a weighted sum of each channel's min-max normalised
+    scores over its top ``fusion_pool`` (0 where absent), dense weighing ``dense_weight``. A
+    history-only search is dense only (BM25 needs words).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -50,14 +39,13 @@ from genrec.embeddings import NAMED_MODELS, Embedder
 from genrec.errors import InvalidRequest
 from genrec.filters import validate_where
 from genrec.index import writer
-from genrec.index.filtered import FilteredVectors, store_vectors
+from genrec.index.allowed import AllowedIds
 from genrec.index.lexical import LexicalIndex, weighted_fusion
+from genrec.index.lexical_channel import LexicalChannel
 from genrec.index.mirror import ItemMirror
 from genrec.index.store import ChromaStore
-from genrec.languages import languages_of
+from genrec.index.text_queries import TextQueries
 from genrec.settings import Settings
-
-log = logging.getLogger("genrec.index")
 
 Channel = Literal["fused", "dense", "lexical"]
 CHANNELS: tuple[Channel, ...] = ("fused", "dense", "lexical")
@@ -92,13 +80,11 @@ class CatalogIndex:
         self.name = self.store.name
         self.mirror = ItemMirror(self.store)
         self.lexical = LexicalIndex(settings.home, self.name)
-        self._lock = threading.Lock()
-        self._text_cache: dict[str, np.ndarray] = {}
-        self._filters: OrderedDict[str, frozenset[str]] = OrderedDict()  # see allowed()
-        self._filtered = FilteredVectors(store_vectors(self.store))  # see search_vector()
-        self._filters_generation = -1
+        self._channel = LexicalChannel(settings, self.store, self.mirror, self.lexical)
+        self._allowed = AllowedIds(self.store, self.mirror, self.filter_cache)
+        self._filtered = self._allowed.filtered  # see search_vector()
+        self._texts = TextQueries(embedder, self.name)
         self._count: tuple[int, int] | None = None  # (mirror generation, count)
-        self._lexical_state: tuple[float, bool, str] = (-1e9, False, "")  # checked, on, digest
 
     def _recorded_model(self) -> str | None:
         """The collection's own model when the settings do not name one and genrec can load it."""
@@ -219,43 +205,14 @@ class CatalogIndex:
         return out
 
     def allowed(self, where: dict, *, param: str = "where") -> frozenset[str]:
-        """The IDs of every item matching ``where``, for retrievers that rank in process:
-        one Chroma query per distinct filter, then remembered (the last ``filter_cache``
-        filters; dropped with the item mirror when the catalog is written). Chroma cannot check
-        a filter on a given list of IDs quickly (``get(ids=..., where=...)`` takes 0.8 s for 512
-        IDs), so the whole match is fetched once instead of parts of it per request."""
-        key = json.dumps(where, sort_keys=True)
-        generation = self.mirror.generation()  # revalidates: a write drops the remembered sets
-        with self._lock:
-            if self._filters_generation != generation:
-                self._filters.clear()
-                self._filtered.clear()
-                self._filters_generation = generation
-            found = self._filters.get(key)
-            if found is not None:
-                self._filters.move_to_end(key)
-                return found
-        found = frozenset(self.store.ids_where(where, param=param))
-        with self._lock:
-            if self._filters_generation == generation:
-                self._filters[key] = found
-                while len(self._filters) > self.filter_cache:
-                    self._filters.popitem(last=False)
-        return found
+        """The IDs of every item matching ``where``, remembered (genrec.index.allowed)."""
+        return self._allowed.get(where, param=param)
 
     def first_matching(
         self, ranked: Sequence[str], where: dict, n: int, *, param: str = "where"
     ) -> list[str]:
-        """The first ``n`` of ``ranked`` (IDs, best first) whose items match ``where``, in that
-        order (walks the ranking only as far as it must)."""
-        allowed = self.allowed(where, param=param)
-        out: list[str] = []
-        for item_id in ranked:
-            if item_id in allowed:
-                out.append(item_id)
-                if len(out) == n:
-                    break
-        return out
+        """The first ``n`` of ``ranked`` (IDs, best first) whose items match ``where``."""
+        return self._allowed.first_matching(ranked, where, n, param=param)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embedder.embed(texts)
@@ -271,33 +228,15 @@ class CatalogIndex:
 
     def language_warning(self, text: str) -> str | None:
         """Why the collection's embedder may not understand ``text`` (None when it can)."""
-        if self.embedder.reads(text):
-            return None
-        langs = ", ".join(languages_of(text))
-        return (
-            f"the query is in {langs}, but collection {self.name!r} was embedded with "
-            f"{self.embedder.model_id}, which reads only {', '.join(self.embedder.languages or [])}"
-            f": expect poor matches; ingest the catalog with "
-            f"GENREC_EMBEDDING_MODEL=multilingual-e5-small into a new collection"
-        )
+        return self._texts.language_warning(text)
 
     def forget_queries(self) -> None:
         """Drop the remembered query vectors (benchmarks time the embedder, not the cache)."""
-        with self._lock:
-            self._text_cache.clear()
+        self._texts.forget()
 
     def text_vector(self, text: str) -> np.ndarray:
         """One query's vector, remembered for the last few hundred distinct queries."""
-        vector = self._text_cache.get(text)
-        if vector is None:
-            if warning := self.language_warning(text):
-                log.warning(warning)
-            vector = self.embedder.encode([text], query=True)[0]
-            with self._lock:
-                if len(self._text_cache) >= 512:
-                    self._text_cache.pop(next(iter(self._text_cache)))
-                self._text_cache[text] = vector
-        return vector
+        return self._texts.vector(text)
 
     def history_vector(self, history_ids: Sequence[str]) -> np.ndarray:
         """The decayed, normalised profile of a history of item IDs (see the module docstring);
@@ -337,23 +276,10 @@ class CatalogIndex:
         )
 
     def search_profile(
-        self,
-        text: str,
-        history_ids: Sequence[str],
-        *,
-        k: int,
-        where: dict | None = None,
-        exclude: Sequence[str] = (),
-        param: str = "where",
-        channel: Channel = "fused",
+        self, text: str, history_ids: Sequence[str], **options: Any
     ) -> list[SearchHit]:
-        """:meth:`search` for a history already resolved to item IDs, on one channel (see the
-        module docstring; ``fused`` is dense alone where there is no lexical index or no text)."""
-        return self.hits(
-            self.rank_profile(
-                text, history_ids, k=k, where=where, exclude=exclude, param=param, channel=channel
-            )
-        )
+        """:meth:`rank_profile` (same options), its items read."""
+        return self.hits(self.rank_profile(text, history_ids, **options))
 
     def rank_profile(
         self,
@@ -366,7 +292,9 @@ class CatalogIndex:
         param: str = "where",
         channel: Channel = "fused",
     ) -> list[tuple[str, float]]:
-        """:meth:`search_profile` by ID and score alone: no item is read."""
+        """:meth:`search` by ID and score alone (no item is read) for a history already
+        resolved to item IDs, on one channel (see the module docstring; ``fused`` is dense alone
+        where there is no lexical index or no text)."""
         if channel not in CHANNELS:
             raise InvalidRequest(
                 f"unknown channel {channel!r}; use one of {CHANNELS}", param="channel"
@@ -380,11 +308,11 @@ class CatalogIndex:
                     f"ingest with GENREC_LEXICAL=on",
                     param="channel",
                 )
-            return self.rank_lexical(text, k=k, where=where, exclude=banned, param=param)
+            return self._channel.search(text, k, where, banned, param)
         if lexical:
             pool = max(k, self.fusion_pool)
             dense = self._rank_dense(text, history_ids, pool, where, exclude, param)
-            words = self.rank_lexical(text, k=pool, where=where, exclude=banned, param=param)
+            words = self._channel.search(text, pool, where, banned, param)
             return weighted_fusion([dense, words], [self.dense_weight, 1.0 - self.dense_weight], k)
         return self._rank_dense(text, history_ids, k, where, exclude, param)
 
@@ -411,16 +339,10 @@ class CatalogIndex:
         return self.nearest(vector, k=k, where=where, exclude=[*exclude, *history_ids], param=param)
 
     def search_vector(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        *,
-        k: int,
-        where: dict | None = None,
-        exclude: Sequence[str] = (),
-        param: str = "where",
+        self, vector: Sequence[float] | np.ndarray, **options: Any
     ) -> list[SearchHit]:
-        """Nearest items to a vector, honouring ``where``, never returning ``exclude``."""
-        return self.hits(self.nearest(vector, k=k, where=where, exclude=exclude, param=param))
+        """:meth:`nearest` (same options), its items read."""
+        return self.hits(self.nearest(vector, **options))
 
     def nearest(
         self,
@@ -431,7 +353,8 @@ class CatalogIndex:
         exclude: Sequence[str] = (),
         param: str = "where",
     ) -> list[tuple[str, float]]:
-        """:meth:`search_vector` by ID and cosine similarity alone: no item is read."""
+        """Nearest items to a vector by ID and cosine similarity (no item is read), honouring
+        ``where``, never returning ``exclude``."""
         if k < 1:
             raise InvalidRequest("k must be a positive integer", param="k")
         banned = {str(e) for e in exclude}
@@ -449,33 +372,15 @@ class CatalogIndex:
 
     def lexical_wanted(self, languages: dict[str, int]) -> bool:
         """Whether this collection should have a lexical index, given its catalog's scripts."""
-        mode = self.settings.lexical
-        if mode != "auto":
-            return mode == "on"
-        if self.metadata.get("genrec_lexical"):
-            return True
-        return any(lang in languages for lang in ("zh", "ja", "ko"))
+        return self._channel.wanted(languages)
 
     def lexical_enabled(self) -> bool:
-        """Whether text searches fuse the lexical channel (the collection has one and the
-        settings allow it); builds or repairs the index when the catalog moved on (checked at
-        most once a second, like the item mirror)."""
-        if self.settings.lexical == "off":
-            return False
-        checked, on, digest = self._lexical_state
-        now = time.monotonic()
-        if now - checked >= self.mirror.freshness_s:
-            meta = self.metadata
-            on = bool(meta.get("genrec_lexical")) and bool(meta.get("genrec_complete"))
-            digest = str(meta.get("genrec_digest"))
-            self._lexical_state = (now, on, digest)
-        return on
+        """Whether text searches fuse the lexical channel (genrec.index.lexical_channel)."""
+        return self._channel.enabled()
 
     def refresh_lexical(self) -> None:
         """Bring the lexical index in step with the collection now (the writer calls this)."""
-        self._lexical_state = (-1e9, False, "")
-        if self.lexical_enabled():
-            self.lexical.ensure(self._lexical_state[2], self.all_items)
+        self._channel.refresh()
 
     def search_lexical(
         self,
@@ -487,22 +392,7 @@ class CatalogIndex:
         param: str = "where",
     ) -> list[SearchHit]:
         """BM25 top-k for ``text``, honouring ``where``, never returning ``exclude``."""
-        return self.hits(self.rank_lexical(text, k=k, where=where, exclude=exclude, param=param))
-
-    def rank_lexical(
-        self,
-        text: str,
-        *,
-        k: int,
-        where: dict | None = None,
-        exclude: Sequence[str] = (),
-        param: str = "where",
-    ) -> list[tuple[str, float]]:
-        """:meth:`search_lexical` by ID and BM25 score alone: no item is read."""
-        self.lexical_enabled()
-        loaded = self.lexical.ensure(self._lexical_state[2], self.all_items)
-        allowed = self.store.ids_where(where, param=param) if where else None
-        return self.lexical.search(loaded, text, k, allowed=allowed, banned=set(exclude))
+        return self.hits(self._channel.search(text, k, where, exclude, param))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -31,7 +31,8 @@ from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index.embed_ahead import embedding_ahead
 from genrec.index.mirror import ItemMirror
-from genrec.index.store import ChromaStore, catalog_digest, item_hash, item_to_metadata
+from genrec.index.records import catalog_digest, item_hash, item_to_metadata
+from genrec.index.store import ChromaStore
 from genrec.languages import languages_of
 from genrec.settings import Settings
 

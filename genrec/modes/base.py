@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from genrec.data.item import Item
 from genrec.engines.base import Engine, EngineResult
-from genrec.grounding import Grounded, Match
+from genrec.grounding import Catalog, Grounded, Match
 from genrec.schema import RecommendRequest, Usage
 
 if TYPE_CHECKING:
-    from genrec.index import CatalogIndex
+    from genrec.flow.prompt import PromptFrame
     from genrec.prompts import ChatTokenizer, PromptTemplate, RenderedPrompt
     from genrec.settings import Settings
 
@@ -41,39 +41,26 @@ class Plan:
 @dataclass(frozen=True)
 class Job:
     """One request on its way through a mode: what the mode may use (the engine, the model's
-    tokenizer, the catalog index) and what the request has become (the plan, the rendered
-    prompt, the candidates, the IDs never to return)."""
+    tokenizer, what grounding needs of the catalog, the prompt's frame) and what the request has
+    become (the plan, the rendered prompt, the candidates, the IDs never to return)."""
 
     engine: Engine
     tokenizer: ChatTokenizer
-    index: CatalogIndex
+    catalog: Catalog  # embedding and search, for grounding beyond exact matches
     plan: Plan
+    frame: PromptFrame  # the one way this request's prompt is rendered (genrec.flow.prompt)
     rendered: RenderedPrompt
     candidates: list[Item]
     banned: set[str]  # history + exclusions
     # the retriever's score of each candidate (parallel to candidates; empty when unknown)
     retrieval_scores: tuple[float, ...] = ()
-    shown_history: tuple[Item, ...] = ()  # the history items the prompt shows
 
     def rerender(
         self, candidates: list[Item], *, history: bool = True, query: bool = True
     ) -> RenderedPrompt:
-        """The plan's template rendered again: other candidates (rank's reversed order), or
-        without the need (likelihood's unconditional prompt); the same framing otherwise."""
-        from genrec.prompts import infer_item_kind, render
-
-        request = self.plan.request
-        return render(
-            self.plan.template,
-            self.tokenizer,
-            mode=self.plan.mode.name,  # type: ignore[arg-type]
-            candidates=candidates,
-            history=list(self.shown_history) if history else [],
-            query=request.query if query else None,
-            k=self.plan.k,
-            system=request.system,
-            item_kind=infer_item_kind(self.candidates, collection=self.index.name),
-        )
+        """The prompt rendered again through the request's frame: other candidates (rank's
+        reversed order), or without the need (likelihood's unconditional prompt)."""
+        return self.frame.render(candidates, history=history, query=query)
 
 
 @dataclass

@@ -60,7 +60,7 @@ class DescribeMode:
             return Picks(Grounded(), [])
         matches = await asyncio.to_thread(
             ground_description,
-            job.index,
+            job.catalog,
             decoded.outputs[0],
             job.plan.k,
             banned=job.banned,

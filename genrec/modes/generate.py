@@ -137,7 +137,7 @@ class GenerateMode:
         grounder = Grounder(
             job.candidates,
             job.rendered.titles,
-            index=job.index,
+            catalog=job.catalog,
             banned=job.banned,
             embedding_scope="candidates",
         )

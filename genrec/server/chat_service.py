@@ -94,11 +94,12 @@ class ChatAnswer:
     cid: str = field(default_factory=completion_id)
     created: int = field(default_factory=now)
 
-    async def pieces(self, result: Recommendation) -> list[str]:
+    def pieces(self, result: Recommendation) -> list[str]:
+        """The answer's text in pieces; the catalog fields the template shows come with the
+        result (Recommendation.catalog_items), never from the index again."""
         if self.body.wants_json:
             return json_pieces(result)
-        found = await anyio.to_thread.run_sync(self.rec.index.get, [it.id for it in result.items])
-        return self.renderer.pieces(result, {it.id: it for it in found})
+        return self.renderer.pieces(result)
 
     def _common(self) -> dict[str, Any]:
         common: dict[str, Any] = {"cid": self.cid, "created": self.created}
@@ -110,22 +111,22 @@ class ChatAnswer:
     def first_chunk(self) -> dict[str, Any]:
         return chunk(delta={"role": "assistant", "content": ""}, **self._common())
 
-    async def completion(self, result: Recommendation) -> dict[str, Any]:
+    def completion(self, result: Recommendation) -> dict[str, Any]:
         return chat_completion(
             cid=self.cid,
             created=self.created,
             model=self.profile.name,
-            content="".join(await self.pieces(result)),
+            content="".join(self.pieces(result)),
             result=result,
             finish=finish_reason(result, self.body.token_limit),
             extra=genrec_extra(result, self.mapped, self.profile),
         )
 
-    async def chunks(self, result: Recommendation) -> list[dict[str, Any]]:
+    def chunks(self, result: Recommendation) -> list[dict[str, Any]]:
         """One chunk per piece (header, each item, footer); the last one carries finish_reason,
         `recommendations` and `genrec`; then the usage chunk when asked for."""
         common = self._common()
-        parts = await self.pieces(result)
+        parts = self.pieces(result)
         out = [chunk(delta={"content": p}, **common) for p in parts[:-1]]
         out.append(
             chunk(
@@ -179,7 +180,7 @@ class ChatService:
             if result is None:
                 return Response(status_code=499)  # nginx's "client closed request"
             self.metrics.observe_result(result)
-            return JSONResponse(await answer.completion(result))
+            return JSONResponse(answer.completion(result))
         finally:
             if not streaming:
                 self.limiter.release()
@@ -187,7 +188,7 @@ class ChatService:
     def _stream(self, answer: ChatAnswer, request: Request) -> EventStream:
         async def render(result: Recommendation) -> list[dict[str, Any]]:
             self.metrics.observe_result(result)
-            return await answer.chunks(result)
+            return answer.chunks(result)
 
         events = stream_events(
             lambda: answer.rec.recommend(answer.mapped.request),

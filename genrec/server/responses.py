@@ -103,9 +103,11 @@ class ResponseRenderer:
         self._module = module
 
     def pieces(self, result: Recommendation, catalog: dict[str, Item] | None = None) -> list[str]:
-        """`catalog` (the items by ID) adds year, genres, category and description."""
+        """`catalog` (the items by ID; default: the records the result carries) adds year,
+        genres, category and description."""
         m = self._module
-        items = [_context(it, (catalog or {}).get(it.id)) for it in result.items]
+        catalog = result.catalog_items if catalog is None else catalog
+        items = [_context(it, catalog.get(it.id)) for it in result.items]
         out = [str(m.header(result, len(items)))]
         out += [str(m.item(it)) for it in items]
         out.append(str(m.footer(result)))
