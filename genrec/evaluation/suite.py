@@ -60,17 +60,18 @@ class ProtocolSpec(_Strict):
     users: int | None = Field(default=None, ge=1)  # sample size (cases); None = every case
     seed: int = 0
     history_len: int = Field(default=20, ge=1, le=200)  # most recent items shown to the LM
-    # Cold-item view: cases whose target has at most this many training interactions.
+    # the cold-item view: cases whose target has at most this many training interactions
     cold_items: int = Field(default=10, ge=0)
-    # What a request carries: history, query (the stated need alone), both.
+    # what a request carries: `history`, `query` (the stated need alone), `both`
     inputs: list[Literal["history", "query", "both"]] = Field(
         default_factory=lambda: ["history"], min_length=1
     )
-    # stated-need only: the tags file (relative to dataset.path), the part, its share, the cap.
-    tags: str = "tags.csv"
+    tags: str = "tags.csv"  # stated-need: the tags file, relative to dataset.path
+    # stated-need: `validation` = the seeded share of tagging users (choices), `report` = the rest
     part: Literal["report", "validation"] = "report"
-    validation_share: float = Field(default=0.3, gt=0, lt=1)  # of the tagging users
-    max_cases_per_user: int | None = Field(default=20, ge=1)  # a seeded sample of a user's
+    validation_share: float = Field(default=0.3, gt=0, lt=1)  # stated-need: of the taggers
+    # stated-need: at most this many cases a user (a seeded sample of theirs); None = all
+    max_cases_per_user: int | None = Field(default=20, ge=1)
 
     @field_validator("inputs")
     @classmethod
