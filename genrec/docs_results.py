@@ -101,12 +101,15 @@ def _views(run: dict[str, Any]) -> list[str]:
         out += ["", "What each LM cell buys and costs (gain: NDCG over the retrieval order of the "]
         out[-1] += "same run, paired by case; p50 over requests that reached a running engine):"
         out += ["", *_table(tables.COST_GAIN_HEADER, tables.cost_gain_rows(run))]
+    # The random order is in results.json; these pages keep to the rows a reader compares.
     if run.get("cold_items"):
         out += ["", "Cold items. " + tables.cold_caption(run), ""]
-        out += _table(tables.cold_header(run), tables.cold_rows(run))
+        rows = [r for r in tables.cold_rows(run) if not r[0].startswith("baseline/random")]
+        out += _table(tables.cold_header(run), rows)
     if run.get("inputs_paired"):
         out += ["", "Inputs compared, paired by case:", ""]
-        out += _table(tables.INPUTS_HEADER, tables.inputs_rows(run))
+        rows = [r for r in tables.inputs_rows(run) if not r[0].startswith("baseline/random")]
+        out += _table(tables.INPUTS_HEADER, rows)
     return out
 
 

@@ -78,10 +78,14 @@ def protocol_lines(doc: Mapping, strong: Callable[[str], str]) -> list[str]:
     p = doc["protocol"]
     env = doc.get("environment", {})
     models = ", ".join(sorted({c.get("model") or "?" for c in doc.get("cells", [])})) or "–"
+    filtered = (
+        "training interactions (no k-core: the whole catalog)"
+        if p["split"] == "stated-need"
+        else f"interactions after the {p['min_interactions']}-core filter"
+    )
     return [
         f"dataset: {strong(str(p['dataset']))} ({p['source']}); {p['stats'].get('users')} users, "
-        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} interactions "
-        f"after the {p['min_interactions']}-core filter",
+        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} {filtered}",
         split_line(p, strong),
         f"users evaluated: {strong(str(p['users_evaluated']))} of {p['users_available']} "
         f"(seed {p['seed']}); {p['candidates']} candidates; the LM sees the last "
