@@ -27,12 +27,19 @@ MAX_CONSECUTIVE_FAILURES = 25  # the engine is down, not one request bad: stop, 
 def request_for(case: EvalCase, cell: PreparedCell, suite: Suite):
     """The request of one case: the user's whole history (the most recent MAX_HISTORY items as
     the history, older ones excluded, so all of it stays masked); the prompt shows the last
-    `protocol.history_len` of them (the cell's `prompt_history` setting)."""
+    `protocol.history_len` of them (the cell's `prompt_history` setting). A stated-need cell
+    carries the case's query as the user's words (`both`), or the query alone (`query`)."""
     from genrec.schema import MAX_HISTORY, RecommendRequest
 
+    inputs = cell.spec.inputs
+    if inputs == "query":  # the stated need alone; what the user has seen stays excluded
+        history, exclude = [], list(case.history)
+    else:
+        history, exclude = list(case.history[-MAX_HISTORY:]), list(case.history[:-MAX_HISTORY])
     return RecommendRequest(
-        history=list(case.history[-MAX_HISTORY:]),
-        exclude=list(case.history[:-MAX_HISTORY]),
+        query=case.query if inputs in ("query", "both") else None,
+        history=history,
+        exclude=exclude,
         k=suite.candidates,
         candidates=suite.candidates,
         mode=cell.spec.mode,

@@ -23,6 +23,7 @@ from genrec.data.interactions import Interaction, read_log
 from genrec.data.item import Item, id_key
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
+from genrec.evaluation import statedneed
 from genrec.evaluation.splits import (
     EvalCase,
     Split,
@@ -37,8 +38,15 @@ class EvalDataset:
     name: str  # short label, used in the Chroma collection name
     source: str  # where it was read from
     items: dict[str, Item]  # the evaluation catalog: only items that survive filtering
-    cases: list[EvalCase]  # one per user, in a stable order
+    cases: list[EvalCase]  # one per user (stated-need: per tag group), in a stable order
     stats: dict = field(default_factory=dict)
+    # What the retrievers learn from, per user oldest first; None: the cases' histories.
+    training: dict[str, list[str]] | None = None
+
+    def training_sequences(self) -> dict[str, list[str]]:
+        if self.training is not None:
+            return self.training
+        return {case.user_id: list(case.history) for case in self.cases}
 
 
 def _need_file(path: Path, what: str) -> Path:
@@ -98,6 +106,54 @@ def ml100k_folder() -> Path:
     return Path(ml100k_dir())
 
 
+@dataclass(frozen=True)
+class NeedOptions:
+    """The stated-need protocol's options (genrec.evaluation.statedneed)."""
+
+    tags: Path
+    part: statedneed.Part = "report"
+    seed: int = 0
+    validation_share: float = 0.3
+    max_cases_per_user: int | None = 20
+
+
+def _stated_need(
+    raw: list[Interaction],
+    items: dict[str, Item],
+    folder: Path,
+    name: str,
+    need: NeedOptions | None,
+) -> EvalDataset:
+    """Cases from a tags file over the whole catalog (no k-core: a tagged film may be rare)."""
+    if need is None:
+        raise CatalogError("the stated-need split needs its options", param="protocol")
+    built = statedneed.build(
+        raw,
+        set(items),
+        need.tags,
+        folder / "ratings.csv",
+        part=need.part,
+        seed=need.seed,
+        validation_share=need.validation_share,
+        max_cases_per_user=need.max_cases_per_user,
+    )
+    for reason, n in built.stats["skipped"].items():
+        print(f"warning: stated-need: {n} tag groups skipped ({reason})", file=sys.stderr)
+    check_enough(built.cases, source=str(need.tags), min_count=1)
+    stats = {
+        "raw_interactions": len(raw),
+        "users": len({c.person for c in built.cases}),
+        "items": len(items),
+        "interactions": built.stats["training_interactions"],
+        "cases": len(built.cases),
+        "split": "stated-need",
+        "tags": str(need.tags),
+        **built.stats,
+    }
+    ordered = dict(sorted(items.items(), key=lambda kv: id_key(kv[0])))
+    return EvalDataset(f"{name}-need", str(folder), ordered, built.cases, stats, built.training)
+
+
 # ---- the one entry point ----------------------------------------------------------------------
 
 
@@ -109,8 +165,15 @@ def load_eval_dataset(
     name: str | None = None,
     min_interactions: int = 5,
     split: Split = "test",
+    need: NeedOptions | None = None,
 ) -> EvalDataset:
     """Read, filter and split a dataset; raises CatalogError naming the problem."""
+    if split == "stated-need" and fmt != "movielens":
+        raise CatalogError(
+            "the stated-need split reads a MovieLens folder (ratings.csv, movies.csv, tags.csv): "
+            f"dataset.format must be movielens, not {fmt}",
+            param="dataset.format",
+        )
     if fmt == "jsonl":
         if path is None or catalog is None:
             raise CatalogError("a jsonl dataset needs both path and catalog", param="dataset")
@@ -148,6 +211,8 @@ def load_eval_dataset(
             param="dataset.format",
         )
 
+    if split == "stated-need":
+        return _stated_need(raw, all_items, path, name or default_name, need)
     kept = k_core(raw, min_interactions)
     cases = leave_one_out(kept, split)
     check_enough(cases, source=str(path or default_name), min_count=min_interactions)

@@ -18,7 +18,7 @@ from typing import Any
 from genrec.data.item import id_key
 from genrec.engines import engine_identity
 from genrec.errors import CatalogError, ConfigError
-from genrec.evaluation.datasets import EvalDataset, load_eval_dataset
+from genrec.evaluation.datasets import EvalDataset, NeedOptions, load_eval_dataset
 from genrec.evaluation.splits import EvalCase
 from genrec.evaluation.suite import CellSpec, Suite
 from genrec.settings import Settings
@@ -103,13 +103,24 @@ def prepare(suite: Suite, settings: Settings, options: RunOptions) -> Prepared:
             f"dataset.path in {suite.source}",
             param="dataset.path",
         )
+    proto = suite.protocol
+    need = None
+    if proto.split == "stated-need" and path is not None:
+        need = NeedOptions(
+            tags=path / proto.tags,
+            part=proto.part,
+            seed=proto.seed,
+            validation_share=proto.validation_share,
+            max_cases_per_user=proto.max_cases_per_user,
+        )
     dataset = load_eval_dataset(
         spec.format,
         path=path,
         catalog=catalog,
         name=spec.name,
         min_interactions=spec.min_interactions,
-        split=suite.protocol.split,
+        split=proto.split,
+        need=need,
     )
     if suite.candidates > len(dataset.items):
         raise ConfigError(
@@ -187,7 +198,7 @@ def _fingerprint(
     suite: Suite, ds: EvalDataset, cell: CellSpec, s: Settings, template: dict
 ) -> dict:
     """What the per-request records of a cell depend on; resuming needs all of it unchanged."""
-    return {
+    fp = {
         "dataset": [suite.dataset.format, ds.source, suite.dataset.min_interactions],
         "split": suite.protocol.split,
         "history_len": suite.protocol.history_len,
@@ -199,3 +210,7 @@ def _fingerprint(
         "max_new_tokens": s.max_new_tokens,
         "template": template,
     }
+    p = suite.protocol
+    if p.split == "stated-need":  # only then, so earlier runs' records stay resumable
+        fp["stated_need"] = [p.tags, p.part, p.seed, p.validation_share, p.max_cases_per_user]
+    return fp

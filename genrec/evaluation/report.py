@@ -79,6 +79,7 @@ def render_markdown(doc: Mapping) -> str:
         "the engine. It counts only requests served by a running engine (not cache hits, not "
         "requests that waited for the engine to start); `timed n` says how many.",
     ]
+    out += _md_views(doc)
     if doc.get("thresholds"):
         out += ["", "## Thresholds", ""]
         rows = [
@@ -96,6 +97,26 @@ def render_markdown(doc: Mapping) -> str:
         for cid, types in errors:
             out.append(f"- {cid}: " + ", ".join(f"{k} × {v}" for k, v in types.items()))
     return "\n".join(out) + "\n"
+
+
+def _md_views(doc: Mapping) -> list[str]:
+    """Cost beside gain, the cold-item view and the comparisons between inputs."""
+    out = []
+    if doc.get("cells"):
+        out += ["", "## Cost beside gain", ""]
+        out.append(_md_table(tables.COST_GAIN_HEADER, tables.cost_gain_rows(doc)))
+        out += [
+            "",
+            "Gain: NDCG of the cell minus that of the candidates it was handed, in the "
+            "retriever's order, paired by case (bootstrap 95 % interval).",
+        ]
+    if doc.get("cold_items"):
+        out += ["", "## Cold items", "", tables.cold_caption(doc), ""]
+        out.append(_md_table(tables.cold_header(doc), tables.cold_rows(doc)))
+    if doc.get("inputs_paired"):
+        out += ["", "## Inputs compared (paired by case)", ""]
+        out.append(_md_table(tables.INPUTS_HEADER, tables.inputs_rows(doc)))
+    return out
 
 
 def _md_comparison(cmp: Mapping, ks: Sequence[int]) -> list[str]:

@@ -118,6 +118,21 @@ def _html_table(
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
+def _views_html(doc: Mapping) -> list[str]:
+    """Cost beside gain, the cold-item view, the comparisons between inputs (report.md's)."""
+    parts = []
+    if doc.get("cells"):
+        parts.append("<h2>Cost beside gain</h2>")
+        parts.append(_html_table(tables.COST_GAIN_HEADER, _escaped(tables.cost_gain_rows(doc))))
+    if doc.get("cold_items"):
+        parts.append(f"<h2>Cold items</h2><p>{html.escape(tables.cold_caption(doc))}</p>")
+        parts.append(_html_table(tables.cold_header(doc), _escaped(tables.cold_rows(doc))))
+    if doc.get("inputs_paired"):
+        parts.append("<h2>Inputs compared (paired by case)</h2>")
+        parts.append(_html_table(tables.INPUTS_HEADER, _escaped(tables.inputs_rows(doc))))
+    return parts
+
+
 def render_html(
     doc: Mapping, samples: Mapping[str, Mapping[str, Sequence[float]]] | None = None
 ) -> str:
@@ -160,6 +175,7 @@ def render_html(
             "from the cache or by earlier runs); rerun with <code>--no-cache --fresh</code> to "
             "measure.</p>"
         )
+    parts += _views_html(doc)
     if doc.get("thresholds"):
         parts.append("<h2>Thresholds</h2>")
         rows = [

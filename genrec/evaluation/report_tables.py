@@ -78,13 +78,15 @@ def protocol_lines(doc: Mapping, strong: Callable[[str], str]) -> list[str]:
     p = doc["protocol"]
     env = doc.get("environment", {})
     models = ", ".join(sorted({c.get("model") or "?" for c in doc.get("cells", [])})) or "–"
+    filtered = (
+        "training interactions (no k-core: the whole catalog)"
+        if p["split"] == "stated-need"
+        else f"interactions after the {p['min_interactions']}-core filter"
+    )
     return [
         f"dataset: {strong(str(p['dataset']))} ({p['source']}); {p['stats'].get('users')} users, "
-        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} interactions "
-        f"after the {p['min_interactions']}-core filter",
-        f"split: chronological leave-one-out, {strong(str(p['split']))} target; full ranking over "
-        f"all {p['stats'].get('items')} items with the history masked; a target outside the "
-        "returned list is a miss; errors count as misses",
+        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} {filtered}",
+        split_line(p, strong),
         f"users evaluated: {strong(str(p['users_evaluated']))} of {p['users_available']} "
         f"(seed {p['seed']}); {p['candidates']} candidates; the LM sees the last "
         f"{p['history_len']} history items",
@@ -94,6 +96,26 @@ def protocol_lines(doc: Mapping, strong: Callable[[str], str]) -> list[str]:
     ]
 
 
+def split_line(p: Mapping, strong: Callable[[str], str]) -> str:
+    ranking = (
+        f"full ranking over all {p['stats'].get('items')} items with the history masked; a "
+        "target outside the returned list is a miss; errors count as misses"
+    )
+    if p["split"] != "stated-need":
+        return f"split: chronological leave-one-out, {strong(str(p['split']))} target; {ranking}"
+    st = p["stats"]
+    skipped = "; ".join(f"{n} skipped ({why})" for why, n in st.get("skipped", {}).items())
+    return (
+        f"split: {strong('stated-need')} ({st.get('tags')}), {strong(str(st.get('part')))} part: "
+        f"{st.get('cases')} cases of {st.get('users')} users (at most "
+        f"{st.get('max_cases_per_user')} per user; {st.get('capped_away')} capped away"
+        f"{'; ' + skipped if skipped else ''}); query = the user's tags for the target, "
+        "history = what they rated before; retrievers learned from the "
+        f"{st.get('training_users')} users who never tagged; inputs "
+        f"{', '.join(p.get('inputs', []))}; {ranking}"
+    )
+
+
 def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
     """Templates x modes for one metric (a row per profile/template); the baselines, which use
     no LM, are rows with their value in a column of their own."""
@@ -101,7 +123,10 @@ def pivot(doc: Mapping, metric: str) -> tuple[list[str], list[list[str]]]:
     modes = list(dict.fromkeys(c["mode"] for c in cells))
     rows_by: dict[tuple[str, str], dict[str, str]] = {}
     for c in cells:
-        key = (c["profile"], c["template_spec"] or "default")
+        key = (
+            c["profile"] + (f"@{c['inputs']}" if c.get("inputs") else ""),
+            c["template_spec"] or "default",
+        )
         val = fmt(c["metrics"].get(metric))
         if c.get("users_completed") != doc["protocol"].get("users_evaluated"):
             val += f" (n={c.get('users_completed')})"
@@ -151,6 +176,91 @@ def cost_rows(doc: Mapping) -> list[list[str]]:
             ]
         )
     return rows
+
+
+COST_GAIN_HEADER = (
+    "cell",
+    "NDCG@10",
+    "gain over retrieval order [95 % CI]",
+    "prompt tok",
+    "p50 total ms",
+    "timed n",
+)
+
+
+def ci(d: Mapping | None, key: str = "diff") -> str:
+    """`+0.0123 [-0.0010, +0.0250]`, or – without data."""
+    if not d or d.get(key) is None:
+        return "–"
+    return f"{d[key]:+.4f} [{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]"
+
+
+def cost_gain_rows(doc: Mapping) -> list[list[str]]:
+    """Per LM cell: what it buys (NDCG gain over the order of the candidates it was handed, the
+    same run's retrieval order) beside what it costs (prompt tokens, p50 total latency)."""
+    rows = []
+    for c in doc.get("cells", []):
+        vs = c.get("vs_retrieval") or {}
+        total = c.get("latency_ms", {}).get("total", {})
+        rows.append(
+            [
+                c["id"],
+                fmt(c["metrics"].get(vs.get("metric", "ndcg@10"))),
+                ci(vs),
+                fmt(c["metrics"].get("prompt_tokens"), 1),
+                fmt_ms(total.get("p50")),
+                str(c.get("latency_requests", 0)),
+            ]
+        )
+    return rows
+
+
+def cold_header(doc: Mapping) -> list[str]:
+    k = 10 if 10 in doc["protocol"]["ks"] else max(doc["protocol"]["ks"])
+    return [
+        "cell",
+        "n",
+        f"NDCG@{k} [95 % CI]",
+        f"Recall@{k} [95 % CI]",
+        "gain over retrieval order",
+    ]
+
+
+def cold_rows(doc: Mapping) -> list[list[str]]:
+    """The cold-item view: each row on the cases whose target was rarely seen in training."""
+    view = doc.get("cold_items") or {}
+    k = 10 if 10 in doc["protocol"]["ks"] else max(doc["protocol"]["ks"])
+    rows = []
+    for rid, r in view.get("rows", {}).items():
+        rows.append(
+            [
+                rid,
+                str(r["users"]),
+                ci(r.get(f"ndcg@{k}"), "mean").replace("+", ""),
+                ci(r.get(f"recall@{k}"), "mean").replace("+", ""),
+                ci(r.get("vs_retrieval")),
+            ]
+        )
+    return rows
+
+
+def cold_caption(doc: Mapping) -> str:
+    view = doc.get("cold_items") or {}
+    return (
+        f"Cases whose target had at most {view.get('max_training_interactions')} interactions "
+        f"in the retrievers' training data: {view.get('users')} of {view.get('of')}."
+    )
+
+
+INPUTS_HEADER = ("row", "a", "b", "metric", "a − b [95 % CI]", "n")
+
+
+def inputs_rows(doc: Mapping) -> list[list[str]]:
+    """The stated-need comparisons between inputs, paired by case."""
+    return [
+        [p["row"], p["a"], p["b"], p["metric"], ci(p), str(p["users"])]
+        for p in doc.get("inputs_paired", [])
+    ]
 
 
 def threshold_rows(doc: Mapping) -> list[tuple[list[str], bool]]:

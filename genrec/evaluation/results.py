@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from genrec.evaluation.report_tables import all_rows
 from genrec.evaluation.score_bias import score_bias
 from genrec.evaluation.splits import training_counts
 from genrec.evaluation.suite import Suite, matches
+from genrec.evaluation.views import case_metrics, cold_view, inputs_paired
 
 
 def results_document(
@@ -25,10 +27,18 @@ def results_document(
     started_at: str,
     wall_s: float,
     env: dict | None = None,
+    baseline_cases: dict[str, dict[str, dict]] | None = None,
 ) -> dict:
     suite, ds = prepared.suite, prepared.dataset
     case_map = {c.user_id: c for c in prepared.cases}
     popularity = training_counts(prepared.cases)
+    per_row = dict(baseline_cases or {})
+    cell_records: dict[str, dict[str, dict]] = {}
+    inputs_of = {
+        b: (b.rsplit("@", 1)[0], b.rsplit("@", 1)[1])
+        for b in per_row
+        if "@" in b and "[n=" not in b
+    }
     titles = {item_id: item.title for item_id, item in ds.items.items()}
     cells = []
     for cell in prepared.cells:
@@ -36,11 +46,16 @@ def results_document(
         recs = [got[c.user_id] for c in cell.cases if c.user_id in got]
         summary = cell_summary(recs, case_map, suite.ks)
         summary["metrics"].update(score_bias(recs, popularity, titles))
+        per_row[cell.id] = case_metrics(got, cell.cases, suite.ks)
+        cell_records[cell.id] = {c.user_id: got[c.user_id] for c in cell.cases if c.user_id in got}
+        if cell.spec.inputs:
+            inputs_of[cell.id] = (cell.spec.base_id, cell.spec.inputs)
         cells.append(
             {
                 "id": cell.id,
                 "profile": cell.spec.profile.name,
                 "mode": cell.spec.mode,
+                **({"inputs": cell.spec.inputs} if cell.spec.inputs else {}),
                 "template_spec": cell.spec.template,
                 "template_version": cell.fingerprint.get("template"),
                 "users": len(cell.cases),
@@ -61,6 +76,7 @@ def results_document(
             "ranking": "full ranking over all filtered items, history masked; a target outside "
             "the returned list is a miss; failed requests count as misses",
             "history_len": suite.protocol.history_len,
+            "inputs": suite.protocol.inputs,
             "candidates": suite.candidates,
             "k_requested": suite.candidates,
             "concurrency": prepared.options.concurrency or suite.concurrency,
@@ -77,6 +93,14 @@ def results_document(
         "cells": cells,
         "baselines": baseline_rows,
     }
+    counts: Counter[str] = Counter()
+    for seq in ds.training_sequences().values():
+        counts.update(seq)
+    doc["cold_items"] = cold_view(
+        per_row, cell_records, prepared.cases, counts, suite.protocol.cold_items, suite.ks
+    )
+    if inputs_of:
+        doc["inputs_paired"] = inputs_paired(per_row, inputs_of, suite.ks)
     doc["thresholds"] = check_thresholds(doc, suite)
     doc["passed"] = all(t["passed"] for t in doc["thresholds"])
     if prepared.previous is not None:

@@ -4,7 +4,8 @@ user's candidates (the baselines' rows and what the LM cells re-rank).
 No leakage: a case's history is everything before its target (for the test split: all but the
 user's last item; for validation: all but the last two), so the training sequences never hold a
 target, and ``genrec train``'s own held-out item (each sequence's last) is the item before the
-target: choices are made on it, never on the target.
+target: choices are made on it, never on the target. The stated-need split trains on the users
+who never tagged (genrec.evaluation.statedneed): nothing of a case's user is in training.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from genrec.settings import Settings
 
 
 def training_sequences(prepared: Prepared) -> dict[str, list[str]]:
-    """Per user, the items before the split's target, oldest first."""
-    return {case.user_id: list(case.history) for case in prepared.dataset.cases}
+    """Per user, the items the retrievers may learn from, oldest first: before the split's
+    target, or (stated-need) every rating of the users who never tagged."""
+    return prepared.dataset.training_sequences()
 
 
 def prepare_retrievers(prepared: Prepared, settings: Settings, index: CatalogIndex) -> Retrievers:
@@ -71,11 +73,17 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def query_for(case: EvalCase, items: dict[str, Item], k: int) -> RetrievalQuery:
-    """What a retriever is asked for one case: the same as the LM cells' requests."""
+def query_for(
+    case: EvalCase, items: dict[str, Item], k: int, inputs: str | None = None
+) -> RetrievalQuery:
+    """What a retriever is asked for one case: the same as the LM cells' requests. ``query``
+    input: the stated need alone, the history only excluded (what the user has seen is never
+    recommended, whatever the input)."""
+    if inputs == "query":
+        return RetrievalQuery(text=case.query, history=(), k=k, exclude=frozenset(case.history))
     recent = case.history[-MAX_HISTORY:]
     return RetrievalQuery(
-        text="",
+        text=case.query if inputs == "both" else "",
         history=tuple(items[i] for i in recent),
         k=k,
         exclude=frozenset(case.history[:-MAX_HISTORY]),
@@ -83,12 +91,12 @@ def query_for(case: EvalCase, items: dict[str, Item], k: int) -> RetrievalQuery:
 
 
 def candidate_lists(
-    prepared: Prepared, index: CatalogIndex, retrievers: Retrievers
+    prepared: Prepared, index: CatalogIndex, retrievers: Retrievers, inputs: str | None = None
 ) -> dict[str, dict[str, list[str]]]:
-    """retriever name -> user -> candidate IDs (suite.candidates of them, best first)."""
+    """retriever name -> case -> candidate IDs (suite.candidates of them, best first)."""
     items = {it.id: it for it in index.get(list(prepared.dataset.items))}
     k = prepared.suite.candidates
-    queries = {case.user_id: query_for(case, items, k) for case in prepared.cases}
+    queries = {case.user_id: query_for(case, items, k, inputs) for case in prepared.cases}
     return {
         name: {
             user: [c.item.id for c in retriever.retrieve(query)] for user, query in queries.items()

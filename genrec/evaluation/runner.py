@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,8 @@ from genrec.evaluation.prepare import (
 from genrec.evaluation.report import write_reports
 from genrec.evaluation.results import check_thresholds, environment, results_document
 from genrec.evaluation.retrievers import prepare_retrievers
-from genrec.evaluation.splits import EvalCase, training_counts
+from genrec.evaluation.splits import EvalCase
+from genrec.evaluation.suite import input_suffix
 from genrec.settings import Settings
 
 __all__ = [
@@ -70,59 +72,79 @@ def open_index(prepared: Prepared, settings: Settings, embedder: Any = None) -> 
 
 def compute_baselines(
     prepared: Prepared, index: Any, retrievers: Any = None
-) -> tuple[list[dict], dict[str, list[str]]]:
+) -> tuple[list[dict], dict[str, dict[str, dict]]]:
     """Popularity, each retriever's order, and a random order of the default retriever's
-    candidates (what the LM cells re-rank), on each distinct user sample of the cells."""
+    candidates (what the LM cells re-rank), on each distinct user sample of the cells and (the
+    stated-need protocol) once per input. Returns the rows and, per row, each case's metrics
+    (for the paired comparisons and the cold-item view)."""
     from genrec.evaluation.retrievers import candidate_lists
     from genrec.retrieval.registry import content_only
 
     suite, ks = prepared.suite, prepared.suite.ks
     retrievers = retrievers or content_only(index)
-    lists = candidate_lists(prepared, index, retrievers)
-    candidates = lists[retrievers.default]
-    scores = bl.popularity_scores(training_counts(prepared.dataset.cases), prepared.dataset.items)
+    scores = bl.popularity_scores(training_counts_of(prepared), prepared.dataset.items)
     sizes = sorted({len(c.cases) for c in prepared.cells} | {len(prepared.cases)}, reverse=True)
-    per_name: dict[str, Callable[[EvalCase], dict]] = {
-        "popularity": lambda c: bl.popularity_metrics(c, scores, ks),
-        "random": lambda c: bl.random_metrics(
-            c, candidates[c.user_id], ks, seed=suite.protocol.seed
-        ),
-    }
-    names = []
-    for name in suite.baselines:
-        if name != "retrieval":
-            names.append((name, name))
-            continue
-        # The default retriever's order (what the LM re-ranks), then every retriever's own.
-        names.append(("retrieval", retrievers.default))
-        names += [(f"retrieval/{r}", r) for r in sorted(lists)]
-    rows = []
-    for size in sizes:
-        cases = prepared.cases[:size]
-        suffix = "" if size == len(prepared.cases) else f"[n={size}]"
-        for label, source in names:
-            if source in lists:
-                got = lists[source]
-                per_case = [bl.retrieval_metrics(c, got[c.user_id], ks) for c in cases]
-            else:
-                got = candidates
-                per_case = [per_name[source](c) for c in cases]
-            metrics = {key: mean([m[key] for m in per_case]) for key in per_case[0]}
-            if source != "popularity":
-                metrics["candidate_recall"] = mean(
-                    [1.0 if c.target in got[c.user_id] else 0.0 for c in cases]
+    proto = suite.protocol
+    rows: list[dict] = []
+    per_row: dict[str, dict[str, dict]] = {}
+    for n_input, inputs in enumerate(proto.inputs):
+        marked = inputs if proto.multi_input else None
+        lists = candidate_lists(prepared, index, retrievers, marked)
+        candidates = lists[retrievers.default]
+        per_name: dict[str, Callable[[EvalCase], dict]] = {
+            "popularity": lambda c: bl.popularity_metrics(c, scores, ks),
+            "random": lambda c, got=candidates: bl.random_metrics(
+                c, got[c.user_id], ks, seed=proto.seed
+            ),
+        }
+        names = []
+        for name in suite.baselines:
+            if name == "popularity" and n_input:
+                continue  # the same for every input
+            if name != "retrieval":
+                names.append((name, name))
+                continue
+            # The default retriever's order (what the LM re-ranks), then every retriever's own.
+            names.append(("retrieval", retrievers.default))
+            names += [(f"retrieval/{r}", r) for r in sorted(lists)]
+        for size in sizes:
+            cases = prepared.cases[:size]
+            suffix = "" if size == len(prepared.cases) else f"[n={size}]"
+            for label, source in names:
+                if source in lists:
+                    got = lists[source]
+                    per_case = [bl.retrieval_metrics(c, got[c.user_id], ks) for c in cases]
+                else:
+                    got = candidates
+                    per_case = [per_name[source](c) for c in cases]
+                metrics = {key: mean([m[key] for m in per_case]) for key in per_case[0]}
+                if source != "popularity":
+                    metrics["candidate_recall"] = mean(
+                        [1.0 if c.target in got[c.user_id] else 0.0 for c in cases]
+                    )
+                mark = "" if source == "popularity" else input_suffix(marked)
+                row_id = f"baseline/{label}{mark}{suffix}"
+                per_row[row_id] = {c.user_id: m for c, m in zip(cases, per_case, strict=True)}
+                rows.append(
+                    {
+                        "id": row_id,
+                        "name": f"{label}{mark}{suffix}",
+                        "mode": "baseline",
+                        "retriever": source if source in lists else retrievers.default,
+                        **({"inputs": marked} if marked and source != "popularity" else {}),
+                        "users_completed": len(cases),
+                        "metrics": metrics,
+                    }
                 )
-            rows.append(
-                {
-                    "id": f"baseline/{label}{suffix}",
-                    "name": f"{label}{suffix}",
-                    "mode": "baseline",
-                    "retriever": source if source in lists else retrievers.default,
-                    "users_completed": len(cases),
-                    "metrics": metrics,
-                }
-            )
-    return rows, candidates
+    return rows, per_row
+
+
+def training_counts_of(prepared: Prepared) -> Counter[str]:
+    """How often each item occurs in what the retrievers learn from (never a target)."""
+    counts: Counter[str] = Counter()
+    for seq in prepared.dataset.training_sequences().values():
+        counts.update(seq)
+    return counts
 
 
 def _engine_for(settings: Settings, shared: Any, shared_settings: Settings) -> Any:
@@ -160,7 +182,7 @@ async def run(
             p.unlink()
     index = index or open_index(prepared, settings, embedder)
     retrievers = prepare_retrievers(prepared, settings, index)
-    baseline_rows, _ = compute_baselines(prepared, index, retrievers)
+    baseline_rows, baseline_cases = compute_baselines(prepared, index, retrievers)
     fidelity: dict[str, dict] = {}
     fidelity_users = suite.fidelity.users if suite.fidelity is not None else 0
 
@@ -236,7 +258,13 @@ async def run(
             cache.close()
 
     doc = results_document(
-        prepared, records, baseline_rows, started_at, time.perf_counter() - t0, env
+        prepared,
+        records,
+        baseline_rows,
+        started_at,
+        time.perf_counter() - t0,
+        env,
+        baseline_cases,
     )
     samples = {}
     for cell in prepared.cells:

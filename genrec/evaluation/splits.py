@@ -17,16 +17,27 @@ from typing import Literal
 from genrec.data.interactions import Interaction
 from genrec.errors import CatalogError
 
-Split = Literal["test", "validation"]
+Split = Literal["test", "validation", "stated-need"]
+Inputs = Literal["history", "query", "both"]  # what a request carries of a case
 
 
 @dataclass(frozen=True)
 class EvalCase:
-    """One request of the evaluation: a user's history (oldest first) and the item to find."""
+    """One request of the evaluation: a user's history (oldest first) and the item to find.
+
+    ``user_id`` keys the case (records, candidate lists): the user where a protocol has one case
+    per user, ``user:item`` where it has several (the stated-need protocol), with the user in
+    ``user``. ``query`` is the user's own words for the need, carried as the request's query."""
 
     user_id: str
     history: tuple[str, ...]
     target: str
+    query: str = ""
+    user: str | None = None  # the person behind the case when user_id is a case key
+
+    @property
+    def person(self) -> str:
+        return self.user or self.user_id
 
 
 def k_core(interactions: Sequence[Interaction], min_count: int) -> list[Interaction]:

@@ -50,10 +50,46 @@ class DatasetSpec(_Strict):
 
 
 class ProtocolSpec(_Strict):
-    split: Literal["test", "validation"] = "test"
-    users: int | None = Field(default=None, ge=1)  # sample size; None = every user
+    """The split and the sample. ``stated-need`` (genrec.evaluation.statedneed): each (user,
+    movie) group of a MovieLens ``tags.csv`` is a case whose query is the user's tags, whose
+    history is what they rated before, whose target is the movie; the retrievers learn only from
+    users who never tagged; ``part`` picks the validation users' cases (choices) or the others'
+    (the report). ``inputs`` runs every LM cell and retrieval baseline once per input."""
+
+    split: Literal["test", "validation", "stated-need"] = "test"
+    users: int | None = Field(default=None, ge=1)  # sample size (cases); None = every case
     seed: int = 0
     history_len: int = Field(default=20, ge=1, le=200)  # most recent items shown to the LM
+    # the cold-item view: cases whose target has at most this many training interactions
+    cold_items: int = Field(default=10, ge=0)
+    # what a request carries: `history`, `query` (the stated need alone), `both`
+    inputs: list[Literal["history", "query", "both"]] = Field(
+        default_factory=lambda: ["history"], min_length=1
+    )
+    tags: str = "tags.csv"  # stated-need: the tags file, relative to dataset.path
+    # stated-need: `validation` = the seeded share of tagging users (choices), `report` = the rest
+    part: Literal["report", "validation"] = "report"
+    validation_share: float = Field(default=0.3, gt=0, lt=1)  # stated-need: of the taggers
+    # stated-need: at most this many cases a user (a seeded sample of theirs); None = all
+    max_cases_per_user: int | None = Field(default=20, ge=1)
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _queries_need_stated_need(self) -> ProtocolSpec:
+        if self.split != "stated-need" and self.inputs != ["history"]:
+            raise ValueError(
+                f"inputs {self.inputs}: only the stated-need split has queries; use [history]"
+            )
+        return self
+
+    @property
+    def multi_input(self) -> bool:
+        """Cell and baseline ids carry their input (``@query``) unless it is only history."""
+        return self.inputs != ["history"]
 
 
 class RetrievalSpec(_Strict):
@@ -158,6 +194,15 @@ class Suite(_Strict):
         return sorted(set(v))
 
     @model_validator(mode="after")
+    def _stated_need_reads_movielens(self) -> Suite:
+        if self.protocol.split == "stated-need" and self.dataset.format != "movielens":
+            raise ValueError(
+                "protocol.split stated-need reads a MovieLens folder's tags.csv: "
+                f"dataset.format must be movielens, not {self.dataset.format}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ks_fit(self) -> Suite:
         # The recommender returns `candidates` items; a K beyond that could never be reached.
         if max(self.ks) > self.candidates:
@@ -188,10 +233,15 @@ class Suite(_Strict):
                         )
                 for profile in block.profiles:
                     for mode in modes:
-                        cell = CellSpec(
-                            profile=profile, mode=mode, template=template, users=block.users
-                        )
-                        seen.setdefault(cell.id, cell)
+                        for inputs in self.protocol.inputs:
+                            cell = CellSpec(
+                                profile=profile,
+                                mode=mode,
+                                template=template,
+                                users=block.users,
+                                inputs=inputs if self.protocol.multi_input else None,
+                            )
+                            seen.setdefault(cell.id, cell)
         modes = {
             m: i for i, m in enumerate(("rank", "likelihood", "describe", "generate"))
         }  # fastest first
@@ -225,10 +275,20 @@ class CellSpec(BaseModel):
     mode: Mode
     template: str | None
     users: int | None = None
+    inputs: Literal["history", "query", "both"] | None = None  # None: history, unmarked
 
     @property
     def id(self) -> str:
+        return f"{self.base_id}{input_suffix(self.inputs)}"
+
+    @property
+    def base_id(self) -> str:
+        """The id without the input: the same cell over another input shares it."""
         return f"{self.profile.name}/{self.mode}/{self.template or 'default'}"
+
+
+def input_suffix(inputs: str | None) -> str:
+    return f"@{inputs}" if inputs else ""
 
 
 def matches(pattern: str, cell_id: str) -> bool:

@@ -1,0 +1,97 @@
+"""Views of a run beyond each cell's means, from the same per-case numbers:
+
+- the cold-item view: every cell and baseline on the cases whose target had at most
+  ``protocol.cold_items`` interactions in what the retrievers learned from, each metric's mean
+  with a bootstrap 95 % interval, and each LM cell's NDCG gain over its candidates' order there;
+- the paired comparisons between inputs (stated-need protocol): the same cell or retriever order
+  over history, query and both, per case, with paired bootstrap 95 % intervals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from genrec.evaluation.aggregate import against_candidate_order, masked_ranking
+from genrec.evaluation.metrics import ranking_metrics
+from genrec.evaluation.paired import paired_bootstrap
+from genrec.evaluation.splits import EvalCase
+
+PAIRS = (("both", "history"), ("both", "query"), ("query", "history"))
+
+
+def headline_k(ks: Sequence[int]) -> int:
+    return 10 if 10 in ks else max(ks)
+
+
+def case_metrics(
+    records: Mapping[str, Mapping], cases: Sequence[EvalCase], ks: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Per case (of those with a record): its ranking metrics; a failed request is a miss."""
+    out = {}
+    for case in cases:
+        r = records.get(case.user_id)
+        if r is None:
+            continue
+        items = masked_ranking([i[0] for i in r.get("items", [])], set(case.history))
+        out[case.user_id] = ranking_metrics(items, case.target, ks)
+    return out
+
+
+def _mean_ci(values: Sequence[float]) -> dict:
+    got = paired_bootstrap(values, [0.0] * len(values))
+    return {"mean": got["diff"], "ci95_low": got["ci95_low"], "ci95_high": got["ci95_high"]}
+
+
+def cold_view(
+    per_row: Mapping[str, Mapping[str, Mapping[str, float]]],
+    records: Mapping[str, Mapping[str, Mapping]],
+    cases: Sequence[EvalCase],
+    counts: Counter[str],
+    max_count: int,
+    ks: Sequence[int],
+) -> dict:
+    """The cold-item view of every row (cells and baselines) of one run."""
+    k = headline_k(ks)
+    keys = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}"]
+    by_key = {c.user_id: c for c in cases}
+    cold = {c.user_id for c in cases if counts[c.target] <= max_count}
+    rows = {}
+    for row_id, values in per_row.items():
+        mine = [values[u] for u in values if u in cold]
+        row: dict = {"users": len(mine)}
+        for key in keys:
+            row[key] = _mean_ci([m[key] for m in mine]) if mine else None
+        if row_id in records:
+            ok = [r for u, r in records[row_id].items() if u in cold and r.get("ok")]
+            row["vs_retrieval"] = against_candidate_order(ok, by_key, ks)
+        rows[row_id] = row
+    return {
+        "max_training_interactions": max_count,
+        "users": len(cold),
+        "of": len(cases),
+        "rows": rows,
+    }
+
+
+def inputs_paired(
+    per_row: Mapping[str, Mapping[str, Mapping[str, float]]],
+    inputs_of: Mapping[str, tuple[str, str]],
+    ks: Sequence[int],
+) -> list[dict]:
+    """Per cell or retriever order run over several inputs: both - history, both - query and
+    query - history of NDCG@k, paired by case. `inputs_of`: row id -> (base id, input)."""
+    key = f"ndcg@{headline_k(ks)}"
+    grouped: dict[str, dict[str, str]] = {}
+    for row_id, (base, inputs) in inputs_of.items():
+        grouped.setdefault(base, {})[inputs] = row_id
+    out = []
+    for base, ids in grouped.items():
+        for a, b in PAIRS:
+            if a not in ids or b not in ids:
+                continue
+            va, vb = per_row[ids[a]], per_row[ids[b]]
+            common = [u for u in va if u in vb]
+            got = paired_bootstrap([va[u][key] for u in common], [vb[u][key] for u in common])
+            out.append({"row": base, "a": ids[a], "b": ids[b], "metric": key, **got})
+    return out
