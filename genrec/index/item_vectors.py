@@ -136,30 +136,34 @@ def ensure_item_vectors(
 
 def _update(store: ChromaStore, index: Any, enc: TextEncoder, digest: Any, say: Any) -> int:
     """Encode the catalog items whose hash the set lacks, delete the items gone; returns how
-    many were encoded."""
+    many were encoded. The folder is held exclusively only while a batch is written, not while
+    the LM encodes it (minutes), so readers of the catalog are not locked out meanwhile; a
+    killed run leaves the set incomplete, and the next one encodes only what is still missing."""
     items: list[Item] = index.all_items()
     hashes = {it.id: item_hash(it, enc.model_id) for it in items}
     with store.writing():
-        col = store.collection(create=True)
+        store.collection(create=True)
         store.set_metadata(genrec_complete=False)
-        have = store.all_hashes()
-        todo = [it for it in items if have.get(it.id) != hashes[it.id]]
-        gone = [i for i in have if i not in hashes]
-        say(
-            f"item vectors ({enc.model_id}): {len(todo)} of {len(items)} items to encode "
-            f"into {store.name}"
-        )
-        step = max(1, min(store.batch_size, 512))
-        for start in range(0, len(todo), step):
-            part = todo[start : start + step]
-            vectors = enc.encode([it.embedding_text() for it in part])
-            col.upsert(
+    have = store.all_hashes()
+    todo = [it for it in items if have.get(it.id) != hashes[it.id]]
+    gone = [i for i in have if i not in hashes]
+    say(
+        f"item vectors ({enc.model_id}): {len(todo)} of {len(items)} items to encode "
+        f"into {store.name}"
+    )
+    step = max(1, min(store.batch_size, 512))
+    for start in range(0, len(todo), step):
+        part = todo[start : start + step]
+        vectors = np.asarray(enc.encode([it.embedding_text() for it in part]), dtype=np.float32)
+        with store.writing():
+            store.require().upsert(
                 ids=[it.id for it in part],
-                embeddings=np.asarray(vectors, dtype=np.float32),
+                embeddings=vectors,
                 metadatas=[item_to_metadata(it, hashes[it.id]) for it in part],
             )
-            say(f"item vectors: {start + len(part)} / {len(todo)}")
+        say(f"item vectors: {start + len(part)} / {len(todo)}")
+    with store.writing():
         for start in range(0, len(gone), step):
-            col.delete(ids=gone[start : start + step])
+            store.require().delete(ids=gone[start : start + step])
         store.set_metadata(genrec_catalog_digest=digest, genrec_complete=True)
     return len(todo)
