@@ -63,6 +63,8 @@ def main() -> None:
         for name, got in lists.items()
     }
     views = {"all": [c.user_id for c in cases], f"cold_target_le_{COLD}": cold}
+    manifest = retrievers.bundle.manifest if retrievers.bundle else {"models": {}}
+    models = manifest["models"]
     doc: dict = {
         "suite": suite.name,
         "users": len(cases),
@@ -70,22 +72,9 @@ def main() -> None:
         "cold_definition": f"test target had <= {COLD} interactions in the training part",
         "default": retrievers.default,
         "bundle": retrievers.version,
-        "manifest_validation": {
-            name: m["validation"]["ndcg@10"]
-            for name, m in (
-                retrievers.bundle.manifest["models"].items() if retrievers.bundle else []
-            )
-        },
-        "item_vectors": (
-            retrievers.bundle.manifest.get("item_vectors") if retrievers.bundle else None
-        ),
-        "hybrid_weights": {
-            name: m["weights"]
-            for name, m in (
-                retrievers.bundle.manifest["models"].items() if retrievers.bundle else []
-            )
-            if m["kind"] == "fusion"
-        },
+        "manifest_validation": {n: m["validation"]["ndcg@10"] for n, m in models.items()},
+        "item_vectors": manifest.get("item_vectors"),
+        "hybrid_weights": {n: m["weights"] for n, m in models.items() if m["kind"] == "fusion"},
         "views": {},
     }
     for view, users in views.items():
