@@ -81,7 +81,7 @@ def test_a_folder_without_hidden_states_is_a_clear_error(tmp_path: Path) -> None
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(ConfigError, match="broken-model") as err:
+    with pytest.raises(ConfigError, match="broken-model"):
         LMEncoder(broken).encode(["a text"])
 
 
