@@ -22,7 +22,9 @@ class SemanticRetriever:
         self.vectors = vectors
         self.params = params
 
-    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+    def ranked(self, query: RetrievalQuery) -> list[tuple[str, float]]:
+        """(item ID, cosine) best first, no item read from the catalog (the hybrid reads only
+        the fused top k)."""
         ids = query.history_ids
         if self.params.history_len:
             ids = ids[-self.params.history_len :]
@@ -38,8 +40,10 @@ class SemanticRetriever:
         hits = self.vectors.query(
             user, query.k + len(banned), query.where, param="filters", allowed=allowed
         )
-        hits = [(i, d) for i, d in hits if i not in banned]
-        items = {it.id: it for it in self.index.get([i for i, _ in hits])}
         # cosine space: distance = 1 - cosine (of the profile's direction), so 1 - d is it
-        out = [Candidate(items[i], 1.0 - float(d)) for i, d in hits if i in items]
-        return out[: query.k]
+        return [(i, 1.0 - float(d)) for i, d in hits if i not in banned][: query.k]
+
+    def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
+        ranked = self.ranked(query)
+        items = {it.id: it for it in self.index.get([i for i, _ in ranked])}
+        return [Candidate(items[i], s) for i, s in ranked if i in items]
