@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         default="auto",
         description="Which retriever finds the candidates: `auto` = the collection's best "
         "trained one (genrec train), else `content`; or a name (`content`, `itemknn`, `ease`, "
-        "`sasrec`, `hybrid`).",
+        "`sasrec`, `hybrid`; with the semantic retrievers `sasrec_text`, `semantic`, `hybrid_id`).",
     )
     train_default: bool = Field(
         default=True,
@@ -163,6 +163,24 @@ class Settings(BaseSettings):
         description="Memory `genrec train` may use, in GB (unset: what the machine has "
         "available); it refuses before any work when its estimate is above, and skips ease when "
         "that alone is.",
+    )
+    # The semantic retrievers of `genrec train` (`semantic`, `sasrec_text`): whose text vectors
+    # they read (genrec.index.item_vectors) and how SASRec uses them; docs/semantic-encoding.md
+    # has the validation runs these defaults were chosen on.
+    item_encoder: Literal["lm", "minilm", "e5"] = Field(
+        default="lm",
+        description="The item text vectors the semantic retrievers use: `lm` (the served LM's "
+        "mean-pooled hidden states), `minilm` or `e5`.",
+    )
+    lm_vectors_layer: int = Field(
+        default=-1,
+        description="The LM layer whose hidden states make `lm` item vectors (-1 = last).",
+    )
+    sasrec_text: Literal["adapter", "init"] = Field(
+        default="adapter",
+        description="How `sasrec_text` uses the text vectors: `adapter` (each item = its ID "
+        "vector + a learned projection of its frozen text vector, LLM-ESR's dual view) or "
+        "`init` (ID vectors initialised by a PCA projection of the text vectors).",
     )
     mode: Mode = Field(default="rank", description="The default decoding mode.")
     template: str | None = Field(

@@ -62,7 +62,7 @@ def _trained_on(manifest: dict[str, Any], fingerprint: str, prepared: Prepared) 
     spec = prepared.suite.retrieval
     return (
         manifest["data"].get("fingerprint") == fingerprint
-        and set(manifest["models"]) - {"hybrid"} == set(spec.train)
+        and {n for n, m in manifest["models"].items() if m["kind"] != "fusion"} == set(spec.train)
         and manifest.get("seed") == prepared.suite.protocol.seed
     )
 

@@ -97,7 +97,9 @@ class RetrievalSpec(_Strict):
     target; choices made on the item before it), and the one whose candidates the LM cells
     re-rank (``auto``: the best by validation NDCG@10; ``content`` when nothing is trained)."""
 
-    train: list[Literal["itemknn", "ease", "sasrec"]] = Field(default_factory=list)
+    train: list[Literal["itemknn", "ease", "sasrec", "sasrec_text", "semantic"]] = Field(
+        default_factory=list
+    )
     retriever: str = "auto"
     max_seconds: float | None = Field(default=None, gt=0)  # SASRec's training budget
 

@@ -25,8 +25,10 @@ from genrec.retrieval.base import Retriever
 from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import HybridRetriever
 from genrec.retrieval.learned import ScoringRetriever, VectorRetriever, WithContentFallback
+from genrec.retrieval.semantic import SemanticRetriever
 from genrec.settings import Settings
 from genrec.training import artifacts
+from genrec.training.semantic import SemanticParams
 
 log = logging.getLogger("genrec.retrieval")
 
@@ -130,17 +132,40 @@ def _learned(
             with np.load(bundle.file(models[name]["file"])) as arrays:
                 model = SCORING[name].from_arrays(dict(arrays), params)
             out[name] = ScoringRetriever(name, model, item_ids, index, popularity)
-    if "sasrec" in models:
+    for name in (n for n, m in models.items() if m["kind"] == "vector"):
         from genrec.training.sequential import SASRec
 
-        model = SASRec.load(bundle.file(models["sasrec"]["file"]))
-        name = models["sasrec"]["vectors"]
-        vectors = ChromaStore(settings, name, model_id=f"genrec:{name}", space="ip")
-        out["sasrec"] = VectorRetriever("sasrec", model, item_ids, index, vectors)
-    if "hybrid" in models:
-        members = {"content": content, **out}
-        out["hybrid"] = HybridRetriever(members, models["hybrid"]["weights"], index)
+        model = SASRec.load(bundle.file(models[name]["file"]))
+        collection = models[name]["vectors"]
+        vectors = ChromaStore(settings, collection, model_id=f"genrec:{collection}", space="ip")
+        out[name] = VectorRetriever(name, model, item_ids, index, vectors)
+    if "semantic" in models:
+        out["semantic"] = semantic_retriever(settings, index, bundle.manifest)
+    for name in (n for n, m in models.items() if m["kind"] == "fusion"):
+        weights = models[name]["weights"]
+        members = {"content": content, **{m: out[m] for m in weights if m in out}}
+        out[name] = HybridRetriever(members, weights, index)
     return {name: WithContentFallback(r, content) for name, r in out.items()}
+
+
+def semantic_retriever(
+    settings: Settings, index: CatalogIndex, manifest: dict[str, Any]
+) -> SemanticRetriever:
+    """The semantic channel over the item-vector set the bundle was trained with; a set since
+    rebuilt for another catalog digest (or model) is a ConfigError, never silently used."""
+    info = manifest["item_vectors"]
+    store = ChromaStore(settings, info["collection"], model_id=info["model_id"])
+    meta = store.metadata
+    if meta.get("genrec_catalog_digest") != info["catalog_digest"] or not meta.get(
+        "genrec_complete"
+    ):
+        raise ConfigError(
+            f"item vectors {info['collection']!r} are for catalog digest "
+            f"{meta.get('genrec_catalog_digest')}, the trained bundle for "
+            f"{info['catalog_digest']}: run `genrec train` again"
+        )
+    params = SemanticParams(**manifest["models"]["semantic"]["params"])
+    return SemanticRetriever(index, store, params)
 
 
 def _staleness(index: CatalogIndex, bundle: artifacts.Bundle) -> list[str]:

@@ -128,7 +128,8 @@ class _Net(nn.Module):
         # The last column is always position max_len - 1, so a short history without padding
         # gets the same positions (and the same output) as the padded one.
         pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)
-        x = self.drop(self.items(seq) + self.positions(pos)[None])
+        x = F.embedding(seq, self.item_table(), padding_idx=0) + self.positions(pos)[None]
+        x = self.drop(x)
         real = seq != 0
         causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril()
         # A query sees earlier real items and always itself, so no row is fully masked (a pad
@@ -139,8 +140,12 @@ class _Net(nn.Module):
             x = block(x, mask)
         return self.ln(x)
 
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, hidden), row 0 padding: input and output (sequential_text adds)."""
+        return self.items.weight
+
     def item_matrix(self) -> torch.Tensor:
-        return self.items.weight[1:]
+        return self.item_table()[1:]
 
 
 def sasrec_bytes(n_items: int, n_events: int, p: SASRecParams) -> int:
@@ -192,7 +197,7 @@ def _sampled_loss(
     """Cross-entropy of the true next item against uniformly drawn items (internal indices)."""
     n_items = net.items.num_embeddings - 1
     neg = torch.randint(1, n_items + 1, (negatives,), generator=generator)
-    table = net.items.weight
+    table = net.item_table()
     pos = (h * table[y]).sum(-1, keepdim=True)
     other = (h @ table[neg].T).masked_fill(neg[None, :] == y[:, None], float("-inf"))
     logits = torch.cat([pos, other], dim=1)
@@ -219,12 +224,13 @@ class SASRec:
         seed: int = 0,
         progress: Progress | None = None,
         max_seconds: float | None = None,
+        net: nn.Module | None = None,
     ) -> tuple[Self, dict]:
         """Train; with `validation` (histories, targets) keep the epoch with the best NDCG@10
         (checked every `eval_every` epochs, stopping after `patience` checks without a gain);
         without it, train exactly `max_epochs`. `max_seconds` stops at the first batch that
-        crosses it (that epoch is then checked like any last one). Returns the model and a
-        report."""
+        crosses it (that epoch is then checked like any last one). ``net`` replaces the
+        ID-only network (a text-aware one). Returns the model and a report."""
         started, cpu_started = time.perf_counter(), time.process_time()
         sequences = as_sequences(sequences)
         sequences.check(n_items, "sequences")
@@ -233,6 +239,8 @@ class SASRec:
         torch.set_num_threads(params.threads)
         torch.manual_seed(seed)
         model = cls(n_items, params)
+        if net is not None:
+            model.net = net
         net = model.net
         x_all, y_all = (torch.from_numpy(a) for a in _windows(sequences, params.max_len))
         lengths = (y_all != 0).sum(dim=1)

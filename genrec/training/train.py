@@ -34,6 +34,7 @@ import numpy as np
 from genrec.errors import CatalogBusy, InvalidRequest
 from genrec.evaluation.metrics import mean, ranking_metrics
 from genrec.index import CatalogIndex
+from genrec.index.item_vectors import ensure_item_vectors
 from genrec.index.store import ChromaStore, item_to_metadata
 from genrec.retrieval.base import Candidate, RetrievalQuery
 from genrec.retrieval.content import ContentRetriever
@@ -49,8 +50,11 @@ from genrec.training.collaborative import (
     itemknn_entries,
 )
 from genrec.training.data import TrainingData
+from genrec.training.text import fit_sasrec, fit_semantic, hybrid_members
 
-MODELS = (*SCORING, "sasrec")
+MODELS = (*SCORING, "sasrec", "sasrec_text", "semantic")
+TEXT_DIM_BOUND = 1024  # text vectors' width, for memory estimates (SmolLM2: 576, MiniLM 384)
+TEXT_MODELS = ("sasrec_text", "semantic")  # read the items' text vectors (genrec.training.text)
 KS = (1, 5, 10, 20)
 WEIGHT_STEP = 0.1
 MIN_CONTENT_WEIGHT = 0.05  # content keeps a voice: items without interactions stay reachable
@@ -97,8 +101,12 @@ def plan_memory(
                     "catalogs of tens of thousands of items (use itemknn or sasrec)"
                 )
                 continue
-        elif name == "sasrec":
+        elif name in ("sasrec", "sasrec_text"):
             need[name] = sasrec_bytes(n, events, sasrec_params or SASRecParams())
+            if name == "sasrec_text":  # the frozen text vectors, their gradient path
+                need[name] += n * TEXT_DIM_BOUND * 4 * 3
+        elif name == "semantic":  # the vectors and one validation batch of scores
+            need[name] = n * TEXT_DIM_BOUND * 4 * 2 + validation.BATCH_CELLS * 4 * 2
         kept.append(name)
     # Models run one after another (itemknn, ease, sasrec); the fitted ones are kept until
     # the bundle is written.
@@ -141,7 +149,7 @@ def train_retrievers(
     models, plan = plan_memory(settings, data, models, sasrec_params)
     for line in plan.get("skipped", {}).values():
         say(line)
-    if "sasrec" in models:  # its item vectors go into Chroma; the other models are files only
+    if {"sasrec", "sasrec_text"} & set(models):  # their item vectors go into Chroma
         with index.store.writing():
             pass  # an embedded catalog another process holds open: CatalogBusy now, not later
     started = time.perf_counter()
@@ -213,66 +221,64 @@ def train_retrievers(
             manifest["models"][name]["entries"] = int(final.matrix.nnz)
         say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
 
-    if "sasrec" in models:
-        from genrec.training.sequential import SASRec, SASRecParams
-
-        t0 = time.perf_counter()
-        params = sasrec_params or SASRecParams()
-
-        def epoch_done(event: dict) -> None:
-            line = f"sasrec: epoch {event['epoch']} loss {event['loss']:.4f} {event['seconds']}s"
-            if "validation" in event:
-                line += f" validation NDCG@10 {event['validation']['ndcg@10']:.4f}"
-            say(line)
-
-        model, report = SASRec.fit(
-            train,
-            n,
-            params,
-            validation=(val_hist, val_targets),
-            seed=seed,
-            progress=epoch_done,
-            max_seconds=max_seconds,
+    text_vectors, held = None, (val_hist, val_targets)
+    sasrec_args = {"params": sasrec_params, "seed": seed, "max_seconds": max_seconds, "say": say}
+    if any(m in models for m in TEXT_MODELS):
+        text_vectors, info = ensure_item_vectors(
+            settings, index, settings.item_encoder, data.item_ids, progress=say
         )
+        manifest["item_vectors"] = info
+    for name in (m for m in ("sasrec", "sasrec_text") if m in models):
+        t0 = time.perf_counter()
+        model, entry = fit_sasrec(name, train, n, held, settings, text_vectors, **sasrec_args)
         metrics, found = validation.rank_users(
             model, val_hist, val_targets, KS, lists_for=hybrid_rows, pool=MIN_POOL
         )
-        lists["sasrec"] = member_lists(found)
-        fitted["sasrec"] = model
-        writers["sasrec.pt"] = lambda p, m=model: m.save(p)
-        manifest["models"]["sasrec"] = {
-            "kind": "vector",
-            "file": "sasrec.pt",
-            "params": asdict(params),
+        lists[name] = member_lists(found)
+        fitted[name] = model
+        writers[f"{name}.pt"] = lambda p, m=model: m.save(p)
+        manifest["models"][name] = {
+            **entry,
             "validation": _rounded(metrics),
-            "training": report,
             "seconds": round(time.perf_counter() - t0, 2),
-            "vectors": vectors_collection(index.name, manifest["version"], "sasrec"),
+            "vectors": vectors_collection(index.name, manifest["version"], name),
         }
-        say(f"sasrec: validation NDCG@10 {metrics['ndcg@10']:.4f} ({report['epochs']} epochs)")
+        say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
+    if "semantic" in models:
+        assert text_vectors is not None
+        t0 = time.perf_counter()
+        entry, found = fit_semantic(text_vectors, val_hist, val_targets, hybrid_rows)
+        lists["semantic"] = member_lists(found)
+        manifest["models"]["semantic"] = {
+            **entry,
+            "vectors": manifest["item_vectors"]["collection"],
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        say(f"semantic: validation NDCG@10 {entry['validation']['ndcg@10']:.4f}")
 
     t0 = time.perf_counter()
     hybrid_hist = val_hist.take(hybrid_rows)
     lists["content"] = _content_lists(index, hybrid_hist, data.item_ids)
     content_metrics = _list_metrics(lists["content"], hybrid_targets, data.item_ids)
     manifest["content"] = {"validation": content_metrics}
-    weights, hybrid_metrics = choose_weights(lists, hybrid_targets, data.item_ids)
-    manifest["models"]["hybrid"] = {
-        "kind": "fusion",
-        "weights": weights,
-        "validation": hybrid_metrics,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    say(f"hybrid: weights {weights}, validation NDCG@10 {hybrid_metrics['ndcg@10']:.4f}")
+    for hybrid, members in hybrid_members(list(lists)).items():
+        t1 = time.perf_counter()
+        chosen = {m: lists[m] for m in members}
+        weights, hybrid_metrics = choose_weights(chosen, hybrid_targets, data.item_ids)
+        manifest["models"][hybrid] = {
+            "kind": "fusion",
+            "weights": weights,
+            "validation": hybrid_metrics,
+            "seconds": round(time.perf_counter() - t1, 2),
+        }
+        say(f"{hybrid}: weights {weights}, validation NDCG@10 {hybrid_metrics['ndcg@10']:.4f}")
 
     candidates = {name: m["validation"]["ndcg@10"] for name, m in manifest["models"].items()}
     manifest["default"] = max(candidates, key=lambda name: candidates[name])
     manifest["seconds"] = round(time.perf_counter() - started, 2)
 
-    if "sasrec" in fitted:
-        write_vectors(
-            settings, index, manifest["models"]["sasrec"]["vectors"], fitted["sasrec"], data
-        )
+    for name, model in fitted.items():
+        write_vectors(settings, index, manifest["models"][name]["vectors"], model, data)
     bundle = artifacts.write_bundle(settings, index.name, manifest, data.item_ids, writers)
     prune(settings, index.name)
     say(f"train: {bundle.path} is current (default retriever: {manifest['default']})")
