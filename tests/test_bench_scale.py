@@ -13,7 +13,7 @@ from pathlib import Path
 from genrec.bench import synthetic
 from genrec.bench.scale_latency import histories_from_log
 from genrec.bench.standin import topic_phrase
-from genrec.catalog import Item
+from genrec.data.item import Item
 
 GENREC = str(Path(sys.executable).parent / "genrec")
 

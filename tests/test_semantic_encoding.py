@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrec.catalog import Item, load_dataset
+from genrec.data.catalog_files import load_dataset
+from genrec.data.interactions import read_log
+from genrec.data.item import Item
 from genrec.errors import ConfigError
 from genrec.index import CatalogIndex
 from genrec.index.item_vectors import (
@@ -19,7 +21,6 @@ from genrec.index.item_vectors import (
     vector_store,
     vectors_name,
 )
-from genrec.interactions import read_log
 from genrec.model_files import default_model_dir
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.registry import bundle_retrievers, load_retrievers

@@ -19,9 +19,9 @@ from genrec.stats import rounded_percentile
 def run_index_bench(settings: Settings, folder: Path, *, queries: int = 200) -> dict:
     """Ingest ``folder`` into a fresh temporary collection (a temporary Chroma folder, or a
     temporary collection on the configured server), time searches, clean up, return figures."""
+    from genrec.data.movielens import load_movielens_folder
     from genrec.embeddings import Embedder
     from genrec.index import CatalogIndex
-    from genrec.movielens import load_movielens_folder
 
     tmp = Path(tempfile.mkdtemp(prefix="genrec-bench-"))
     # A fresh Chroma folder; the model cache stays the user's (a one-time export is set-up).

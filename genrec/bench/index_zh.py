@@ -15,7 +15,7 @@ from genrec.settings import Settings
 
 
 def run_zh_bench(settings: Settings, *, queries: int = 200) -> dict:
-    from genrec.catalog import load_dataset
+    from genrec.data.catalog_files import load_dataset
     from genrec.datasets import zh_shop_queries
     from genrec.embeddings import Embedder
     from genrec.index import CatalogIndex

@@ -17,7 +17,7 @@ def bench_histories(n: int, index: Any, *, length: int = 5, seed: int = 0) -> li
     """Real user histories from ML-100K (each user's last ``length`` well-rated items), limited to
     items in the catalog; random catalog items when that data is not there."""
     try:
-        from genrec.movielens import ml100k_dir
+        from genrec.data.movielens import ml100k_dir
 
         path = ml100k_dir() / "ml-100k.inter"
         per_user: dict[str, list[tuple[int, str]]] = {}

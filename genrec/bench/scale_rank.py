@@ -21,7 +21,7 @@ WARMUP = 3
 
 def ml100k_histories(n: int, length: int, seed: int) -> list[list[str]]:
     """ML-100K users' last ``length`` items rated 4 or 5 (oldest first), chosen by the seed."""
-    from genrec.movielens import ml100k_dir
+    from genrec.data.movielens import ml100k_dir
 
     per_user: dict[str, list[tuple[int, str]]] = {}
     with (ml100k_dir() / "ml-100k.inter").open(encoding="utf-8") as fh:

@@ -62,7 +62,7 @@ class StandInEmbedder(Embedder):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from genrec.catalog import load_catalog
+    from genrec.data.catalog_files import load_catalog
     from genrec.index import CatalogIndex
     from genrec.settings import Settings
 

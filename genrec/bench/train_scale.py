@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.interactions import read_columns
+from genrec.data.log_columns import read_columns
 from genrec.training import validation
 from genrec.training.collaborative import ItemKNN
 from genrec.training.data import build_columns

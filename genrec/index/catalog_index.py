@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.embeddings import NAMED_MODELS, Embedder
 from genrec.errors import InvalidRequest
 from genrec.filters import validate_where

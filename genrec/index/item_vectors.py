@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import ConfigError, NotFound
 from genrec.index.store import ChromaStore, item_hash, item_to_metadata
 from genrec.settings import Settings

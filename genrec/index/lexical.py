@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.languages import words
 
 log = logging.getLogger("genrec.index.lexical")

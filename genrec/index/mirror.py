@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from genrec.catalog import Item, id_key
+from genrec.data.item import Item, id_key
 from genrec.index.store import ChromaStore, item_from_metadata
 from genrec.titles import title_key
 

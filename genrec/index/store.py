@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
 from genrec.filters import validate_where
 from genrec.folder_lock import FolderLock

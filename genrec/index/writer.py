@@ -1,7 +1,7 @@
 """Writing a catalog into its collection: embed and upsert what changed, delete, and ``sync``
 (make the collection exactly a given catalog), the one write path of ingest and the eval suite.
 
-Streaming: ``items`` is read at most twice (a list, or a :class:`genrec.catalog.CatalogFile`
+Streaming: ``items`` is read at most twice (a list, or a :class:`~.catalog_files.CatalogFile`
 that reads its file again), and nothing holds every item: the first pass keeps only ID -> content
 hash (and the changed items while they are few); the second, when needed, embeds and writes the
 changed items batch by batch, the next batch embedded (in a child process, for big writes)
@@ -26,7 +26,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.embeddings import Embedder
 from genrec.errors import CatalogError
 from genrec.index.embed_ahead import embedding_ahead

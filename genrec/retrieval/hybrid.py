@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.index import CatalogIndex
 from genrec.retrieval.base import Candidate, RankingRetriever, RetrievalQuery, Retriever
 

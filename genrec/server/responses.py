@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from genrec.catalog import Item
+from genrec.data.item import Item
 from genrec.errors import ConfigError
 from genrec.schema import Recommendation, RecommendedItem
 
