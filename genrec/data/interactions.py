@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from genrec.data.lines import nonblank_lines
 from genrec.data.movielens import ml100k_dir
 from genrec.errors import CatalogError
 
@@ -196,18 +197,15 @@ def _atomic_rows(file: Path) -> Iterator[tuple[int, Row]]:
 
 
 def _jsonl_rows(file: Path) -> Iterator[tuple[int, Row]]:
-    with file.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
-                missing = [k for k in ("user_id", "item_id", "timestamp") if k not in doc]
-                if missing:
-                    raise ValueError(f"missing {missing}")
-            except ValueError as exc:
-                yield line, f"bad line ({exc})"
-                continue
-            yield line, (doc["user_id"], doc["item_id"], doc["timestamp"], doc.get("rating"))
+    for line, raw in nonblank_lines(file):
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in ("user_id", "item_id", "timestamp") if k not in doc]
+            if missing:
+                raise ValueError(f"missing {missing}")
+        except ValueError as exc:
+            yield line, f"bad line ({exc})"
+            continue
+        yield line, (doc["user_id"], doc["item_id"], doc["timestamp"], doc.get("rating"))

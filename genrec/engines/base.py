@@ -113,6 +113,13 @@ class EngineResult:
     # Continuation requests: the log-probability of each of the text's tokens, in order
     token_logprobs: tuple[float, ...] = ()
 
+    @classmethod
+    def scored(
+        cls, prompt_tokens: int, token_logprobs: tuple[float, ...], cached_tokens: int = 0
+    ) -> EngineResult:
+        """A Continuation request's result: nothing generated, the text's log-probabilities."""
+        return cls("", prompt_tokens, 0, "score", cached_tokens, token_logprobs=token_logprobs)
+
 
 @runtime_checkable
 class Engine(Protocol):

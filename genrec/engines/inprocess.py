@@ -237,14 +237,7 @@ class InProcessEngine(Owned):
         if len(ids) <= n_prompt or len(entries) != len(ids):
             raise EngineError("the vLLM engine returned no log-probabilities for the scored text")
         logprobs = tuple(float(entries[pos][ids[pos]].logprob) for pos in range(n_prompt, len(ids)))
-        return EngineResult(
-            text="",
-            prompt_tokens=len(ids),
-            completion_tokens=0,
-            finish_reason="score",
-            token_logprobs=logprobs,
-            cached_tokens=int(out.num_cached_tokens or 0),
-        )
+        return EngineResult.scored(len(ids), logprobs, int(out.num_cached_tokens or 0))
 
     async def _run(self, prompt: str, params: Any) -> Any:
         llm = self._llm

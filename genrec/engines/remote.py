@@ -146,13 +146,7 @@ class RemoteEngine(Owned):
                 f"the engine at {self.base_url} returned no prompt log-probabilities for the "
                 "scored text (a vLLM server new enough for prompt_logprobs and return_token_ids?)"
             )
-        return EngineResult(
-            text="",
-            prompt_tokens=len(ids),
-            completion_tokens=0,
-            finish_reason="score",
-            token_logprobs=logprobs,
-        )
+        return EngineResult.scored(len(ids), logprobs)
 
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         data = await self._call("POST", "/v1/completions", json={"model": self._served, **body})

@@ -21,6 +21,7 @@ from pathlib import Path
 from genrec.data.catalog_files import load_catalog
 from genrec.data.interactions import Interaction, read_log
 from genrec.data.item import Item, id_key
+from genrec.data.lines import nonblank_lines
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
 from genrec.evaluation import statedneed
@@ -72,21 +73,18 @@ def read_cases_jsonl(path: Path) -> list[EvalCase]:
     """Ready-made cases, one JSON object per line: {"user_id", "history": [...], "target"}."""
     _need_file(path, "cases file")
     cases = []
-    with path.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-                user, history, target = doc["user_id"], doc["history"], doc["target"]
-                if not isinstance(history, list) or not history:
-                    raise ValueError("history must be a non-empty list of item IDs")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CatalogError(
-                    f"{path}:{line}: expected {{user_id, history, target}} ({exc})",
-                    param="dataset.path",
-                ) from None
-            cases.append(EvalCase(str(user), tuple(str(h) for h in history), str(target)))
+    for line, raw in nonblank_lines(path):
+        try:
+            doc = json.loads(raw)
+            user, history, target = doc["user_id"], doc["history"], doc["target"]
+            if not isinstance(history, list) or not history:
+                raise ValueError("history must be a non-empty list of item IDs")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CatalogError(
+                f"{path}:{line}: expected {{user_id, history, target}} ({exc})",
+                param="dataset.path",
+            ) from None
+        cases.append(EvalCase(str(user), tuple(str(h) for h in history), str(target)))
     return cases
 
 

@@ -41,6 +41,7 @@ from genrec.data.catalog_files import DATASETS, load_catalog, load_dataset
 from genrec.data.item import Item
 from genrec.errors import CatalogError, ConfigError, GenrecError
 from genrec.evaluation.metrics import relevant_metrics
+from genrec.evaluation.suite import known_settings
 from genrec.settings import Settings
 
 
@@ -89,10 +90,7 @@ class QuerySuite(_Strict):
     @field_validator("settings")
     @classmethod
     def _known(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - set(Settings.model_fields))
-        if unknown:
-            raise ValueError(f"unknown settings {unknown}")
-        return v
+        return known_settings(v)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genrec.errors import ConfigError
-from genrec.settings import Mode
+from genrec.settings import Mode, Settings
 
 BASELINES = ("popularity", "retrieval", "random")
 _METRIC_RE = re.compile(
@@ -27,6 +27,13 @@ _METRIC_RE = re.compile(
     r"outside_candidates|error|empty)_rate$|^(latency_(retrieve|render|llm|ground|total)_p(50|95))$"
     r"|^(prompt|completion)_tokens$"
 )
+
+
+def known_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Settings overrides in a suite file, refused when they name no Settings field."""
+    if unknown := sorted(set(overrides) - set(Settings.model_fields)):
+        raise ValueError(f"unknown settings {unknown}")
+    return overrides
 
 
 class _Strict(BaseModel):
@@ -111,12 +118,7 @@ class ProfileSpec(_Strict):
     @field_validator("settings")
     @classmethod
     def _known_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from genrec.settings import Settings
-
-        unknown = sorted(set(v) - set(Settings.model_fields))
-        if unknown:
-            raise ValueError(f"unknown settings {unknown}")
-        return v
+        return known_settings(v)
 
 
 class MatrixSpec(_Strict):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from genrec.data.interactions import guess_format, read_log
+from genrec.data.lines import nonblank_lines
 from genrec.errors import CatalogError
 from genrec.events.model import StoredEvent
 
@@ -106,16 +107,13 @@ def _csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-            except ValueError as exc:
-                yield line, f"bad JSON ({exc})"
-                continue
-            yield line, _event_doc(doc) if isinstance(doc, dict) else "not a JSON object"
+    for line, raw in nonblank_lines(path):
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            yield line, f"bad JSON ({exc})"
+            continue
+        yield line, _event_doc(doc) if isinstance(doc, dict) else "not a JSON object"
 
 
 def write_event_file(events: Iterable[StoredEvent], out: Path, fmt: str) -> int:
