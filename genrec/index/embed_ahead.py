@@ -27,6 +27,7 @@ from typing import IO, Protocol
 import numpy as np
 
 from genrec.embeddings import Embedder
+from genrec.embeddings_e5 import E5_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,9 @@ class _FromChild:
 def embedding_ahead(embedder: Embedder, total: int) -> Iterator[Embed]:
     """Something to ``submit`` texts to and take their vectors from (``.result()``): a child
     process for ``total`` >= AHEAD_MIN_ITEMS items with the plain embedder; in process otherwise
-    (a subclass, such as the scale bench's stand-in, keeps its own ``encode``)."""
-    if total < AHEAD_MIN_ITEMS or type(embedder) is not Embedder:
+    (a subclass, such as the scale bench's stand-in, keeps its own ``encode``; e5 counts the
+    texts it truncates, which the ingest report warns about, in the embedder that ran it)."""
+    if total < AHEAD_MIN_ITEMS or type(embedder) is not Embedder or embedder.model_id == E5_MODEL:
         yield _InProcess(embedder)
         return
     try:
