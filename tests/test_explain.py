@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from genrec.data.interactions import read_log
@@ -22,6 +23,8 @@ from genrec.server.openai_schema import ChatCompletionRequest
 from genrec.settings import Settings
 from genrec.training.collaborative import EASE, ItemKNN
 from genrec.training.data import build, sequences_from_log
+from genrec.training.leave_one_out import LOO_ITEMS, leave_one_out, masked_user_vectors
+from genrec.training.sequential import SASRec, SASRecParams
 from genrec.training.train import train_retrievers
 from tests.test_retrieval import TINY_SASREC, clone_collection
 
@@ -240,3 +243,51 @@ def test_fidelity_counts_items_whose_rank_drops_or_that_leave():
     assert suite.fidelity is not None and suite.fidelity.retrieval and suite.fidelity.users == 3
     with pytest.raises(ValidationError):
         Suite.model_validate({**suite.model_dump(), "fidelity": {"users": -1}})
+
+
+def _untrained_sasrec(layers: int) -> SASRec:
+    torch.manual_seed(0)
+    model = SASRec(30, SASRecParams(hidden=16, layers=layers, heads=2, max_len=12))
+    model.net.eval()
+    return model
+
+
+def test_sasrec_left_out_vectors_in_closed_form_are_the_networks():
+    """The one-pass left-out vectors equal the network run itself: the whole history, the last
+    item taken out, and an earlier item masked out of the last position's attention."""
+    model = _untrained_sasrec(layers=1)
+    window = [4, 9, 2, 17, 9, 25, 3]
+    tried = [3, 4, 5, 6]
+    rows = masked_user_vectors(model, window, tried)
+    assert rows.shape == (5, 16)
+    assert np.allclose(rows[0], model.user_vectors([window])[0], atol=1e-5)
+    assert np.allclose(rows[-1], model.user_vectors([window[:-1]])[0], atol=1e-5)
+    net = model.net
+    seq = torch.as_tensor([window]) + 1
+    n = len(window)
+    with torch.inference_mode():
+        x = net.items(seq) + net.positions(torch.arange(net.max_len - n, net.max_len))[None]
+        for pos, row in zip(tried[:-1], rows[1:-1], strict=True):
+            mask = torch.ones(n, n, dtype=torch.bool).tril()
+            mask[-1, pos] = False  # the last position no longer reads item ``pos``
+            want = net.ln(net.blocks[0](x, mask[None, None]))[0, -1].numpy()
+            assert np.allclose(row, want, atol=1e-5)
+            assert not np.allclose(row, rows[0], atol=1e-4)  # leaving it out moved u
+    # a history of one: the last item taken out leaves the padding's vector
+    one = masked_user_vectors(model, [5], [0])
+    assert np.allclose(one[1], model.user_vectors([[]])[0], atol=1e-5)
+
+
+def test_deeper_sasrec_leaves_items_out_by_running_the_network_again():
+    model = _untrained_sasrec(layers=2)
+    history = list(range(20))  # longer than max_len: the window is the last 12
+    loo = leave_one_out(model, history)
+    window = history[-12:]
+    assert loo.items == window[-LOO_ITEMS:]
+    assert np.allclose(loo.vectors[0], model.user_vectors([window])[0], atol=1e-6)
+    j = len(window) - 3
+    assert np.allclose(
+        loo.vectors[1 + LOO_ITEMS - 3],
+        model.user_vectors([window[:j] + window[j + 1 :]])[0],
+        atol=1e-6,
+    )

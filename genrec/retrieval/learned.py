@@ -21,7 +21,9 @@ History items the model never saw are ignored by the model (content still sees t
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,9 @@ from genrec.index import CatalogIndex
 from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, Ranked, RankingRetriever, RetrievalQuery, Retriever
+from genrec.training.leave_one_out import LeftOut, closed_form, leave_one_out
+
+LEFT_OUT_KEPT = 64  # recent histories' left-out vectors kept for their explanation
 
 
 class _Learned:
@@ -111,6 +116,27 @@ class VectorRetriever(_Learned):
         )
         # per remembered filter (the index returns the same set object for one): its known IDs
         self._known_sets: OrderedDict[int, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
+        # A one-layer encoder's user vector comes with its left-out vectors from one pass
+        # (about the cost of the forward alone): kept per history for the explanation.
+        self._left_out: OrderedDict[tuple[int, ...], LeftOut] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _user(self, history: list[int]) -> np.ndarray:
+        if not closed_form(self.model):
+            return self.model.user_vectors([history])[0]
+        loo = leave_one_out(self.model, history)
+        with self._lock:
+            self._left_out[tuple(history)] = loo
+            while len(self._left_out) > LEFT_OUT_KEPT:
+                self._left_out.popitem(last=False)
+        return loo.vectors[0]
+
+    def left_out(self, history: Sequence[int]) -> LeftOut:
+        """The user vector and its left-out vectors for ``history`` (item indices): kept from
+        its retrieval, else computed now."""
+        with self._lock:
+            kept = self._left_out.get(tuple(history))
+        return kept if kept is not None else leave_one_out(self.model, history)
 
     def _known(self, allowed: frozenset[str]) -> frozenset[str]:
         """The allowed IDs the vector collection holds (items seen in training): Chroma refuses
@@ -134,7 +160,7 @@ class VectorRetriever(_Learned):
         history = self.known_history(query)
         if not history:
             return []
-        user = self.model.user_vectors([history])[0]
+        user = self._user(history)
         banned = query.banned
         allowed = None
         if query.where:

@@ -57,11 +57,19 @@ def recency_matrix(
     return w.astype(np.float32)
 
 
-def recency_weights(
-    histories: Sequence[Sequence[int]], n_items: int, recency: float, history_len: int = 0
-) -> np.ndarray:
-    """(batch, n_items) dense float32 user rows weighted by recency (see recency_matrix)."""
-    return recency_matrix(histories, n_items, recency, history_len).toarray()
+def history_weights(
+    history: Sequence[int], n_items: int, recency: float, history_len: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One history's row of :func:`recency_matrix`, as (its distinct items, ascending; their
+    float32 weights), without scipy's construction, which costs more than the arithmetic."""
+    h = np.asarray(history, dtype=np.int64)
+    if len(h) and (h.min() < 0 or h.max() >= n_items):
+        raise ValueError(f"histories[0] holds an item index outside 0..{n_items - 1}")
+    if history_len > 0:
+        h = h[-history_len:]
+    items, at = np.unique(h, return_inverse=True)
+    age = np.arange(len(h) - 1, -1, -1, dtype=np.float64)
+    return items, np.bincount(at, weights=np.power(recency, age)).astype(np.float32)
 
 
 # ---- EASE ---------------------------------------------------------------------------------------
@@ -124,11 +132,9 @@ class EASE:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(hist, terms): the distinct history items that score and each one's additive term
         in each item's score; terms.sum(axis=0) == scores([history])[0][items]."""
-        w = self._weights([history])
-        hist = w.indices.astype(np.int64)
+        hist, w = history_weights(history, self.n_items, self.params.recency)
         cols = np.asarray(items, dtype=np.int64)
-        terms = w.data[:, None] * self.matrix[np.ix_(hist, cols)]
-        return hist, terms.astype(np.float32)
+        return hist, (w[:, None] * self.matrix[np.ix_(hist, cols)]).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {self.KEY: self.matrix}
@@ -339,11 +345,10 @@ class ItemKNN:
         """(hist, terms): the distinct history items that score (after the history_len cut)
         and each one's additive term in each item's score: terms.sum(axis=0) equals
         scores([history])[0][items]."""
-        w = self._weights([history])
-        hist = w.indices.astype(np.int64)
-        cols = np.asarray(items, dtype=np.int64)
-        rows = self.matrix[hist][:, cols].toarray()
-        return hist, (w.data[:, None] * rows).astype(np.float32)
+        p = self.params
+        hist, w = history_weights(history, self.n_items, p.recency, p.history_len)
+        rows = self.matrix[hist][:, np.asarray(items, dtype=np.int64)].toarray()
+        return hist, w[:, None] * rows
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         m = self.matrix
