@@ -1,10 +1,11 @@
 """Evaluation datasets: an interaction log (or ready-made cases) plus the catalog its items live in.
 
-Three sources, all ending in the same `EvalDataset`:
+Four sources, all ending in the same `EvalDataset`:
 - ``movielens``: a MovieLens folder (``ratings.csv`` + ``movies.csv``, e.g. ml-latest-small);
 - ``ml-100k``: MovieLens 100K as shipped in the recbole wheel (``ml-100k.inter``/``.item``), or a
   folder holding those two files;
-- ``jsonl``: one ``{"user_id", "history", "target"}`` object per line, with a catalog file.
+- ``jsonl``: one ``{"user_id", "history", "target"}`` object per line, with a catalog file;
+- ``queries``: a query set, each query with several relevant items (genrec.evaluation.queryset).
 
 Interaction logs go through the k-core filter and chronological leave-one-out (splits.py); the
 catalog is cut down to the items that survive, so a full ranking is over exactly those items.
@@ -24,7 +25,7 @@ from genrec.data.item import Item, id_key
 from genrec.data.lines import nonblank_lines
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
-from genrec.evaluation import statedneed
+from genrec.evaluation import queryset, statedneed
 from genrec.evaluation.splits import (
     EvalCase,
     Split,
@@ -172,6 +173,12 @@ def load_eval_dataset(
             f"dataset.format must be movielens, not {fmt}",
             param="dataset.format",
         )
+    if fmt == "queries":
+        if path is None or catalog is None:
+            raise CatalogError("a queries dataset needs both path and catalog", param="dataset")
+        items, cases, stats = queryset.load_queries(path, catalog, split)
+        label = name or catalog.stem.removesuffix("_queries").replace("_", "-")
+        return EvalDataset(label, str(path), items, cases, stats, training={})
     if fmt == "jsonl":
         if path is None or catalog is None:
             raise CatalogError("a jsonl dataset needs both path and catalog", param="dataset")
