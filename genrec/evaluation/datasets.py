@@ -14,7 +14,6 @@ Everything here runs before any engine work, so bad input fails fast and cheaply
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from genrec.data.catalog_files import load_catalog
 from genrec.data.interactions import Interaction, read_log
 from genrec.data.item import Item, id_key
-from genrec.data.lines import nonblank_lines
+from genrec.data.lines import json_records
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
 from genrec.evaluation import queryset, statedneed
@@ -70,23 +69,18 @@ def read_interactions(path: Path, fmt: str) -> list[Interaction]:
         raise CatalogError(exc.message, param="dataset.path") from None
 
 
+def _case(doc: dict) -> EvalCase:
+    user, history, target = doc["user_id"], doc["history"], doc["target"]
+    if not isinstance(history, list) or not history:
+        raise ValueError("history must be a non-empty list of item IDs")
+    return EvalCase(str(user), tuple(str(h) for h in history), str(target))
+
+
 def read_cases_jsonl(path: Path) -> list[EvalCase]:
     """Ready-made cases, one JSON object per line: {"user_id", "history": [...], "target"}."""
     _need_file(path, "cases file")
-    cases = []
-    for line, raw in nonblank_lines(path):
-        try:
-            doc = json.loads(raw)
-            user, history, target = doc["user_id"], doc["history"], doc["target"]
-            if not isinstance(history, list) or not history:
-                raise ValueError("history must be a non-empty list of item IDs")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CatalogError(
-                f"{path}:{line}: expected {{user_id, history, target}} ({exc})",
-                param="dataset.path",
-            ) from None
-        cases.append(EvalCase(str(user), tuple(str(h) for h in history), str(target)))
-    return cases
+    expected = "{user_id, history, target}"
+    return [c for _, c in json_records(path, _case, expected=expected, param="dataset.path")]
 
 
 # ---- catalogs ---------------------------------------------------------------------------------

@@ -21,13 +21,12 @@ the collection has a lexical index, ``lexical``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from genrec.data.catalog_files import load_catalog
 from genrec.data.item import Item
-from genrec.data.lines import nonblank_lines
+from genrec.data.lines import json_records
 from genrec.datasets import zh_shop_catalog, zh_shop_queries
 from genrec.errors import CatalogError
 from genrec.evaluation.splits import EvalCase
@@ -44,33 +43,30 @@ def packaged_file(value: str, part: int) -> Path | None:
     return files[part]() if files else None
 
 
+def _query(doc: dict) -> tuple[str, EvalCase]:
+    relevant = tuple(str(i) for i in doc["relevant"])
+    history = tuple(str(i) for i in doc.get("history") or ())
+    text, split = str(doc["query"]), str(doc.get("split", "test"))
+    if not text.strip() or not relevant:
+        raise ValueError("needs a non-empty query and relevant items")
+    return split, EvalCase(str(doc["id"]), history, relevant[0], text, relevant=frozenset(relevant))
+
+
 def read_queries(path: Path, items: set[str]) -> list[tuple[str, EvalCase]]:
     """Every query of a file as (its split, its case); a bad line, or an item not in the
     catalog, is an error naming its line."""
     if not path.is_file():
         raise CatalogError(f"query file not found: {path}", param="dataset.path")
-    cases = []
-    for line, raw in nonblank_lines(path):
-        try:
-            doc = json.loads(raw)
-            relevant = tuple(str(i) for i in doc["relevant"])
-            history = tuple(str(i) for i in doc.get("history") or ())
-            text, split = str(doc["query"]), str(doc.get("split", "test"))
-            if not text.strip() or not relevant:
-                raise ValueError("needs a non-empty query and relevant items")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CatalogError(
-                f"{path}:{line}: expected {{id, query, split, relevant, history}} ({exc})",
-                param="dataset.path",
-            ) from None
-        if unknown := sorted((set(relevant) | set(history)) - items):
+    out = []
+    expected = "{id, query, split, relevant, history}"
+    for line, (split, case) in json_records(path, _query, expected=expected, param="dataset.path"):
+        if unknown := sorted((case.relevant | set(case.history)) - items):
             raise CatalogError(
                 f"{path}:{line}: relevant or history items not in the catalog: {unknown[:3]}",
                 param="dataset.path",
             )
-        case = EvalCase(str(doc["id"]), history, relevant[0], text, relevant=frozenset(relevant))
-        cases.append((split, case))
-    return cases
+        out.append((split, case))
+    return out
 
 
 def load_queries(

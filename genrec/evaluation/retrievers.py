@@ -119,14 +119,10 @@ class ChannelRetriever(ContentRetriever):
         self.channel: Channel = channel
 
     def ranked(self, query: RetrievalQuery) -> Ranked:
+        # ContentRetriever.ranked's options, on one channel
+        opts = {"k": query.k, "where": query.where, "exclude": sorted(query.exclude)}
         return self.index.rank_profile(
-            query.text,
-            query.history_ids,
-            k=query.k,
-            where=query.where,
-            exclude=sorted(query.exclude),
-            param="filters",
-            channel=self.channel,
+            query.text, query.history_ids, param="filters", channel=self.channel, **opts
         )
 
 
