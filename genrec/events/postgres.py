@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from genrec.errors import ConfigError, StoreUnavailable
+from genrec.errors import StoreUnavailable, dependency
 from genrec.events.model import StoredEvent
 from genrec.events.store import (
     MAX_CONSUMED,
@@ -67,14 +67,11 @@ class PostgresStore(EventStore):
     backend = "postgresql"
 
     def __init__(self, url: str, *, target_version: int = SCHEMA_VERSION) -> None:
-        try:
-            import psycopg
-        except ImportError as exc:  # pragma: no cover - psycopg is a dependency
-            raise ConfigError(
-                "GENREC_EVENTS_URL names PostgreSQL but psycopg is not installed "
-                "(pip install 'psycopg[binary]')"
-            ) from exc
-        self._psycopg = psycopg
+        self._psycopg: Any = dependency(
+            "psycopg",
+            "GENREC_EVENTS_URL names PostgreSQL but psycopg is not installed "
+            "(pip install 'psycopg[binary]')",
+        )
         self.url = url
         self.location = redacted(url)
         self._target = target_version
