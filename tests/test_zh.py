@@ -87,6 +87,21 @@ def test_the_shipped_suites_load_and_bad_query_files_name_their_line(tmp_path: P
     with pytest.raises(ConfigError) as err:
         load_suite(suite_file)
     assert "dataset: a queries dataset needs `path`" in err.value.message
+    # a query set has no interaction log: nothing to train or count; `all` is a query set's split
+    base = "name: x\ndataset: {format: queries, path: zh-shop, catalog: zh-shop}\nmatrix: []\n"
+    for extra, says in [
+        ("baselines: [popularity]\n", "no popularity"),
+        ("retrieval: {train: [itemknn]}\n", "no retrieval.train"),
+        ("protocol: {inputs: [history]}\n", "inputs are query and/or both"),
+    ]:
+        suite_file.write_text(base + extra)
+        with pytest.raises(ConfigError, match=says):
+            load_suite(suite_file)
+    suite_file.write_text(
+        "name: x\ndataset: {format: ml-100k}\nprotocol: {split: all}\nmatrix: []\n"
+    )
+    with pytest.raises(ConfigError, match=r"s.yaml:3: protocol: split all"):
+        load_suite(suite_file)
 
 
 def test_cli_ingest_and_search_in_chinese(tmp_path: Path, settings: Settings) -> None:
