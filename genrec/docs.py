@@ -30,7 +30,6 @@ from pydantic import BaseModel
 from genrec.cli import app as cli_app
 from genrec.docs_results import HEADER, comparison, eval_results, load_yaml, md_cell
 from genrec.engines import base as engine_base
-from genrec.evaluation.queryset import QuerySuite
 from genrec.evaluation.suite import Suite
 from genrec.events.model import Event
 from genrec.modes import MODES
@@ -224,14 +223,16 @@ def cli(root: Path) -> str:
 
 def eval_suite(root: Path) -> str:
     suite_notes = load_yaml(root, NOTES_FILE)["models"]["suite"]
-    out = [HEADER.format(src="genrec/evaluation/suite.py and queryset.py"), "# Suite format\n"]
+    out = [HEADER.format(src="genrec/evaluation/suite.py"), "# Suite format\n"]
     out.append(
         "A suite is a YAML file (`eval/*.yaml`); `genrec eval validate SUITE` checks one without "
-        "an engine. Unknown keys are errors. Two protocols: leave-one-out over an interaction "
-        "log (`Suite`), and a query set whose queries each have several relevant items "
-        "(`QuerySuite`, chosen by `dataset.format: queries`).\n"
+        "an engine. Unknown keys are errors. The dataset's format chooses the cases: "
+        "leave-one-out over an interaction log (`movielens`, `ml-100k`), ready-made cases "
+        "(`jsonl`), the stated-need protocol (`protocol.split: stated-need`), or a query set "
+        "whose queries each have several relevant items (`queries`); the runner, cells, "
+        "baselines, metrics and reports are the same for all.\n"
     )
-    for model in (Suite, QuerySuite):
+    for model in (Suite,):
         module = sys.modules[model.__module__]
         # the models a suite file is made of: the root and what its fields refer to
         parts = [model.__name__, *sorted(model.model_json_schema().get("$defs", {}))]

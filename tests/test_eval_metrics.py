@@ -90,6 +90,8 @@ def test_several_relevant_items() -> None:
     m = relevant_metrics(["a", "x", "b"], frozenset({"a", "b", "c"}), [1, 3])
     assert m["recall@1"] == 1.0 and m["ndcg@1"] == 1.0
     assert m["recall@3"] == pytest.approx(2 / 3)
+    assert m["precision@3"] == pytest.approx(2 / 3) and m["mrr@3"] == 1.0
+    assert m["f1@3"] == pytest.approx(2 / 3)  # P = R = 2/3
     assert m["ndcg@3"] == pytest.approx((1 + 1 / 2) / (1 + 1 / 1.58496 + 1 / 2), abs=1e-4)
 
 
@@ -98,9 +100,9 @@ def test_every_form_agrees_with_one_relevant_item() -> None:
     position) give the same Recall/NDCG/MRR for the same rank."""
     ranked = ["a", "b", "t", "d"]
     one = ranking_metrics(ranked, "t", KS)
-    assert relevant_metrics(ranked, frozenset({"t"}), KS) == {
-        k: v for k, v in one.items() if k.startswith(("recall", "ndcg"))
-    }
+    assert relevant_metrics(ranked, frozenset({"t"}), KS) == one  # every metric, exactly
+    assert ranking_metrics(ranked, frozenset({"t"}), KS) == one
+    assert relevant_metrics(["x"], frozenset({"t"}), KS) == ranking_metrics(["x"], "t", KS)
     # candidates a, b, t, d scored so that t is third; b ties with t and wins by position
     got = candidate_metrics([[4.0, 2.0, 2.0, 1.0], [1.0, 0.0]], [2, -1], KS)
     for key in (f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in KS):

@@ -17,7 +17,9 @@ import pytest_asyncio
 from genrec.conversation.references import find_references
 from genrec.data.catalog_files import load_dataset
 from genrec.datasets import zh_shop_queries
-from genrec.evaluation.queryset import QuerySuite, run_query_suite
+from genrec.evaluation.prepare import RunOptions, prepare
+from genrec.evaluation.runner import run
+from genrec.evaluation.suite import Suite, load_suite
 from genrec.index import CatalogIndex
 from genrec.recommender import Recommender
 from genrec.retrieval.registry import content_only
@@ -57,24 +59,20 @@ def test_the_packaged_catalog_and_query_set() -> None:
 
 def test_the_shipped_suites_load_and_bad_query_files_name_their_line(tmp_path: Path) -> None:
     from genrec.errors import CatalogError, ConfigError
-    from genrec.evaluation.queryset import (
-        is_query_suite,
-        load_catalog_items,
-        load_queries,
-        load_query_suite,
-        read_queries,
-    )
+    from genrec.evaluation.queryset import read_queries
 
     repo = Path(__file__).resolve().parents[1]
+    settings = Settings(home=tmp_path / "home")
     for name, split, n in [
         ("zh-shop.yaml", "test", 62),
         ("zh-shop-validation.yaml", "validation", 32),
     ]:
-        assert is_query_suite(repo / "eval" / name)
-        suite = load_query_suite(repo / "eval" / name)
-        assert suite.split == split
-        assert len(load_queries(suite, load_catalog_items(suite))) == n
-    assert not is_query_suite(repo / "eval" / "smoke.yaml")
+        suite = load_suite(repo / "eval" / name)
+        assert suite.dataset.format == "queries" and suite.protocol.split == split
+        prepared = prepare(suite, settings, RunOptions(out=tmp_path / name))
+        assert len(prepared.cases) == n and len(prepared.dataset.items) == 295
+        assert all(c.relevant and c.target in c.relevant for c in prepared.cases)
+    assert load_suite(repo / "eval" / "smoke.yaml").dataset.format != "queries"
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"id": "a", "query": "男装", "relevant": ["zh0001"]}\n{"id": "b"}\n')
     with pytest.raises(CatalogError) as err:
@@ -85,10 +83,25 @@ def test_the_shipped_suites_load_and_bad_query_files_name_their_line(tmp_path: P
         read_queries(bad, {"zh0001"})
     assert "not in the catalog" in err.value.message
     suite_file = tmp_path / "s.yaml"
-    suite_file.write_text("name: x\ndataset: {format: queries, catalog: zh-shop}\n")
+    suite_file.write_text("name: x\ndataset: {format: queries, catalog: zh-shop}\nmatrix: []\n")
     with pytest.raises(ConfigError) as err:
-        load_query_suite(suite_file)
-    assert "dataset.queries" in err.value.message
+        load_suite(suite_file)
+    assert "dataset: a queries dataset needs `path`" in err.value.message
+    # a query set has no interaction log: nothing to train or count; `all` is a query set's split
+    base = "name: x\ndataset: {format: queries, path: zh-shop, catalog: zh-shop}\nmatrix: []\n"
+    for extra, says in [
+        ("baselines: [popularity]\n", "no popularity"),
+        ("retrieval: {train: [itemknn]}\n", "no retrieval.train"),
+        ("protocol: {inputs: [history]}\n", "inputs are query and/or both"),
+    ]:
+        suite_file.write_text(base + extra)
+        with pytest.raises(ConfigError, match=says):
+            load_suite(suite_file)
+    suite_file.write_text(
+        "name: x\ndataset: {format: ml-100k}\nprotocol: {split: all}\nmatrix: []\n"
+    )
+    with pytest.raises(ConfigError, match=r"s.yaml:3: protocol: split all"):
+        load_suite(suite_file)
 
 
 def test_cli_ingest_and_search_in_chinese(tmp_path: Path, settings: Settings) -> None:
@@ -221,31 +234,34 @@ async def test_the_query_set_protocol_scores_channels_and_a_mode(
     wanted = {"我想买夏天穿的男装T恤", "童装", "女装连衣裙"}
     kept = [r for r in rows if r["relevant"] and r["query"] in wanted]
     queries.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    suite = QuerySuite.model_validate(
+    suite = Suite.model_validate(
         {
             "name": "zh-part",
-            "dataset": {"format": "queries", "catalog": "zh-shop", "queries": str(queries)},
-            "split": "all",
+            "dataset": {"format": "queries", "catalog": "zh-shop", "path": str(queries)},
+            "protocol": {"split": "all"},
             "candidates": 10,
             "ks": [5],
-            "cells": [{"mode": "rank"}],
-            "thresholds": [{"metric": "ndcg@5", "min": 0.8, "cells": "channel/*"}],
+            "matrix": [{"modes": ["rank"]}],
+            "baselines": ["retrieval"],
+            "thresholds": [{"metric": "ndcg@5", "min": 0.8, "cells": "baseline/retrieval/*"}],
         }
     )
-    doc = await run_query_suite(
-        suite,
+    out = tmp_path / "out"
+    prepared = prepare(suite, zh_settings, RunOptions(out=out, progress=False))
+    doc = await run(
+        prepared,
         zh_settings,
-        tmp_path / "out",
         engine=recommender.engine,
         tokenizer=recommender.tokenizer,
         index=zh_index,
     )
-    cells = {c["id"]: c for c in doc["cells"]}
-    assert set(cells) == {"channel/dense", "channel/lexical", "channel/fused", "rank/default"}
-    assert doc["queries"] == len(kept) == 3
-    assert cells["channel/fused"]["metrics"]["ndcg@5"] >= 0.8
-    assert cells["rank/default"]["metrics"]["error_rate"] == 0.0
+    rows = {r["id"]: r for r in [*doc["cells"], *doc["baselines"]]}
+    channels = {f"baseline/retrieval/{c}" for c in ("dense", "lexical", "fused")}
+    assert set(rows) == {"baseline/retrieval", *channels, "default/rank/default"}
+    assert doc["protocol"]["users_evaluated"] == len(kept) == 3
+    assert rows["baseline/retrieval/fused"]["metrics"]["ndcg@5"] >= 0.8
+    assert rows["default/rank/default"]["metrics"]["error_rate"] == 0.0
     assert all(t["passed"] for t in doc["thresholds"]), doc["thresholds"]
-    written = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
-    assert written["cells"][0]["per_query"][0]["ranked"]
-    assert "channel/fused" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    written = out / "cells" / "default__rank__default.jsonl"
+    assert json.loads(written.read_text(encoding="utf-8").splitlines()[1])["items"]
+    assert "retrieval/fused" in (out / "report.md").read_text(encoding="utf-8")

@@ -69,13 +69,9 @@ def run_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run a suite: every template x mode x profile cell, baselines, reports, thresholds."""
-    from genrec.evaluation.queryset import is_query_suite
     from genrec.evaluation.runner import run
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    if is_query_suite(suite_file):
-        _run_query_suite(suite_file, config, out=out, limit=limit, as_json=as_json, check=check)
-        return
     suite, settings, prepared = _prepare(
         suite_file,
         config,
@@ -113,62 +109,6 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _run_query_suite(
-    suite_file: Path, config: Path | None, *, out: Path | None, limit: int | None, as_json: bool,
-    check: bool,
-) -> None:  # fmt: skip
-    """The query-set protocol (genrec.evaluation.queryset): channels and LM cells."""
-    from genrec.errors import ConfigError, InvalidRequest
-    from genrec.evaluation.queryset import load_query_suite, report_markdown, run_query_suite
-
-    settings = load_settings(config)
-    try:
-        suite = load_query_suite(suite_file)
-    except ConfigError as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
-    out = out or Path("eval-results") / suite.name
-    with stdout_to_stderr():
-        doc = asyncio.run(run_query_suite(suite, settings, out, limit=limit))
-    if as_json:
-        print_json(doc)
-    else:
-        typer.echo(report_markdown(doc) + f"\nreports: {out / 'report.md'}  {out / 'results.json'}")
-    failed = [t for t in doc["thresholds"] if not t["passed"]]
-    for t in failed:
-        typer.echo(
-            f"FAIL {t['metric']} of {t['cell']} is {t['value']} (needs {t['bound']})", err=True
-        )
-    if check and failed:
-        raise typer.Exit(1)
-
-
-def _validate_query_suite(suite_file: Path, *, as_json: bool) -> None:
-    from genrec.errors import ConfigError, InvalidRequest
-    from genrec.evaluation.queryset import load_catalog_items, load_queries, load_query_suite
-
-    try:
-        suite = load_query_suite(suite_file)
-    except ConfigError as exc:
-        raise InvalidRequest(exc.message, param=exc.param) from None
-    items = load_catalog_items(suite)
-    queries = load_queries(suite, items)
-    doc = {
-        "suite": suite.name,
-        "protocol": "queries",
-        "items": len(items),
-        "queries": len(queries),
-        "split": suite.split,
-        "cells": [f"channel/{c}" for c in suite.channels] + [c.id for c in suite.cells],
-    }
-    if as_json:
-        print_json(doc)
-        return
-    typer.echo(
-        f"{doc['suite']}: {doc['items']} items, {doc['queries']} {doc['split']} queries; "
-        f"cells: {', '.join(doc['cells'])}"
-    )
-
-
 def settings_home(config: Path | None) -> Path:
     return load_settings(config).home
 
@@ -182,11 +122,6 @@ def validate_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Check a suite and its dataset without running anything."""
-    from genrec.evaluation.queryset import is_query_suite
-
-    if is_query_suite(suite_file):
-        _validate_query_suite(suite_file, as_json=as_json)
-        return
     _, _, prepared = _prepare(suite_file, config, out=None, data=data)
     doc = {
         "suite": prepared.suite.name,

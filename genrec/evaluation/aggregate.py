@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from genrec.evaluation.metrics import mean, percentile, position_bias, ranking_metrics, ratio
+from genrec.evaluation.metrics import (
+    candidate_recall,
+    mean,
+    percentile,
+    position_bias,
+    ranking_metrics,
+    ratio,
+)
 from genrec.evaluation.splits import EvalCase
 from genrec.schema import STAGES
 
@@ -43,7 +50,7 @@ def cell_summary(
     for r in records:
         case = cases[r["user_id"]]
         ranked = masked_ranking([i[0] for i in r.get("items", [])], set(case.history))
-        for key, v in ranking_metrics(ranked, case.target, ks).items():
+        for key, v in ranking_metrics(ranked, case.wanted, ks).items():
             sums[key] = sums.get(key, 0.0) + v
     n = len(records)
     metrics: dict[str, float | None] = {k: v / n for k, v in sums.items()} if n else {}
@@ -56,7 +63,7 @@ def cell_summary(
     )
     metrics.update(
         candidate_recall=mean(
-            [1.0 if cases[r["user_id"]].target in r["candidates"] else 0.0 for r in ok]
+            [candidate_recall(r["candidates"], cases[r["user_id"]].wanted) for r in ok]
         ),
         validity_rate=ratio(outputs - unmatched, outputs),
         hallucination_rate=ratio(unmatched, outputs),
@@ -112,9 +119,9 @@ def against_candidate_order(
         case = cases[r["user_id"]]
         history = set(case.history)
         items = masked_ranking([i[0] for i in r["items"]], history)
-        mine.append(ranking_metrics(items, case.target, [k])[key])
+        mine.append(ranking_metrics(items, case.wanted, [k])[key])
         order = masked_ranking(r["candidates"], history)
-        theirs.append(ranking_metrics(order, case.target, [k])[key])
+        theirs.append(ranking_metrics(order, case.wanted, [k])[key])
     return {"metric": key, **paired_bootstrap(mine, theirs)}
 
 

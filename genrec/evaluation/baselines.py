@@ -29,7 +29,7 @@ def popularity_metrics(
 
 
 def retrieval_metrics(case: EvalCase, candidates: Sequence[str], ks: Sequence[int]) -> dict:
-    return ranking_metrics(candidates, case.target, ks)
+    return ranking_metrics(candidates, case.wanted, ks)
 
 
 def random_order(candidates: Sequence[str], *, seed: int, user_id: str) -> list[str]:
@@ -44,5 +44,5 @@ def random_metrics(
     case: EvalCase, candidates: Sequence[str], ks: Sequence[int], *, seed: int
 ) -> dict[str, float]:
     return ranking_metrics(
-        random_order(candidates, seed=seed, user_id=case.user_id), case.target, ks
+        random_order(candidates, seed=seed, user_id=case.user_id), case.wanted, ks
     )

@@ -28,10 +28,11 @@ def request_for(case: EvalCase, cell: PreparedCell, suite: Suite):
     """The request of one case: the user's whole history (the most recent MAX_HISTORY items as
     the history, older ones excluded, so all of it stays masked); the prompt shows the last
     `protocol.history_len` of them (the cell's `prompt_history` setting). A stated-need cell
-    carries the case's query as the user's words (`both`), or the query alone (`query`)."""
+    carries the case's query as the user's words (`both`), or the query alone (`query`); so
+    does a query set's (`both`: its query and whatever history it has)."""
     from genrec.schema import MAX_HISTORY, RecommendRequest
 
-    inputs = cell.spec.inputs
+    inputs = cell.spec.inputs or suite.protocol.inputs[0]  # unmarked: the one input there is
     if inputs == "query":  # the stated need alone; what the user has seen stays excluded
         history, exclude = [], list(case.history)
     else:

@@ -1,10 +1,11 @@
 """Evaluation datasets: an interaction log (or ready-made cases) plus the catalog its items live in.
 
-Three sources, all ending in the same `EvalDataset`:
+Four sources, all ending in the same `EvalDataset`:
 - ``movielens``: a MovieLens folder (``ratings.csv`` + ``movies.csv``, e.g. ml-latest-small);
 - ``ml-100k``: MovieLens 100K as shipped in the recbole wheel (``ml-100k.inter``/``.item``), or a
   folder holding those two files;
-- ``jsonl``: one ``{"user_id", "history", "target"}`` object per line, with a catalog file.
+- ``jsonl``: one ``{"user_id", "history", "target"}`` object per line, with a catalog file;
+- ``queries``: a query set, each query with several relevant items (genrec.evaluation.queryset).
 
 Interaction logs go through the k-core filter and chronological leave-one-out (splits.py); the
 catalog is cut down to the items that survive, so a full ranking is over exactly those items.
@@ -13,7 +14,6 @@ Everything here runs before any engine work, so bad input fails fast and cheaply
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +21,10 @@ from pathlib import Path
 from genrec.data.catalog_files import load_catalog
 from genrec.data.interactions import Interaction, read_log
 from genrec.data.item import Item, id_key
-from genrec.data.lines import nonblank_lines
+from genrec.data.lines import json_records
 from genrec.data.movielens import load_movielens_folder, ml100k_dir
 from genrec.errors import CatalogError
-from genrec.evaluation import statedneed
+from genrec.evaluation import queryset, statedneed
 from genrec.evaluation.splits import (
     EvalCase,
     Split,
@@ -69,23 +69,18 @@ def read_interactions(path: Path, fmt: str) -> list[Interaction]:
         raise CatalogError(exc.message, param="dataset.path") from None
 
 
+def _case(doc: dict) -> EvalCase:
+    user, history, target = doc["user_id"], doc["history"], doc["target"]
+    if not isinstance(history, list) or not history:
+        raise ValueError("history must be a non-empty list of item IDs")
+    return EvalCase(str(user), tuple(str(h) for h in history), str(target))
+
+
 def read_cases_jsonl(path: Path) -> list[EvalCase]:
     """Ready-made cases, one JSON object per line: {"user_id", "history": [...], "target"}."""
     _need_file(path, "cases file")
-    cases = []
-    for line, raw in nonblank_lines(path):
-        try:
-            doc = json.loads(raw)
-            user, history, target = doc["user_id"], doc["history"], doc["target"]
-            if not isinstance(history, list) or not history:
-                raise ValueError("history must be a non-empty list of item IDs")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CatalogError(
-                f"{path}:{line}: expected {{user_id, history, target}} ({exc})",
-                param="dataset.path",
-            ) from None
-        cases.append(EvalCase(str(user), tuple(str(h) for h in history), str(target)))
-    return cases
+    expected = "{user_id, history, target}"
+    return [c for _, c in json_records(path, _case, expected=expected, param="dataset.path")]
 
 
 # ---- catalogs ---------------------------------------------------------------------------------
@@ -172,6 +167,12 @@ def load_eval_dataset(
             f"dataset.format must be movielens, not {fmt}",
             param="dataset.format",
         )
+    if fmt == "queries":
+        if path is None or catalog is None:
+            raise CatalogError("a queries dataset needs both path and catalog", param="dataset")
+        items, cases, stats = queryset.load_queries(path, catalog, split)
+        label = name or catalog.stem.removesuffix("_queries").replace("_", "-")
+        return EvalDataset(label, str(path), items, cases, stats, training={})
     if fmt == "jsonl":
         if path is None or catalog is None:
             raise CatalogError("a jsonl dataset needs both path and catalog", param="dataset")

@@ -7,13 +7,13 @@ miss (it contributes 0), exactly as if every unreturned item were ranked below t
 form below takes its gains from :func:`gain`, so a number means the same wherever it is reported.
 
 The forms, by what a caller holds:
-- one target and a ranked list (what the recommender returns): :func:`ranking_metrics`;
+- a ranked list and one target or several relevant items (what the recommender returns; query
+  sets have several): :func:`ranking_metrics`, the latter through :func:`relevant_metrics`;
 - one target and scores over items (the popularity baseline): :func:`ranking_metrics_from_scores`;
   ties are resolved by their *expected* value under a uniformly random tie-break, so no arbitrary
   order (item ID, insertion order) flatters a method;
 - one target among scored candidates, ties broken by candidate order (a stable sort, as serving
   does; the fusion weight and fine-tuning validation): :func:`candidate_metrics`;
-- several relevant items per query (query sets): :func:`relevant_metrics`;
 - a batch of users' score rows (training validation, vectorised, never users x items at once):
   :func:`target_ranks` / :func:`sparse_target_ranks` turn a batch into per-user ranks and
   :func:`metrics_from_ranks` averages them, with the tie rule of the scores form.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,9 +65,14 @@ def at_k_from_rank(rank: int | None, ks: Iterable[int]) -> dict[str, float]:
     return out
 
 
-def ranking_metrics(ranked: Sequence[str], target: str, ks: Iterable[int]) -> dict[str, float]:
-    """Metrics for a ranked list; a target outside the list is a miss."""
-    return at_k_from_rank(rank_of(ranked, target), ks)
+def ranking_metrics(
+    ranked: Sequence[str], target: str | AbstractSet[str], ks: Iterable[int]
+) -> dict[str, float]:
+    """Metrics for a ranked list against one target (a string) or a set of relevant items; a
+    relevant item outside the list is a miss."""
+    if isinstance(target, str):
+        return at_k_from_rank(rank_of(ranked, target), ks)
+    return relevant_metrics(ranked, frozenset(target), ks)
 
 
 def ranking_metrics_from_scores(
@@ -137,15 +143,28 @@ def relevant_metrics(
     ranked: Sequence[str], relevant: frozenset[str], ks: Iterable[int]
 ) -> dict[str, float]:
     """Recall@K = relevant items in the top K / min(K, number relevant) (so a query with 50
-    relevant items can reach 1.0) and NDCG@K with binary gains over the same ideal. With one
-    relevant item both equal :func:`ranking_metrics`'."""
+    relevant items can reach 1.0), NDCG@K with binary gains over the same ideal (DCG / IDCG),
+    precision@K = hits / K, F1@K their harmonic mean, MRR@K = 1 / the first hit's rank. With
+    one relevant item every number equals :func:`at_k_from_rank`'s, to the last bit."""
     out: dict[str, float] = {}
     for k in ks:
         ideal = min(k, len(relevant))
         hits = [r for r, item in enumerate(ranked[:k], start=1) if item in relevant]
         out[f"recall@{k}"] = len(hits) / ideal
+        out[f"precision@{k}"] = len(hits) / k
+        out[f"f1@{k}"] = 2 * len(hits) / (k + ideal)  # 2PR / (P + R), simplified
         out[f"ndcg@{k}"] = sum(gain(r) for r in hits) / sum(gain(r) for r in range(1, ideal + 1))
+        out[f"mrr@{k}"] = 1.0 / hits[0] if hits else 0.0
     return out
+
+
+def candidate_recall(candidates: Sequence[str], target: str | AbstractSet[str]) -> float:
+    """The share of what is relevant that the candidates hold (the ceiling of any re-ranker):
+    1 or 0 for one target; found / min(N, number relevant) for several, as recall@N."""
+    if isinstance(target, str):
+        return 1.0 if target in candidates else 0.0
+    ideal = min(len(candidates), len(target))
+    return len(target & set(candidates)) / ideal if ideal else 0.0
 
 
 # ---------------------------------------------------------------------- batches of score rows

@@ -19,6 +19,7 @@ from genrec.data.item import id_key
 from genrec.engines import engine_identity
 from genrec.errors import CatalogError, ConfigError
 from genrec.evaluation.datasets import EvalDataset, NeedOptions, load_eval_dataset
+from genrec.evaluation.queryset import packaged_file
 from genrec.evaluation.splits import EvalCase
 from genrec.evaluation.suite import CellSpec, Suite
 from genrec.settings import Settings
@@ -86,15 +87,27 @@ def profile_settings(base: Settings, overrides: dict[str, Any]) -> Settings:
         raise ConfigError(f"bad profile settings {overrides}: {exc}", param="profiles") from None
 
 
-def collection_name(dataset: EvalDataset, min_interactions: int) -> str:
+def collection_name(dataset: EvalDataset, min_interactions: int | None) -> str:
+    """``eval-NAME-Kcore``; a query set's (no filter) ``eval-NAME``, which its suites share."""
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in dataset.name).strip("-._")
-    return f"eval-{safe or 'data'}-{min_interactions}core"
+    return f"eval-{safe or 'data'}" + (f"-{min_interactions}core" if min_interactions else "")
+
+
+def suite_settings(suite: Suite, settings: Settings) -> Settings:
+    """``settings`` with the suite's own overrides: what the index and every profile start from."""
+    return settings.model_copy(update=suite.settings) if suite.settings else settings
 
 
 def prepare(suite: Suite, settings: Settings, options: RunOptions) -> Prepared:
     spec = suite.dataset
-    path = options.data or (suite.resolve_path(spec.path) if spec.path else None)
-    catalog = suite.resolve_path(spec.catalog) if spec.catalog else None
+    settings = suite_settings(suite, settings)
+    queries = spec.format == "queries"
+
+    def where(value: str, part: int) -> Path:  # a query set's packaged name, else a path
+        return (packaged_file(value, part) if queries else None) or suite.resolve_path(value)
+
+    path = options.data or (where(spec.path, 1) if spec.path else None)
+    catalog = where(spec.catalog, 0) if spec.catalog else None
     if path is not None and not path.exists():
         tried = [path] if options.data else suite.path_candidates(spec.path)
         raise CatalogError(
@@ -164,7 +177,7 @@ def prepare(suite: Suite, settings: Settings, options: RunOptions) -> Prepared:
         dataset,
         cases,
         cells,
-        collection_name(dataset, spec.min_interactions),
+        collection_name(dataset, None if queries else spec.min_interactions),
         options,
         users_available=available,
         previous=previous,
@@ -210,6 +223,8 @@ def _fingerprint(
         "max_new_tokens": s.max_new_tokens,
         "template": template,
     }
+    if suite.settings:  # only then, so earlier runs' records stay resumable
+        fp["settings"] = suite.settings
     p = suite.protocol
     if p.split == "stated-need":  # only then, so earlier runs' records stay resumable
         fp["stated_need"] = [p.tags, p.part, p.seed, p.validation_share, p.max_cases_per_user]

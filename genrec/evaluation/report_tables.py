@@ -83,9 +83,14 @@ def protocol_lines(doc: Mapping, strong: Callable[[str], str]) -> list[str]:
         if p["split"] == "stated-need"
         else f"interactions after the {p['min_interactions']}-core filter"
     )
+    st = p["stats"]
+    data = f"{st.get('users')} users, {st.get('items')} items, "
+    data += f"{st.get('interactions', '?')} {filtered}"
+    if p.get("format") == "queries":
+        data = f"{st.get('cases')} queries ({st.get('relevant_per_query')} relevant items each "
+        data += f"on average), {st.get('items')} items"
     return [
-        f"dataset: {strong(str(p['dataset']))} ({p['source']}); {p['stats'].get('users')} users, "
-        f"{p['stats'].get('items')} items, {p['stats'].get('interactions', '?')} {filtered}",
+        f"dataset: {strong(str(p['dataset']))} ({p['source']}); {data}",
         split_line(p, strong),
         f"users evaluated: {strong(str(p['users_evaluated']))} of {p['users_available']} "
         f"(seed {p['seed']}); {p['candidates']} candidates; the LM sees the last "
@@ -101,6 +106,12 @@ def split_line(p: Mapping, strong: Callable[[str], str]) -> str:
         f"full ranking over all {p['stats'].get('items')} items with the history masked; a "
         "target outside the returned list is a miss; errors count as misses"
     )
+    if p.get("format") == "queries":
+        return (
+            f"query set: the {strong(str(p['split']))} queries, each its text (and any history) "
+            "as the request, scored against all its relevant items (Recall@K = found / min(K, "
+            f"relevant), NDCG@K with binary gains over the same ideal); {ranking}"
+        )
     if p["split"] != "stated-need":
         return f"split: chronological leave-one-out, {strong(str(p['split']))} target; {ranking}"
     st = p["stats"]

@@ -96,9 +96,10 @@ def results_document(
     counts: Counter[str] = Counter()
     for seq in ds.training_sequences().values():
         counts.update(seq)
-    doc["cold_items"] = cold_view(
-        per_row, cell_records, prepared.cases, counts, suite.protocol.cold_items, suite.ks
-    )
+    if suite.dataset.format != "queries":  # a query set learns from nothing: no item is warm
+        doc["cold_items"] = cold_view(
+            per_row, cell_records, prepared.cases, counts, suite.protocol.cold_items, suite.ks
+        )
     if inputs_of:
         doc["inputs_paired"] = inputs_paired(per_row, inputs_of, suite.ks)
     doc["thresholds"] = check_thresholds(doc, suite)

@@ -16,7 +16,10 @@ from genrec.data.item import Item
 from genrec.evaluation.prepare import Prepared
 from genrec.evaluation.splits import EvalCase
 from genrec.index import CatalogIndex
+from genrec.index.catalog_index import Channel
 from genrec.retrieval import RetrievalQuery
+from genrec.retrieval.base import Ranked, Retriever
+from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.registry import Retrievers, content_only, load_retrievers
 from genrec.schema import MAX_HISTORY
 from genrec.settings import Settings
@@ -32,6 +35,8 @@ def prepare_retrievers(prepared: Prepared, settings: Settings, index: CatalogInd
     """Train what the suite asks for (or reuse the bundle trained on exactly this data), then
     load the retrievers with the suite's choice as the default."""
     spec = prepared.suite.retrieval
+    if prepared.suite.dataset.format == "queries":
+        return channel_retrievers(index)  # nothing to train on: the catalog search's channels
     if not spec.train:
         return content_only(index)
     from genrec.training import artifacts
@@ -103,3 +108,32 @@ def candidate_lists(
         }
         for name, retriever in retrievers.by_name.items()
     }
+
+
+class ChannelRetriever(ContentRetriever):
+    """Content retrieval on one channel of the catalog search (dense or lexical alone)."""
+
+    def __init__(self, index: CatalogIndex, channel: Channel) -> None:
+        super().__init__(index)
+        self.name = channel
+        self.channel: Channel = channel
+
+    def ranked(self, query: RetrievalQuery) -> Ranked:
+        # ContentRetriever.ranked's options, on one channel
+        opts = {"k": query.k, "where": query.where, "exclude": sorted(query.exclude)}
+        return self.index.rank_profile(
+            query.text, query.history_ids, param="filters", channel=self.channel, **opts
+        )
+
+
+def channel_retrievers(index: CatalogIndex) -> Retrievers:
+    """A query set's retrievers (genrec.evaluation.queryset): ``fused``, the content retriever
+    and the default (what the LM cells re-rank), ``dense``, and ``lexical`` where the collection
+    has a lexical index."""
+    found: dict[str, Retriever] = {
+        "fused": ContentRetriever(index),
+        "dense": ChannelRetriever(index, "dense"),
+    }
+    if index.lexical_enabled():
+        found["lexical"] = ChannelRetriever(index, "lexical")
+    return Retrievers(found, "fused")

@@ -32,13 +32,14 @@ from genrec.evaluation.fidelity import (
     retrieval_fidelity,
     summarise_rows,
 )
-from genrec.evaluation.metrics import mean
+from genrec.evaluation.metrics import candidate_recall, mean
 from genrec.evaluation.prepare import (
     Prepared,
     PreparedCell,
     RunOptions,
     prepare,
     sample_cases,
+    suite_settings,
 )
 from genrec.evaluation.report import write_reports
 from genrec.evaluation.results import check_thresholds, environment, results_document
@@ -89,7 +90,7 @@ def compute_baselines(
     per_row: dict[str, dict[str, dict]] = {}
     for n_input, inputs in enumerate(proto.inputs):
         marked = inputs if proto.multi_input else None
-        lists = candidate_lists(prepared, index, retrievers, marked)
+        lists = candidate_lists(prepared, index, retrievers, inputs)
         candidates = lists[retrievers.default]
         per_name: dict[str, Callable[[EvalCase], dict]] = {
             "popularity": lambda c: bl.popularity_metrics(c, scores, ks),
@@ -120,7 +121,7 @@ def compute_baselines(
                 metrics = {key: mean([m[key] for m in per_case]) for key in per_case[0]}
                 if source != "popularity":
                     metrics["candidate_recall"] = mean(
-                        [1.0 if c.target in got[c.user_id] else 0.0 for c in cases]
+                        [candidate_recall(got[c.user_id], c.wanted) for c in cases]
                     )
                 mark = "" if source == "popularity" else input_suffix(marked)
                 row_id = f"baseline/{label}{mark}{suffix}"
@@ -173,6 +174,7 @@ async def run(
     from genrec.recommender import Recommender
 
     opts, suite = prepared.options, prepared.suite
+    settings = suite_settings(suite, settings)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     env = environment()  # the code that runs is the code at the start, not at the end
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Literal
 from genrec.data.interactions import Interaction
 from genrec.errors import CatalogError
 
-Split = Literal["test", "validation", "stated-need"]
+Split = Literal["test", "validation", "stated-need", "all"]  # all: a query set's every query
 Inputs = Literal["history", "query", "both"]  # what a request carries of a case
 
 
@@ -27,17 +27,25 @@ class EvalCase:
 
     ``user_id`` keys the case (records, candidate lists): the user where a protocol has one case
     per user, ``user:item`` where it has several (the stated-need protocol), with the user in
-    ``user``. ``query`` is the user's own words for the need, carried as the request's query."""
+    ``user``. ``query`` is the user's own words for the need, carried as the request's query.
+    ``relevant``: a query set's several relevant items (``target`` is then the first of them,
+    for the views that place one item); empty where the target alone is relevant."""
 
     user_id: str
     history: tuple[str, ...]
     target: str
     query: str = ""
     user: str | None = None  # the person behind the case when user_id is a case key
+    relevant: frozenset[str] = frozenset()
 
     @property
     def person(self) -> str:
         return self.user or self.user_id
+
+    @property
+    def wanted(self) -> str | frozenset[str]:
+        """What a ranking is scored against (genrec.evaluation.metrics.ranking_metrics)."""
+        return self.relevant or self.target
 
 
 def k_core(interactions: Sequence[Interaction], min_count: int) -> list[Interaction]:

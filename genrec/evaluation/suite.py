@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +22,7 @@ from genrec.errors import ConfigError
 from genrec.settings import Mode, Settings
 
 BASELINES = ("popularity", "retrieval", "random")
+FAST = ("rank", "likelihood", "describe", "generate")  # the modes, fastest first
 _METRIC_RE = re.compile(
     r"^(recall|precision|f1|ndcg|mrr)@\d+$|^candidate_recall$|^top_pick_\w+$"
     r"|^(validity|hallucination|duplicate|in_history|"
@@ -41,9 +43,13 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    format: Literal["movielens", "ml-100k", "jsonl"]
-    path: str | None = None  # folder (movielens, ml-100k) or cases file (jsonl); ~ and $VARS expand
-    catalog: str | None = None  # jsonl only: the catalog file (JSONL or CSV)
+    """``queries`` (genrec.evaluation.queryset): ``path`` is the query file and ``catalog`` the
+    catalog file, or either the packaged set's name (``zh-shop``)."""
+
+    format: Literal["movielens", "ml-100k", "jsonl", "queries"]
+    # folder (movielens, ml-100k), cases file (jsonl) or query file (queries); ~ and $VARS expand
+    path: str | None = None
+    catalog: str | None = None  # jsonl, queries: the catalog file (JSONL or CSV)
     name: str | None = None  # label for the collection; default from the path
     min_interactions: int = Field(default=5, ge=2)
 
@@ -53,6 +59,8 @@ class DatasetSpec(_Strict):
             raise ValueError("a movielens dataset needs `path` (the folder with ratings.csv)")
         if self.format == "jsonl" and not (self.path and self.catalog):
             raise ValueError("a jsonl dataset needs `path` (the cases) and `catalog`")
+        if self.format == "queries" and not (self.path and self.catalog):
+            raise ValueError("a queries dataset needs `path` (the queries) and `catalog`")
         return self
 
 
@@ -61,15 +69,17 @@ class ProtocolSpec(_Strict):
     movie) group of a MovieLens ``tags.csv`` is a case whose query is the user's tags, whose
     history is what they rated before, whose target is the movie; the retrievers learn only from
     users who never tagged; ``part`` picks the validation users' cases (choices) or the others'
-    (the report). ``inputs`` runs every LM cell and retrieval baseline once per input."""
+    (the report). ``inputs`` runs every LM cell and retrieval baseline once per input. A query
+    set (``dataset.format: queries``) runs the queries of its ``split`` (``all``: every one)."""
 
-    split: Literal["test", "validation", "stated-need"] = "test"
+    split: Literal["test", "validation", "stated-need", "all"] = "test"
     users: int | None = Field(default=None, ge=1)  # sample size (cases); None = every case
     seed: int = 0
     history_len: int = Field(default=20, ge=1, le=200)  # most recent items shown to the LM
     # the cold-item view: cases whose target has at most this many training interactions
     cold_items: int = Field(default=10, ge=0)
-    # what a request carries: `history`, `query` (the stated need alone), `both`
+    # what a request carries: `history`, `query` (the stated need alone), `both`; a query set's
+    # default is `both` (its query and whatever history it has)
     inputs: list[Literal["history", "query", "both"]] = Field(
         default_factory=lambda: ["history"], min_length=1
     )
@@ -79,24 +89,18 @@ class ProtocolSpec(_Strict):
     validation_share: float = Field(default=0.3, gt=0, lt=1)  # stated-need: of the taggers
     # stated-need: at most this many cases a user (a seeded sample of theirs); None = all
     max_cases_per_user: int | None = Field(default=20, ge=1)
+    _plain: str = "history"  # the input ids leave unmarked (a private attribute: Suite sets it)
 
     @field_validator("inputs")
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
 
-    @model_validator(mode="after")
-    def _queries_need_stated_need(self) -> ProtocolSpec:
-        if self.split != "stated-need" and self.inputs != ["history"]:
-            raise ValueError(
-                f"inputs {self.inputs}: only the stated-need split has queries; use [history]"
-            )
-        return self
-
     @property
     def multi_input(self) -> bool:
-        """Cell and baseline ids carry their input (``@query``) unless it is only history."""
-        return self.inputs != ["history"]
+        """Cell and baseline ids carry their input (``@query``) unless it is only the plain one
+        (history; a query set's both)."""
+        return self.inputs != [self._plain]
 
 
 class RetrievalSpec(_Strict):
@@ -175,11 +179,14 @@ class Suite(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     dataset: DatasetSpec
-    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec, validate_default=True)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    # Settings overrides for the whole run (the index's embedder too); profiles go on top
+    settings: dict[str, Any] = Field(default_factory=dict)
     candidates: int = Field(default=20, ge=1, le=200)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
-    matrix: list[MatrixSpec] = Field(min_length=1)  # blocks; each a templates x modes x profiles
+    # blocks, each a templates x modes x profiles; [] = the baselines alone
+    matrix: list[MatrixSpec]
     baselines: list[Literal["popularity", "retrieval", "random"]] = Field(
         default_factory=lambda: list(BASELINES)
     )
@@ -189,6 +196,11 @@ class Suite(_Strict):
 
     # Where the file lives, for resolving relative paths; not part of the YAML.
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return known_settings(v)
 
     @field_validator("ks")
     @classmethod
@@ -206,6 +218,32 @@ class Suite(_Strict):
             )
         return self
 
+    @field_validator("protocol")
+    @classmethod
+    def _inputs_fit(cls, proto: ProtocolSpec, info: pydantic.ValidationInfo) -> ProtocolSpec:
+        dataset = info.data.get("dataset")  # validated before: it comes first
+        queries = dataset is not None and dataset.format == "queries"
+        if proto.split == "all" and not queries:
+            raise ValueError("split all (every query) is for a queries dataset")
+        if not queries and proto.split != "stated-need" and proto.inputs != ["history"]:
+            raise ValueError(
+                f"inputs {proto.inputs}: only the stated-need split has queries; use [history]"
+            )
+        if queries:
+            proto._plain = "both"
+            if "inputs" not in proto.model_fields_set:
+                proto.inputs = ["both"]
+            if "history" in proto.inputs:
+                raise ValueError("a query set's cases are queries: inputs are query and/or both")
+        return proto
+
+    @model_validator(mode="after")
+    def _queries_have_no_log(self) -> Suite:
+        log_needed = self.retrieval.train or "popularity" in self.baselines
+        if self.dataset.format == "queries" and log_needed:
+            raise ValueError("a query set has no interactions: no retrieval.train, no popularity")
+        return self
+
     @model_validator(mode="after")
     def _ks_fit(self) -> Suite:
         # The recommender returns `candidates` items; a K beyond that could never be reached.
@@ -217,12 +255,9 @@ class Suite(_Strict):
         return self
 
     def cells(self, serves: Callable[[str, str], bool] | None = None) -> list[CellSpec]:
-        """The expanded matrix, duplicates removed, in file order.
-
-        Templates usually serve one mode, so a block's templates x modes keeps only the pairs
-        where `serves(template, mode)` (the prompt registry decides); a template that serves
-        none of its block's modes is an error.
-        """
+        """The expanded matrix, duplicates removed, in file order. A block's templates x modes
+        keeps only the pairs where `serves(template, mode)` (the prompt registry decides); a
+        template that serves none of its block's modes is an error."""
         seen: dict[str, CellSpec] = {}
         for b, block in enumerate(self.matrix):
             for template in block.templates:
@@ -246,14 +281,11 @@ class Suite(_Strict):
                                 inputs=inputs if self.protocol.multi_input else None,
                             )
                             seen.setdefault(cell.id, cell)
-        modes = {
-            m: i for i, m in enumerate(("rank", "likelihood", "describe", "generate"))
-        }  # fastest first
         profiles: dict[str, int] = {}
         for c in seen.values():
             profiles.setdefault(c.profile.name, len(profiles))
         # Grouped by profile (one engine each), then by mode; file order otherwise (stable sort).
-        return sorted(seen.values(), key=lambda c: (profiles[c.profile.name], modes[c.mode]))
+        return sorted(seen.values(), key=lambda c: (profiles[c.profile.name], FAST.index(c.mode)))
 
     def path_candidates(self, value: str) -> list[Path]:
         """Where a suite path may be, in the order tried, as absolute normalised paths: ~ and

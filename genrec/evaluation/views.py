@@ -34,7 +34,7 @@ def case_metrics(
         if r is None:
             continue
         items = masked_ranking([i[0] for i in r.get("items", [])], set(case.history))
-        out[case.user_id] = ranking_metrics(items, case.target, ks)
+        out[case.user_id] = ranking_metrics(items, case.wanted, ks)
     return out
 
 

@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from genrec.errors import ConfigError, StoreUnavailable
+from genrec.errors import StoreUnavailable, dependency
 from genrec.events.model import StoredEvent
 from genrec.events.store import (
-    CONSUMED_SQL,
     MAX_CONSUMED,
     SCHEMA_VERSION,
+    SHARED_STEPS,
     EventStore,
+    migrate,
     redacted,
+    statements,
 )
 
 T = TypeVar("T")
@@ -44,16 +46,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             event_id TEXT,
             recorded_at DOUBLE PRECISION NOT NULL
         )""",
-        "CREATE UNIQUE INDEX genrec_events_id ON genrec_events (user_id, collection, event_id)",
-        "CREATE INDEX genrec_events_latest ON genrec_events (user_id, collection, ts, seq)",
+        *SHARED_STEPS[1],
     ),
-    2: (
-        "CREATE INDEX genrec_events_consumed ON genrec_events (user_id, collection, item_id) "
-        f"WHERE type IN {CONSUMED_SQL}",
-    ),
+    2: SHARED_STEPS[2],
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
+SQL = statements("%s")
 _COLUMNS = "collection, user_id, item_id, type, value, ts, event_id, recorded_at"
 _INSERT = (
     f"INSERT INTO genrec_events ({_COLUMNS}) "
@@ -68,14 +67,11 @@ class PostgresStore(EventStore):
     backend = "postgresql"
 
     def __init__(self, url: str, *, target_version: int = SCHEMA_VERSION) -> None:
-        try:
-            import psycopg
-        except ImportError as exc:  # pragma: no cover - psycopg is a dependency
-            raise ConfigError(
-                "GENREC_EVENTS_URL names PostgreSQL but psycopg is not installed "
-                "(pip install 'psycopg[binary]')"
-            ) from exc
-        self._psycopg = psycopg
+        self._psycopg: Any = dependency(
+            "psycopg",
+            "GENREC_EVENTS_URL names PostgreSQL but psycopg is not installed "
+            "(pip install 'psycopg[binary]')",
+        )
         self.url = url
         self.location = redacted(url)
         self._target = target_version
@@ -166,22 +162,8 @@ class PostgresStore(EventStore):
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                conn.execute("CREATE TABLE IF NOT EXISTS genrec_schema (version INTEGER NOT NULL)")
-                row = conn.execute("SELECT version FROM genrec_schema").fetchone()
-                current = row[0] if row else 0
-                if current > SCHEMA_VERSION:
-                    raise ConfigError(
-                        f"the event store at {self.location} has schema version {current}, "
-                        f"newer than this genrec knows ({SCHEMA_VERSION}); upgrade genrec"
-                    )
-                for version in range(current + 1, self._target + 1):
-                    for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
-                version = max(current, self._target)
-                if row is None:
-                    conn.execute("INSERT INTO genrec_schema VALUES (%s)", (version,))
-                else:
-                    conn.execute("UPDATE genrec_schema SET version = %s", (version,))
+                where = f"at {self.location}"
+                migrate(conn, MIGRATIONS, self._target, where=where, mark="%s")
         except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -211,16 +193,9 @@ class PostgresStore(EventStore):
         def work(conn: Any) -> tuple[list[str], set[str]]:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                recent = conn.execute(
-                    "SELECT item_id FROM genrec_events WHERE user_id = %s AND collection = %s "
-                    "ORDER BY ts DESC, seq DESC LIMIT %s",
-                    (user_id, collection, limit),
-                ).fetchall()
-                consumed = conn.execute(
-                    "SELECT DISTINCT item_id FROM genrec_events WHERE user_id = %s AND "
-                    f"collection = %s AND type IN {CONSUMED_SQL} LIMIT %s",
-                    (user_id, collection, MAX_CONSUMED),
-                ).fetchall()
+                recent = conn.execute(SQL["recent"], (user_id, collection, limit)).fetchall()
+                args = (user_id, collection, MAX_CONSUMED)
+                consumed = conn.execute(SQL["consumed"], args).fetchall()
             return [r[0] for r in recent], {r[0] for r in consumed}
 
         return self._run(work, retry=True)
@@ -228,9 +203,7 @@ class PostgresStore(EventStore):
     def forget(self, user_id: str) -> int:
         def work(conn: Any) -> int:
             with conn.transaction():
-                return conn.execute(
-                    "DELETE FROM genrec_events WHERE user_id = %s", (user_id,)
-                ).rowcount
+                return conn.execute(SQL["forget"], (user_id,)).rowcount
 
         return self._run(work, retry=True)  # deleting twice deletes the same
 
@@ -238,10 +211,8 @@ class PostgresStore(EventStore):
         def work(conn: Any) -> int:
             with conn.transaction():
                 if collection is None:
-                    return conn.execute("SELECT count(*) FROM genrec_events").fetchone()[0]
-                return conn.execute(
-                    "SELECT count(*) FROM genrec_events WHERE collection = %s", (collection,)
-                ).fetchone()[0]
+                    return conn.execute(SQL["count"]).fetchone()[0]
+                return conn.execute(SQL["count_in"], (collection,)).fetchone()[0]
 
         return self._run(work, retry=True)
 
@@ -249,11 +220,7 @@ class PostgresStore(EventStore):
         conn = self._connect()
         try:
             with conn.transaction(), conn.cursor(name="genrec_scan") as cur:
-                cur.execute(
-                    "SELECT user_id, item_id, type, ts, value, event_id FROM genrec_events "
-                    "WHERE collection = %s ORDER BY ts, seq",
-                    (collection,),
-                )
+                cur.execute(SQL["scan"], (collection,))
                 for row in cur:
                     yield StoredEvent(*row)
         except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:

@@ -16,9 +16,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from genrec.errors import ConfigError, StoreUnavailable
+from genrec.errors import StoreUnavailable
 from genrec.events.model import StoredEvent
-from genrec.events.store import CONSUMED_SQL, MAX_CONSUMED, SCHEMA_VERSION, EventStore
+from genrec.events.store import (
+    MAX_CONSUMED,
+    SCHEMA_VERSION,
+    SHARED_STEPS,
+    EventStore,
+    migrate,
+    statements,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -36,19 +43,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             event_id TEXT,
             recorded_at REAL NOT NULL
         )""",
-        # idempotence: one (user, event_id) per collection; NULL event_ids never collide
-        "CREATE UNIQUE INDEX genrec_events_id ON genrec_events (user_id, collection, event_id)",
-        # "the latest N events of a user", and forgetting a user
-        "CREATE INDEX genrec_events_latest ON genrec_events (user_id, collection, ts, seq)",
+        *SHARED_STEPS[1],
     ),
-    2: (
-        # what the user bought or rated, without reading the rest of a long history
-        "CREATE INDEX genrec_events_consumed ON genrec_events (user_id, collection, item_id) "
-        f"WHERE type IN {CONSUMED_SQL}",
-    ),
+    2: SHARED_STEPS[2],
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
+SQL = statements("?")
 _INSERT = (
     "INSERT INTO genrec_events (collection, user_id, item_id, type, value, ts, event_id, "
     "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,21 +116,7 @@ class SQLiteStore(EventStore):
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._transaction(conn, "IMMEDIATE"):
-            conn.execute("CREATE TABLE IF NOT EXISTS genrec_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM genrec_schema").fetchone()
-            current = row[0] if row else 0
-            if current > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the event store {self.path} has schema version {current}, newer than this "
-                    f"genrec knows ({SCHEMA_VERSION}); upgrade genrec"
-                )
-            for version in range(current + 1, self._target + 1):
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO genrec_schema VALUES (?)", (max(current, self._target),))
-            else:
-                conn.execute("UPDATE genrec_schema SET version = ?", (max(current, self._target),))
+            migrate(conn, MIGRATIONS, self._target, where=str(self.path), mark="?")
 
     # -- the store ------------------------------------------------------------------------------
 
@@ -150,40 +137,26 @@ class SQLiteStore(EventStore):
     def latest(self, collection: str, user_id: str, limit: int) -> tuple[list[str], set[str]]:
         conn = self._conn()
         with self._transaction(conn):  # one snapshot for both reads
-            recent = conn.execute(
-                "SELECT item_id FROM genrec_events WHERE user_id = ? AND collection = ? "
-                "ORDER BY ts DESC, seq DESC LIMIT ?",
-                (user_id, collection, limit),
-            ).fetchall()
-            consumed = conn.execute(
-                "SELECT DISTINCT item_id FROM genrec_events WHERE user_id = ? AND collection = ? "
-                f"AND type IN {CONSUMED_SQL} LIMIT ?",
-                (user_id, collection, MAX_CONSUMED),
-            ).fetchall()
+            recent = conn.execute(SQL["recent"], (user_id, collection, limit)).fetchall()
+            consumed = conn.execute(SQL["consumed"], (user_id, collection, MAX_CONSUMED)).fetchall()
         return [r[0] for r in recent], {r[0] for r in consumed}
 
     def forget(self, user_id: str) -> int:
         conn = self._conn()
         with self._transaction(conn, "IMMEDIATE"):
-            return conn.execute("DELETE FROM genrec_events WHERE user_id = ?", (user_id,)).rowcount
+            return conn.execute(SQL["forget"], (user_id,)).rowcount
 
     def count(self, collection: str | None = None) -> int:
         conn = self._conn()
         with self._errors():
             if collection is None:
-                return conn.execute("SELECT count(*) FROM genrec_events").fetchone()[0]
-            return conn.execute(
-                "SELECT count(*) FROM genrec_events WHERE collection = ?", (collection,)
-            ).fetchone()[0]
+                return conn.execute(SQL["count"]).fetchone()[0]
+            return conn.execute(SQL["count_in"], (collection,)).fetchone()[0]
 
     def scan(self, collection: str) -> Iterator[StoredEvent]:
         conn = self._conn()
         with self._errors():
-            cur = conn.execute(
-                "SELECT user_id, item_id, type, ts, value, event_id FROM genrec_events "
-                "WHERE collection = ? ORDER BY ts, seq",
-                (collection,),
-            )
+            cur = conn.execute(SQL["scan"], (collection,))
             for row in cur:
                 yield StoredEvent(*row)
 

@@ -17,9 +17,11 @@ unless a request asks). Reads and writes are scoped by collection: item IDs belo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from genrec.errors import ConfigError
 from genrec.events.model import CONSUMED_TYPES, StoredEvent, UserState
 
 SCAN_FACTOR = 4  # the latest n distinct items are looked for among the latest 4n events
@@ -84,6 +86,38 @@ class EventStore(ABC):
 
 
 CONSUMED_SQL = "(" + ", ".join(f"'{t}'" for t in CONSUMED_TYPES) + ")"
+# The schema steps both backends share beside their own CREATE TABLE (column types differ)
+SHARED_STEPS: dict[int, tuple[str, ...]] = {
+    1: (
+        # idempotence: one (user, event_id) per collection; NULL event_ids never collide
+        "CREATE UNIQUE INDEX genrec_events_id ON genrec_events (user_id, collection, event_id)",
+        # "the latest N events of a user", and forgetting a user
+        "CREATE INDEX genrec_events_latest ON genrec_events (user_id, collection, ts, seq)",
+    ),
+    2: (
+        # what the user bought or rated, without reading the rest of a long history
+        "CREATE INDEX genrec_events_consumed ON genrec_events (user_id, collection, item_id) "
+        f"WHERE type IN {CONSUMED_SQL}",
+    ),
+}
+
+# The reads both backends make, with ``{p}`` for the driver's placeholder (statements(mark))
+_STATEMENTS = {
+    "recent": "SELECT item_id FROM genrec_events WHERE user_id = {p} AND collection = {p} "
+    "ORDER BY ts DESC, seq DESC LIMIT {p}",
+    "consumed": "SELECT DISTINCT item_id FROM genrec_events WHERE user_id = {p} AND "
+    f"collection = {{p}} AND type IN {CONSUMED_SQL} LIMIT {{p}}",
+    "forget": "DELETE FROM genrec_events WHERE user_id = {p}",
+    "count": "SELECT count(*) FROM genrec_events",
+    "count_in": "SELECT count(*) FROM genrec_events WHERE collection = {p}",
+    "scan": "SELECT user_id, item_id, type, ts, value, event_id FROM genrec_events "
+    "WHERE collection = {p} ORDER BY ts, seq",
+}
+
+
+def statements(mark: str) -> dict[str, str]:
+    """The shared statements with the driver's placeholder (``?`` or ``%s``)."""
+    return {name: sql.format(p=mark) for name, sql in _STATEMENTS.items()}
 
 
 def redacted(url: str) -> str:
@@ -93,3 +127,28 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def migrate(
+    conn: Any, migrations: Mapping[int, Sequence[str]], target: int, *, where: str, mark: str
+) -> None:
+    """Bring the schema to ``target``, inside the caller's transaction and lock (both backends):
+    ``genrec_schema`` holds the version, each step runs once, a newer schema than this genrec
+    knows is refused. ``mark``: the driver's placeholder (``?`` or ``%s``)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS genrec_schema (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM genrec_schema").fetchone()
+    current = row[0] if row else 0
+    if current > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the event store {where} has schema version {current}, newer than this genrec "
+            f"knows ({SCHEMA_VERSION}); upgrade genrec"
+        )
+    for version in range(current + 1, target + 1):
+        for statement in migrations[version]:
+            conn.execute(statement)
+    sql = (
+        "INSERT INTO genrec_schema VALUES ({})"
+        if row is None
+        else ("UPDATE genrec_schema SET version = {}")
+    )
+    conn.execute(sql.format(mark), (max(current, target),))
