@@ -19,32 +19,31 @@ from genrec.retrieval.base import RetrievalQuery
 from genrec.retrieval.learned import ScoringRetriever, VectorRetriever
 
 
-def scoring_parts(
-    retriever: ScoringRetriever, query: RetrievalQuery, ids: Sequence[str]
+def learned_parts(
+    retriever: ScoringRetriever | VectorRetriever, query: RetrievalQuery, ids: Sequence[str]
 ) -> dict[str, Parts]:
     """item ID -> its history parts, for the items the model knows."""
     known = [i for i in ids if i in retriever.position]
     history = retriever.known_history(query)
     if not known or not history:
         return {}
-    hist, terms = retriever.model.contributions(history, [retriever.position[i] for i in known])
+    cols = np.asarray([retriever.position[i] for i in known], dtype=np.int64)
+    if isinstance(retriever, ScoringRetriever):
+        hist, terms = retriever.model.contributions(history, cols)
+    else:
+        hist, terms = _drops(retriever, history, cols)
     names = [retriever.item_ids[h] for h in hist.tolist()]
     return dict(zip(known, column_shares(names, terms), strict=True))
 
 
-def vector_parts(
-    retriever: VectorRetriever, query: RetrievalQuery, ids: Sequence[str]
-) -> dict[str, Parts]:
-    known = [i for i in ids if i in retriever.position]
-    history = retriever.known_history(query)
-    if not known or not history:
-        return {}
+def _drops(
+    retriever: VectorRetriever, history: list[int], cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the items left out, the score drop of each item in ``cols`` without each of them)."""
     loo = retriever.left_out(history)  # what the retrieval's own pass made, when it did
-    cols = np.asarray([retriever.position[i] for i in known], dtype=np.int64)
     scores = loo.vectors @ retriever.model.net.item_matrix().detach().numpy()[cols].T
     # an item met twice in the history: its drops add up
     left_out, row = np.unique(loo.items, return_inverse=True)
-    drops = np.zeros((len(left_out), len(known)), dtype=np.float32)
+    drops = np.zeros((len(left_out), len(cols)), dtype=np.float32)
     np.add.at(drops, row, scores[0][None, :] - scores[1:])
-    names = [retriever.item_ids[i] for i in left_out.tolist()]
-    return dict(zip(known, column_shares(names, drops), strict=True))
+    return left_out, drops

@@ -3,13 +3,13 @@
 One explainer per retriever kind, each giving an item's parts as shares of its score
 (genrec.explain.parts); hybrid splits an item's evidence by what each member added to its fused
 score (``FusedCandidate.parts``, renormalised over the members that explain it), so nothing is
-retrieved again. Popularity picks say
-``popular``; an item no explainer accounts for says ``fallback``.
+retrieved again. Popularity picks say ``popular``; an item no explainer accounts for says
+``fallback``.
 
 Cost per request, beside the retrieval itself: itemknn / ease read the history rows' candidate
-columns; sasrec one batched encoder call of ``LOO_ITEMS`` + 1 histories; content one vector
-lookup of the last ``RECENT`` history items and the candidates (in hybrid, only with a query or
-for items only content found).
+columns; sasrec multiplies the left-out user vectors its retrieval made by the candidates;
+content one vector lookup of the last ``RECENT`` history items and the candidates (in hybrid,
+only with a query or for items only content found).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from genrec.data.item import Item
-from genrec.explain.collaborative import scoring_parts, vector_parts
+from genrec.explain.collaborative import learned_parts
 from genrec.explain.content import content_parts
 from genrec.explain.parts import Parts, add, by_id, fallback, to_evidence
 from genrec.index import CatalogIndex
@@ -37,10 +37,8 @@ def member_parts(
     ids = [it.id for it in items]
     if isinstance(retriever, WithContentFallback):
         retriever = retriever.learned
-    if isinstance(retriever, ScoringRetriever):
-        return scoring_parts(retriever, query, ids)
-    if isinstance(retriever, VectorRetriever):
-        return vector_parts(retriever, query, ids)
+    if isinstance(retriever, ScoringRetriever | VectorRetriever):
+        return learned_parts(retriever, query, ids)
     if isinstance(retriever, ContentRetriever):
         return content_parts(index, query, items)
     return {}
