@@ -292,3 +292,21 @@ def test_a_selective_filter_widens_past_the_first_candidates(retrievers, index):
     ]
     assert len(allowed) > 5  # rare enough that the first 256 candidates hold few of them
     assert [c.item.id for c in got] == [itemknn.item_ids[i] for i in allowed[:5]]
+
+
+def test_itemknn_ranks_its_sparse_row_as_the_dense_one(retrievers, index):
+    """itemknn ranks only the items its history reaches (plus the most popular, for ties at
+    zero): the same list as ranking every item's dense score."""
+    itemknn = retrievers.get("itemknn").learned
+    rng = np.random.default_rng(1)
+    for size in (1, 3, 40):
+        history = [str(i) for i in rng.choice(np.arange(1, 1683), size=size, replace=False)]
+        for k in (5, 300):
+            got = itemknn.ranked(query(index, history, k=k, exclude=frozenset({"1"})))
+            pos = [itemknn.position[i] for i in history]
+            scores = itemknn.model.scores([pos])[0].astype(np.float64) + itemknn._tiebreak
+            for banned in [*history, "1"]:
+                scores[itemknn.position[banned]] = -np.inf
+            order = np.lexsort((np.arange(len(scores)), -scores))[:k]
+            assert [i for i, _ in got] == [itemknn.item_ids[i] for i in order]
+            assert np.allclose([s for _, s in got], scores[order])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from genrec.index import CatalogIndex
 from genrec.index.filtered import FilteredVectors, store_vectors
@@ -59,6 +60,7 @@ class ScoringRetriever(_Learned):
         # A tie-breaker far below any real score: among items with no evidence, popular first.
         pop = np.asarray(popularity, dtype=np.float64)
         self._tiebreak = 1e-9 * pop / max(float(pop.max()), 1.0)
+        self._by_popularity = np.argsort(-self._tiebreak, kind="stable")
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         # An over-fetch covers items deleted from the catalog since training, widened when more
@@ -77,30 +79,43 @@ class ScoringRetriever(_Learned):
         history = self.known_history(query)
         if not history:
             return []
-        scores = self.model.scores([history])[0].astype(np.float64) + self._tiebreak
-        banned = [self.position[i] for i in query.banned if i in self.position]
-        scores[banned] = -np.inf
+        scores = self.model.batch_scores([history])
+        banned = np.asarray(
+            [self.position[i] for i in query.banned if i in self.position], dtype=np.int64
+        )
         want = query.k + extra
         # A filter's matching IDs come from the index's cache (one Chroma query per distinct
         # filter); the ranking is walked from the top, widening until enough match.
         allowed = None if query.where is None else self.index.allowed(query.where, param="filters")
         n = want if allowed is None else max(4 * want, 256)
         while True:
-            top = self._top(scores, n)
+            top = self._top(scores, banned, n)
             if allowed is not None:
-                top = [i for i in top if self.item_ids[i] in allowed]
+                top = [(i, s) for i, s in top if self.item_ids[i] in allowed]
             # Enough matched, or every finite score was looked at.
-            if len(top) >= want or n >= len(scores) or allowed is None:
-                return [(self.item_ids[i], float(scores[i])) for i in top[:want]]
+            if len(top) >= want or n >= len(self.item_ids) or allowed is None:
+                return [(self.item_ids[i], s) for i, s in top[:want]]
             n *= 8
 
-    @staticmethod
-    def _top(scores: np.ndarray, n: int) -> list[int]:
-        """The n best finite scores, best first (ties in index order)."""
-        n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [int(i) for i in top if np.isfinite(scores[i])]
+    def _top(self, scores: Any, banned: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """The n best (item index, score + tie-break), best first, none banned. A sparse row
+        (itemknn: only items reachable from the history) is ranked over its stored items and
+        the n + len(banned) most popular ones, which hold every item that can outrank the
+        rest; at 300,000 items that is a few thousand values instead of a dense row."""
+        if sp.issparse(scores):
+            stored = scores.indices.astype(np.int64)
+            popular = self._by_popularity[: n + len(banned)]
+            items = np.concatenate([stored, popular[~np.isin(popular, stored)]])
+            values = self._tiebreak[items]
+            values[: len(stored)] += scores.data
+        else:
+            items = np.arange(scores.shape[-1])
+            values = np.asarray(scores, dtype=np.float64).reshape(-1) + self._tiebreak
+        values[np.isin(items, banned)] = -np.inf
+        n = min(n, len(values))
+        top = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
+        top = top[np.lexsort((items[top], -values[top]))]  # ties: by item index
+        return [(int(items[t]), float(values[t])) for t in top if np.isfinite(values[t])]
 
 
 class VectorRetriever(_Learned):
