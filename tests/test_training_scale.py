@@ -74,10 +74,21 @@ def test_itemknn_prunes_to_max_entries_per_item(seqs) -> None:
             assert pruned.matrix[r].data.min() >= fifth - 1e-9
 
 
-@pytest.mark.parametrize("model", ["itemknn", "ease"])
+@pytest.mark.parametrize("model", ["itemknn", "itemknn-directional", "itemknn-pruned", "ease"])
 def test_contributions_add_up_to_the_scores(seqs, model) -> None:
-    if model == "itemknn":
-        m = ItemKNN.fit(seqs, 40, ItemKNNParams(history_len=6, recency=0.8))
+    """Also through both of itemknn's ways to read the terms: the candidates' rows when the
+    similarity is symmetric (undirected, unpruned), else the history's rows."""
+    if model.startswith("itemknn"):
+        params = ItemKNNParams(
+            history_len=6,
+            recency=0.8,
+            directional=model.endswith("directional"),
+            neighbours=3 if model.endswith("pruned") else 0,
+        )
+        m = ItemKNN.fit(seqs, 40, params)
+        assert m.symmetric == (model == "itemknn")
+        if m.symmetric:
+            assert np.allclose(m.matrix.toarray(), m.matrix.toarray().T, rtol=1e-6)
     else:
         m = EASE.fit(seqs, 40, EASEParams(l2=5.0))
     history = [3, 7, 3, 12, 30, 7, 1, 9, 9]  # repeats, and longer than history_len
@@ -85,7 +96,7 @@ def test_contributions_add_up_to_the_scores(seqs, model) -> None:
     hist, terms = m.contributions(history, items)
     assert terms.dtype == np.float32 and terms.shape == (len(hist), len(items))
     assert len(set(hist.tolist())) == len(hist)
-    if model == "itemknn":  # only the last 6 items score
+    if model.startswith("itemknn"):  # only the last 6 items score
         assert set(hist.tolist()) == {12, 30, 7, 1, 9}
     scores = m.scores([history])[0][items]
     assert np.allclose(terms.sum(axis=0), scores, rtol=1e-5, atol=1e-6)

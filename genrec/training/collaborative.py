@@ -15,6 +15,7 @@ Both score a batch of histories; the caller masks the history itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Self
@@ -295,6 +296,19 @@ class ItemKNN:
     def n_items(self) -> int:
         return self.matrix.shape[0]
 
+    @functools.cached_property
+    def symmetric(self) -> bool:
+        """Whether sim[i, j] == sim[j, i] (to float32 rounding): true of undirected cosine
+        counts that were not pruned, the small-catalog default, whose rows are long (a few
+        thousand neighbours); checked once, when an explanation first asks."""
+        m = self.matrix
+        if not np.array_equal(np.diff(m.indptr), np.bincount(m.indices, minlength=m.shape[1])):
+            return False  # a row's length differs from its column's: pruned or directional
+        m, t = m.copy(), m.T.tocsr()
+        m.sort_indices()
+        t.sort_indices()
+        return np.array_equal(m.indices, t.indices) and np.allclose(m.data, t.data, rtol=1e-6)
+
     @classmethod
     def fit(
         cls,
@@ -347,7 +361,11 @@ class ItemKNN:
         scores([history])[0][items]."""
         p = self.params
         hist, w = history_weights(history, self.n_items, p.recency, p.history_len)
-        rows = self.matrix[hist][:, np.asarray(items, dtype=np.int64)].toarray()
+        cols = np.asarray(items, dtype=np.int64)
+        if self.symmetric:  # read the few candidates' rows, not the history's many
+            rows = self.matrix[cols][:, hist].toarray().T
+        else:
+            rows = self.matrix[hist][:, cols].toarray()
         return hist, w[:, None] * rows
 
     def to_arrays(self) -> dict[str, np.ndarray]:
