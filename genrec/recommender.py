@@ -218,6 +218,9 @@ class Recommender:
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
             found = await asyncio.to_thread(stages.find, self.index, retrievers, plan)
+            evidence = await asyncio.to_thread(
+                stages.evidence, self.settings, self.index, plan, found
+            )
         request, history = plan.request, found.history
         candidates = [c.item for c in found.scored]
         with clock("render"):
@@ -248,13 +251,8 @@ class Recommender:
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
         parts = {candidates[i].id: p for i, p in fused.parts.items()} if fused else {}
-        served = recommended_items(picks, parts)
-        with clock("retrieve"):  # the served items' evidence, from the retrieval's scores
-            evidence = await asyncio.to_thread(
-                stages.evidence, self.settings, self.index, plan, found, {i.id for i in served}
-            )
         items = explain.attach(
-            served,
+            recommended_items(picks, parts),
             evidence,
             [c.id for c in candidates],
             fusion_weight=fused.weight if fused else None,

@@ -2,8 +2,8 @@
 
 - retrieve p50 with and without evidence: the suite's default retriever on real users'
   histories, each request timed both ways in the same run (alternating), so the ratio holds on
-  a noisy machine. The evidence is that of the ``k`` items a request serves (a request computes
-  no other: genrec.flow.candidates.evidence), here the retriever's top k;
+  a noisy machine. The evidence is what a request makes: the parts of all n candidates, before
+  the LM, then the Evidence objects of the k items it serves (here the retriever's top k);
 - ``explain: true``: the LM's sentences' extra tokens and ms per request (the engine runs).
 
     python -m genrec.bench.explain eval/movielens-explain.yaml --users 300 --lm 4
@@ -43,7 +43,8 @@ def retrieval_cost(rec: Any, requests: list[Any]) -> dict[str, Any]:
             history, scored = rec.retrieve_scored(plan)
             if with_evidence:
                 t1 = time.perf_counter()
-                rec.evidence(plan, history, scored[: plan.k])
+                made = rec.evidence(plan, history, scored)
+                [made[c.item.id] for c in scored[: plan.k]]  # what attach reads
                 evidence.append(_ms(t1))
                 explained.append(_ms(t0))
             else:

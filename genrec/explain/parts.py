@@ -8,7 +8,7 @@ its positive terms to sum to 1 and a fusion (hybrid) scales them by each member'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -99,6 +99,30 @@ def _built(fields: dict) -> Evidence:
     object.__setattr__(ev, "__pydantic_extra__", None)
     object.__setattr__(ev, "__pydantic_private__", None)
     return ev
+
+
+class Evidences(Mapping[str, list[Evidence]]):
+    """item ID -> its evidence (:func:`to_evidence`, or ``fallback``), for every candidate, made
+    into Evidence objects when first read: a request reads those of the k items it serves, and
+    building them costs as much as finding the parts of all n candidates."""
+
+    def __init__(self, parts: Mapping[str, Parts], ids: Sequence[str], items: Mapping[str, Item]):
+        self._parts, self._ids, self._items = parts, dict.fromkeys(ids), items
+        self._built: dict[str, list[Evidence]] = {}
+
+    def __getitem__(self, item_id: str) -> list[Evidence]:
+        if item_id not in self._ids:
+            raise KeyError(item_id)
+        if item_id not in self._built:
+            parts = self._parts.get(item_id)
+            self._built[item_id] = to_evidence(parts, self._items) if parts else fallback()
+        return self._built[item_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def fallback() -> list[Evidence]:

@@ -14,12 +14,12 @@ only with a query or for items only content found).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from genrec.data.item import Item
 from genrec.explain.collaborative import learned_parts
 from genrec.explain.content import content_parts
-from genrec.explain.parts import Parts, add, by_id, fallback, to_evidence
+from genrec.explain.parts import Evidences, Parts, add, by_id
 from genrec.index import CatalogIndex
 from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
 from genrec.retrieval.content import ContentRetriever
@@ -78,9 +78,9 @@ def explain_candidates(
     index: CatalogIndex,
     query: RetrievalQuery,
     candidates: Sequence[Candidate],
-) -> dict[str, list[Evidence]]:
+) -> Mapping[str, list[Evidence]]:
     """item ID -> its evidence, strongest first, for every candidate (``fallback`` when
-    nothing accounts for it)."""
+    nothing accounts for it); each item's Evidence objects are built when it is read."""
     if isinstance(retriever, PopularRetriever):
         return {c.item.id: [Evidence(kind="popular", weight=1.0)] for c in candidates}
     inner = retriever.learned if isinstance(retriever, WithContentFallback) else retriever
@@ -94,8 +94,4 @@ def explain_candidates(
     rest = [c.item for c in candidates if not parts.get(c.item.id)]
     if rest and isinstance(retriever, WithContentFallback):
         parts.update(content_parts(index, query, rest))
-    names = by_id(query.history)
-    return {
-        c.item.id: to_evidence(parts[c.item.id], names) if parts.get(c.item.id) else fallback()
-        for c in candidates
-    }
+    return Evidences(parts, [c.item.id for c in candidates], by_id(query.history))

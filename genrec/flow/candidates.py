@@ -7,7 +7,7 @@ Recommender runs these in worker threads."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from genrec import explain
@@ -110,20 +110,11 @@ def find(index: CatalogIndex, retrievers: Retrievers, plan: Plan) -> Found:
 
 
 def evidence(
-    settings: Settings,
-    index: CatalogIndex,
-    plan: Plan,
-    found: Found,
-    served: Collection[str] | None = None,
-) -> dict[str, list[Evidence]] | None:
-    """The evidence (genrec.explain) of the candidates in ``served`` (default: all), from the
-    scores the retriever that found them made; None when turned off
-    (``settings.explain_evidence``). A request asks for the items it serves only: the LM picks
-    ``k`` of ``n`` candidates, and an item's evidence costs about as much as the rest of it."""
+    settings: Settings, index: CatalogIndex, plan: Plan, found: Found
+) -> Mapping[str, list[Evidence]] | None:
+    """Each candidate's evidence (genrec.explain), from the scores the retriever that found them
+    made; None when turned off (``settings.explain_evidence``)."""
     if not settings.explain_evidence:
         return None
-    scored = found.scored
-    if served is not None:
-        scored = [c for c in scored if c.item.id in served]
     query = retrieval_query(plan, found.history)
-    return explain.explain_candidates(found.retriever, index, query, scored)
+    return explain.explain_candidates(found.retriever, index, query, found.scored)
