@@ -149,20 +149,23 @@ def test_the_int8_model_is_its_own_model(tmp_path: Path, settings: Settings, emb
 def test_a_big_write_embeds_in_a_child_process(
     settings: Settings, embedder: Embedder, items, monkeypatch: pytest.MonkeyPatch
 ):
-    """Chroma's upsert holds the GIL, so a big write embeds the next batch in a child process:
-    the same vectors as in process; a child that dies leaves the batch to the parent."""
+    """Chroma's upsert holds the GIL, so a big write embeds the next batch in child processes
+    (a share each): the same vectors as in process; a child that dies leaves its share to the
+    parent."""
     from genrec.index import embed_ahead
 
     texts = [it.embedding_text() for it in items[:40]]
     want = embedder.encode(texts)
-    with embed_ahead.embedding_ahead(embedder, total=embed_ahead.AHEAD_MIN_ITEMS) as embed:
-        assert isinstance(embed, embed_ahead._Child)
-        first = embed.submit(texts[:20]).result()
-        assert embed.proc is not None
-        embed.proc.kill()  # a child that dies: the parent embeds
-        embed.proc.wait()
-        second = embed.submit(texts[20:]).result()
-        assert embed.proc is None
+    total = embed_ahead.AHEAD_MIN_ITEMS
+    with embed_ahead.embedding_ahead(embedder, total=total, processes=2) as embed:
+        assert isinstance(embed, embed_ahead._Pool) and len(embed.children) == 2
+        first = embed.submit(texts[:21]).result()  # shares of 11 and 10
+        child = embed.children[0]
+        assert child.proc is not None
+        child.proc.kill()  # a child that dies: the parent embeds its share
+        child.proc.wait()
+        second = embed.submit(texts[21:]).result()
+        assert child.proc is None and embed.children[1].proc is not None
     assert np.allclose(np.vstack([first, second]), want, atol=1e-5)
     # an ingest through it: every item stored, its vectors the model's
     monkeypatch.setattr(embed_ahead, "AHEAD_MIN_ITEMS", 10)
