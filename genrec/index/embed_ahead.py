@@ -86,6 +86,8 @@ class _Child:
             [sys.executable, "-m", "genrec.index.embed_ahead", *args, str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # torch (a model ONNX cannot run) takes its thread count from here
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
         )
 
     def send(self, texts: list[str]) -> bool:
