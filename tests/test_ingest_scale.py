@@ -174,3 +174,19 @@ def test_a_big_write_embeds_in_a_child_process(
     stored = index.vectors([items[7].id])[items[7].id]
     assert np.allclose(stored, embedder.encode([items[7].embedding_text()])[0], atol=1e-5)
     index.drop()
+
+
+def test_the_ingest_parts_bench_prints_where_the_cpu_goes(
+    tmp_path: Path, settings: Settings, items
+):
+    """The per-item bench (genrec.bench.ingest_parts) on a few real items: every figure a
+    positive cost, and the bound on two cores follows from them."""
+    from genrec.bench.ingest_parts import run
+
+    got = run(settings, write_catalog(tmp_path / "c.jsonl", items[:80]), 80, batch=32)
+    assert got["items"] == 80 and got["model"] == "all-MiniLM-L6-v2"
+    costs = [got["embed_ms_per_item_1_thread"], got["embed_ms_per_item_2_threads"]]
+    costs += got["write_ms_per_item_with_documents"] + got["write_ms_per_item_without_documents"]
+    assert all(c > 0 for c in costs)
+    per_item = got["embed_ms_per_item_1_thread"] + min(got["write_ms_per_item_without_documents"])
+    assert abs(got["bound_items_per_s_2_cores"] - 2000 / per_item) < 0.01 * 2000 / per_item
