@@ -9,11 +9,11 @@ titles: 1.9 ms per item on one thread, Chroma's write 0.45 ms), so the cores sta
 Starting a child costs a second or two (imports and the model's session), so small writes
 embed in process.
 
-A child is ``python -m genrec.index.embed_ahead`` on pipes (not multiprocessing, which would
-import the caller's main module again in the child): texts go in as JSON, vectors come back as
-``.npy``, one request in flight per child. If a child cannot start or dies, the parent embeds
-its share itself, so a write never fails for a child's sake (the model's own errors then
-surface in the parent, as without it).
+A child is ``python -c "from genrec.index.embed_ahead import main; main()"`` on pipes (not
+multiprocessing, which would import the caller's main module again in the child): texts go in
+as JSON, vectors come back as ``.npy``, one request in flight per child. If a child cannot start
+or dies, the parent embeds its share itself, so a write never fails for a child's sake (the
+model's own errors then surface in the parent, as without it).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from genrec.embeddings_e5 import E5_MODEL
 log = logging.getLogger(__name__)
 
 AHEAD_MIN_ITEMS = 5_000  # below this the child's start-up costs more than the overlap saves
+_CHILD = "from genrec.index.embed_ahead import main; main()"
 AHEAD_MAX_PROCESSES = 4  # a 22M-parameter model: past a few children the writes bind
 
 
@@ -83,7 +84,9 @@ class _Child:
     def __init__(self, embedder: Embedder, threads: int) -> None:
         args = [embedder.model_id, embedder.requested_backend, str(embedder.cache_dir)]
         self.proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "genrec.index.embed_ahead", *args, str(threads)],
+            # -c, not -m: genrec.index imports this module, and runpy warns (on the user's
+            # terminal) when a module it is asked to run is already imported
+            [sys.executable, "-c", _CHILD, *args, str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # torch (a model ONNX cannot run) takes its thread count from here
@@ -203,7 +206,7 @@ def main() -> None:
     """The child: texts in, vectors out, until its input ends."""
     from pathlib import Path
 
-    model, backend, cache_dir, threads = sys.argv[1:5]
+    model, backend, cache_dir, threads = sys.argv[-4:]  # after "-c" (or the script's path)
     embedder = Embedder(
         model_path=model,
         backend=backend,  # type: ignore[arg-type]
