@@ -190,3 +190,16 @@ def test_the_ingest_parts_bench_prints_where_the_cpu_goes(
     assert all(c > 0 for c in costs)
     per_item = got["embed_ms_per_item_1_thread"] + min(got["write_ms_per_item_without_documents"])
     assert abs(got["bound_items_per_s_2_cores"] - 2000 / per_item) < 0.01 * 2000 / per_item
+
+
+def test_a_dropped_collection_leaves_nothing_to_the_next(settings: Settings, embedder: Embedder):
+    """chromadb 1.5's delete_collection alone leaves the records' metadata rows, which a record
+    of a later collection inherited (an item without tags came back with Toy Story's)."""
+    old = CatalogIndex(settings, "dropped-first", embedder)
+    old.upsert([Item(id="a", title="Toy Story", tags=["Animation"], popularity=9.0)])
+    old.drop()
+    new = CatalogIndex(settings, "made-after", embedder)
+    item = Item(id="b", title="T")
+    new.upsert([item], progress=False)
+    assert new.get(["b"]) == [item]
+    new.drop()
