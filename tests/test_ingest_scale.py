@@ -196,10 +196,27 @@ def test_a_dropped_collection_leaves_nothing_to_the_next(settings: Settings, emb
     """chromadb 1.5's delete_collection alone leaves the records' metadata rows, which a record
     of a later collection inherited (an item without tags came back with Toy Story's)."""
     old = CatalogIndex(settings, "dropped-first", embedder)
-    old.upsert([Item(id="a", title="Toy Story", tags=["Animation"], popularity=9.0)])
+    toy = Item(id="a", title="Toy Story", tags=["Animation"], popularity=9.0)
+    old.upsert([toy], progress=False)
     old.drop()
     new = CatalogIndex(settings, "made-after", embedder)
     item = Item(id="b", title="T")
     new.upsert([item], progress=False)
     assert new.get(["b"]) == [item]
     new.drop()
+
+
+def test_an_updated_item_loses_the_fields_it_dropped(settings: Settings, embedder: Embedder):
+    """Chroma's upsert merges metadata: an item whose tags, attribute and popularity went away
+    must not keep them, in its record or in a filter."""
+    index = CatalogIndex(settings, "fields-dropped", embedder)
+    full = Item(id="a", title="Toy Story", tags=["Animation"], attributes={"year": 1995})
+    index.upsert(
+        [full.model_copy(update={"popularity": 9.0}), Item(id="b", title="Heat")], progress=False
+    )
+    bare = Item(id="a", title="Toy Story")
+    report = index.upsert([bare, Item(id="b", title="Heat")], progress=False)
+    assert (report.updated, report.unchanged) == (1, 1)
+    assert index.get(["a"]) == [bare]
+    assert index.store.ids_where({"year": 1995}) == set()
+    index.drop()
