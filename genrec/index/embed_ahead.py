@@ -176,8 +176,8 @@ class _FromPool:
 def embedding_ahead(
     embedder: Embedder, total: int, *, processes: int | None = None
 ) -> Iterator[Embed]:
-    """Something to ``submit`` texts to and take their vectors from (``.result()``): a child
-    process for ``total`` >= AHEAD_MIN_ITEMS items with the plain embedder; in process otherwise
+    """Something to ``submit`` texts to and take their vectors from (``.result()``): child
+    processes for ``total`` >= AHEAD_MIN_ITEMS items with the plain embedder; in process otherwise
     (a subclass, such as the scale bench's stand-in, keeps its own ``encode``; e5 counts the
     texts it truncates, which the ingest report warns about, in the embedder that ran it).
     ``processes``: how many children (None: :func:`ahead_processes`)."""
