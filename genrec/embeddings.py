@@ -66,6 +66,7 @@ class Embedder:
         model_path: str | Path | None = None,
         backend: Backend | None = None,
         cache_dir: Path | None = None,
+        threads: int | None = None,
     ):
         settings = settings or Settings()
         chosen = model_path or settings.embedding_model
@@ -88,6 +89,9 @@ class Embedder:
             self.languages = NAMED_MODELS[PACKAGED_MODEL]
         self.requested_backend: Backend = backend or settings.embedding_backend
         self.cache_dir = cache_dir or settings.models_dir
+        # ONNX Runtime threads (None: the cores this process may use); the ingest's embedding
+        # children take one each (genrec.index.embed_ahead)
+        self.threads = threads
         self._encoder: OnnxEncoder | TorchEncoder | E5Encoder | None = None
         self._lock = threading.Lock()
 
@@ -129,12 +133,12 @@ class Embedder:
                     f"{INT8_MODEL} runs on ONNX Runtime only; set GENREC_EMBEDDING_BACKEND=auto "
                     f"or onnx, or GENREC_EMBEDDING_MODEL={PACKAGED_MODEL}"
                 )
-            return OnnxEncoder(self.path, self.cache_dir, int8=True)
+            return OnnxEncoder(self.path, self.cache_dir, int8=True, threads=self.threads)
         if self.requested_backend != "torch":
             reason = unsupported_reason(self.path)
             if reason is None:
                 try:
-                    return OnnxEncoder(self.path, self.cache_dir)
+                    return OnnxEncoder(self.path, self.cache_dir, threads=self.threads)
                 except Exception as exc:  # noqa: BLE001 - export/runtime failures of any kind
                     if self.requested_backend == "onnx":
                         raise ConfigError(

@@ -67,7 +67,9 @@ class OnnxEncoder:
 
     batch_size = 64  # measured fastest on 2 CPU cores for short item texts (64: 890/s, 256: 710/s)
 
-    def __init__(self, folder: Path, cache_dir: Path, *, int8: bool = False):
+    def __init__(
+        self, folder: Path, cache_dir: Path, *, int8: bool = False, threads: int | None = None
+    ):
         self.folder = folder
         self.graph = exported_graph(folder, cache_dir)
         if int8:
@@ -75,7 +77,7 @@ class OnnxEncoder:
             # machine), 128: 450, 256: 420
             self.graph = quantized_graph(self.graph)
         self.tokenizer = _tokenizer(folder)
-        self.session = _session(self.graph)
+        self.session = _session(self.graph, threads)
         self.dimension = int(self.session.get_outputs()[0].shape[-1])
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -247,12 +249,12 @@ def _pad_token(folder: Path) -> str:
     return "[PAD]"
 
 
-def _session(graph: Path) -> Any:
+def _session(graph: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     # the cores this process may use; a 22M-parameter model gains nothing past a few of them
-    options.intra_op_num_threads = min(len(os.sched_getaffinity(0)), 8)
+    options.intra_op_num_threads = threads or min(len(os.sched_getaffinity(0)), 8)
     options.inter_op_num_threads = 1
     # Idle pool threads sleep instead of spinning: the LM engine shares these cores, and a query
     # pays only ~0.4 ms for it (measured: 2.2 vs 1.7 ms p50).

@@ -149,20 +149,23 @@ def test_the_int8_model_is_its_own_model(tmp_path: Path, settings: Settings, emb
 def test_a_big_write_embeds_in_a_child_process(
     settings: Settings, embedder: Embedder, items, monkeypatch: pytest.MonkeyPatch
 ):
-    """Chroma's upsert holds the GIL, so a big write embeds the next batch in a child process:
-    the same vectors as in process; a child that dies leaves the batch to the parent."""
+    """Chroma's upsert holds the GIL, so a big write embeds the next batch in child processes
+    (a share each): the same vectors as in process; a child that dies leaves its share to the
+    parent."""
     from genrec.index import embed_ahead
 
     texts = [it.embedding_text() for it in items[:40]]
     want = embedder.encode(texts)
-    with embed_ahead.embedding_ahead(embedder, total=embed_ahead.AHEAD_MIN_ITEMS) as embed:
-        assert isinstance(embed, embed_ahead._Child)
-        first = embed.submit(texts[:20]).result()
-        assert embed.proc is not None
-        embed.proc.kill()  # a child that dies: the parent embeds
-        embed.proc.wait()
-        second = embed.submit(texts[20:]).result()
-        assert embed.proc is None
+    total = embed_ahead.AHEAD_MIN_ITEMS
+    with embed_ahead.embedding_ahead(embedder, total=total, processes=2) as embed:
+        assert isinstance(embed, embed_ahead._Pool) and len(embed.children) == 2
+        first = embed.submit(texts[:21]).result()  # shares of 11 and 10
+        child = embed.children[0]
+        assert child.proc is not None
+        child.proc.kill()  # a child that dies: the parent embeds its share
+        child.proc.wait()
+        second = embed.submit(texts[21:]).result()
+        assert child.proc is None and embed.children[1].proc is not None
     assert np.allclose(np.vstack([first, second]), want, atol=1e-5)
     # an ingest through it: every item stored, its vectors the model's
     monkeypatch.setattr(embed_ahead, "AHEAD_MIN_ITEMS", 10)
@@ -170,4 +173,50 @@ def test_a_big_write_embeds_in_a_child_process(
     assert index.upsert(items[:60], progress=False).added == 60
     stored = index.vectors([items[7].id])[items[7].id]
     assert np.allclose(stored, embedder.encode([items[7].embedding_text()])[0], atol=1e-5)
+    index.drop()
+
+
+def test_the_ingest_parts_bench_prints_where_the_cpu_goes(
+    tmp_path: Path, settings: Settings, items
+):
+    """The per-item bench (genrec.bench.ingest_parts) on a few real items: every figure a
+    positive cost, and the bound on two cores follows from them."""
+    from genrec.bench.ingest_parts import run
+
+    got = run(settings, write_catalog(tmp_path / "c.jsonl", items[:80]), 80, batch=32)
+    assert got["items"] == 80 and got["model"] == "all-MiniLM-L6-v2"
+    costs = [got["embed_ms_per_item_1_thread"], got["embed_ms_per_item_2_threads"]]
+    costs += got["write_ms_per_item_with_documents"] + got["write_ms_per_item_without_documents"]
+    assert all(c > 0 for c in costs)
+    per_item = got["embed_ms_per_item_1_thread"] + min(got["write_ms_per_item_without_documents"])
+    assert abs(got["bound_items_per_s_2_cores"] - 2000 / per_item) < 0.01 * 2000 / per_item
+
+
+def test_a_dropped_collection_leaves_nothing_to_the_next(settings: Settings, embedder: Embedder):
+    """chromadb 1.5's delete_collection alone leaves the records' metadata rows, which a record
+    of a later collection inherited (an item without tags came back with Toy Story's)."""
+    old = CatalogIndex(settings, "dropped-first", embedder)
+    toy = Item(id="a", title="Toy Story", tags=["Animation"], popularity=9.0)
+    old.upsert([toy], progress=False)
+    old.drop()
+    new = CatalogIndex(settings, "made-after", embedder)
+    item = Item(id="b", title="T")
+    new.upsert([item], progress=False)
+    assert new.get(["b"]) == [item]
+    new.drop()
+
+
+def test_an_updated_item_loses_the_fields_it_dropped(settings: Settings, embedder: Embedder):
+    """Chroma's upsert merges metadata: an item whose tags, attribute and popularity went away
+    must not keep them, in its record or in a filter."""
+    index = CatalogIndex(settings, "fields-dropped", embedder)
+    full = Item(id="a", title="Toy Story", tags=["Animation"], attributes={"year": 1995})
+    index.upsert(
+        [full.model_copy(update={"popularity": 9.0}), Item(id="b", title="Heat")], progress=False
+    )
+    bare = Item(id="a", title="Toy Story")
+    report = index.upsert([bare, Item(id="b", title="Heat")], progress=False)
+    assert (report.updated, report.unchanged) == (1, 1)
+    assert index.get(["a"]) == [bare]
+    assert index.store.ids_where({"year": 1995}) == set()
     index.drop()

@@ -1,7 +1,9 @@
 """How an :class:`Item` is stored in its Chroma record, and the content hashes of a catalog.
 
-Each record: id = item id, document = ``Item.embedding_text()``, metadata = the item's fields
-so ``where`` filters work and the :class:`Item` can be rebuilt:
+Each record: id = item id, its vector, metadata = the item's fields so ``where`` filters work
+and the :class:`Item` can be rebuilt. No document: nothing reads one, and Chroma's full-text
+index over documents was a fifth of the write (collections written before 2026-12-05 still
+hold ``Item.embedding_text()`` there, unread; a rewritten record keeps its old one):
 
 ===============  ===========================================================
 ``title``        str

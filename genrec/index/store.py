@@ -195,6 +195,12 @@ class ChromaStore:
 
         with self.writing(), self._lock:
             try:
+                # Records first: chromadb 1.5's delete_collection leaves their metadata rows
+                # behind, and a record of a later collection inherits them (measured: an item
+                # "T" came back with the tags of the dropped collection's Toy Story)
+                col = self.client.get_collection(self.name, embedding_function=None)
+                while ids := col.get(include=[], limit=_PAGE)["ids"]:
+                    col.delete(ids=ids)
                 self.client.delete_collection(self.name)
             except (NotFoundError, ValueError):
                 pass
