@@ -31,6 +31,7 @@ class Found:
     history: list[Item]  # the request's history, resolved (oldest first)
     retriever: Retriever  # the one that found the candidates
     scored: list[Candidate]  # the candidates with its scores, best first
+    query: RetrievalQuery | None = None  # what it was asked (the evidence reads the same)
 
 
 def personalise(
@@ -99,14 +100,15 @@ def find(index: CatalogIndex, retrievers: Retrievers, plan: Plan) -> Found:
         )
     history = index.resolve_history(request.history)
     retriever = choose_retriever(index, retrievers, request, history)
-    candidates = retriever.retrieve(retrieval_query(plan, history))
+    query = retrieval_query(plan, history)
+    candidates = retriever.retrieve(query)
     if len(candidates) < plan.k:
         raise InvalidRequest(
             f"only {len(candidates)} catalog items match this request (after filters, "
             f"history and exclusions), fewer than k={plan.k}; lower k or relax filters",
             param="k",
         )
-    return Found(history, retriever, candidates)
+    return Found(history, retriever, candidates, query)
 
 
 def evidence(
@@ -116,5 +118,5 @@ def evidence(
     made; None when turned off (``settings.explain_evidence``)."""
     if not settings.explain_evidence:
         return None
-    query = retrieval_query(plan, found.history)
+    query = found.query or retrieval_query(plan, found.history)
     return explain.explain_candidates(found.retriever, index, query, found.scored)

@@ -8,6 +8,7 @@ different retrievers are on different scales, which is why fusion normalises the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -22,14 +23,15 @@ class RetrievalQuery:
     where: dict | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
 
-    @property
-    def history_ids(self) -> list[str]:
-        return [item.id for item in self.history]
+    # Worked out once per query: every member and every explainer reads them.
+    @functools.cached_property
+    def history_ids(self) -> tuple[str, ...]:
+        return tuple(item.id for item in self.history)
 
-    @property
-    def banned(self) -> set[str]:
+    @functools.cached_property
+    def banned(self) -> frozenset[str]:
         """What may never be returned: the history and the exclusions."""
-        return set(self.exclude) | set(self.history_ids)
+        return self.exclude | frozenset(self.history_ids)
 
 
 @dataclass(frozen=True)
