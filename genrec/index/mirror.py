@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -150,14 +151,16 @@ class ItemMirror:
         self._cache: OrderedDict[str, Item] = OrderedDict()  # big catalogs: recently fetched
         self._summary: Summary | None = None
         self._stamp: Any = None  # the collection's genrec_written when the caches were filled
-        self._checked = 0.0  # time.monotonic() of the last comparison of that stamp
+        # time.monotonic() of the last comparison of that stamp; -inf: never (monotonic time
+        # starts near 0 at boot, so 0.0 would read as "just checked" on a fresh machine)
+        self._checked = -math.inf
         self._generation = 0  # bumped whenever the caches are dropped
 
     def forget(self) -> None:
         """Drop everything now (this process just wrote)."""
         with self._lock:
             self._drop()
-            self._checked = 0.0
+            self._checked = -math.inf
 
     def _drop(self) -> None:  # with self._lock held
         self._items = self._summary = None
