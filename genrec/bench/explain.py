@@ -26,6 +26,7 @@ from genrec.evaluation.cells import request_for
 from genrec.evaluation.retrievers import prepare_retrievers
 from genrec.evaluation.runner import RunOptions, open_index, prepare
 from genrec.evaluation.suite import load_suite
+from genrec.flow import candidates as stages
 from genrec.settings import Settings
 from genrec.stats import rounded_percentile
 
@@ -40,11 +41,11 @@ def retrieval_cost(rec: Any, requests: list[Any]) -> dict[str, Any]:
         plan = rec.plan(request)
         for with_evidence in (n % 2 == 0, n % 2 == 1):  # alternate which goes first
             t0 = time.perf_counter()
-            history, scored = rec.retrieve_scored(plan)
+            found = stages.find(rec.index, rec.retrievers, plan)  # the request's own calls
             if with_evidence:
                 t1 = time.perf_counter()
-                made = rec.evidence(plan, history, scored)
-                [made[c.item.id] for c in scored[: plan.k]]  # what attach reads
+                made = stages.evidence(rec.settings, rec.index, plan, found)
+                [made[c.item.id] for c in found.scored[: plan.k]]  # what attach reads
                 evidence.append(_ms(t1))
                 explained.append(_ms(t0))
             else:

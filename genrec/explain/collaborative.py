@@ -14,26 +14,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genrec.explain.parts import Parts, column_shares
+from genrec.explain.parts import Table, empty
 from genrec.retrieval.base import RetrievalQuery
 from genrec.retrieval.learned import ScoringRetriever, VectorRetriever
 
 
 def learned_parts(
     retriever: ScoringRetriever | VectorRetriever, query: RetrievalQuery, ids: Sequence[str]
-) -> dict[str, Parts]:
-    """item ID -> its history parts, for the items the model knows."""
+) -> Table:
+    """The history parts of the items the model knows."""
     known = [i for i in ids if i in retriever.position]
     history = retriever.known_history(query)
     if not known or not history:
-        return {}
+        return empty()
     cols = np.asarray([retriever.position[i] for i in known], dtype=np.int64)
     if isinstance(retriever, ScoringRetriever):
         hist, terms = retriever.model.contributions(history, cols)
     else:
         hist, terms = _drops(retriever, history, cols)
-    names = [retriever.item_ids[h] for h in hist.tolist()]
-    return dict(zip(known, column_shares(names, terms), strict=True))
+    keys = [("history", retriever.item_ids[h]) for h in hist.tolist()]
+    return Table.of_terms(keys, known, terms)
 
 
 def _drops(

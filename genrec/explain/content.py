@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genrec.data.item import Item
-from genrec.explain.parts import DENSE, SEP, TERMS, Parts, shares
+from genrec.explain.parts import DENSE, SEP, TERMS, Key, Table, empty
 from genrec.index import CatalogIndex
 from genrec.index.lexical import lexical_text
 from genrec.languages import words
@@ -49,31 +49,35 @@ def query_key(matched: list[str], text: str) -> str:
     return TERMS + SEP.join(matched) if matched else DENSE + text
 
 
-def content_parts(
-    index: CatalogIndex, query: RetrievalQuery, candidates: Sequence[Item]
-) -> dict[str, Parts]:
+def content_parts(index: CatalogIndex, query: RetrievalQuery, candidates: Sequence[Item]) -> Table:
     history = query.history_ids[-RECENT:]
-    ids = [c.id for c in candidates]
-    vectors = index.vectors([*history, *ids]) if (history or query.text) else {}
-    text_vec = index.text_vector(query.text) if query.text else None
-    n = len(history)
-    hist = [h for h in history if h in vectors]
-    weights = 0.5 ** (
-        (n - 1 - np.asarray([history.index(h) for h in hist])) / index.history_half_life
-    )
-    h_mat = np.stack([vectors[h] for h in hist]) if hist else np.zeros((0, 1))
-    norm = float(np.linalg.norm(weights @ h_mat)) if hist else 0.0
-    out: dict[str, Parts] = {}
-    for item in candidates:
-        v = vectors.get(item.id)
-        if v is None:
-            continue
-        terms: Parts = {}
-        if hist and norm > 0:
-            for h, t in zip(hist, weights * (h_mat @ v) / norm, strict=True):
-                terms[("history", h)] = terms.get(("history", h), 0.0) + float(t)
-        if text_vec is not None:
-            matched = matched_terms(query.text, item)
-            terms[("query", query_key(matched, query.text))] = float(np.dot(text_vec, v))
-        out[item.id] = shares(terms)
-    return out
+    if not history and not query.text:
+        return empty()
+    vectors = index.vectors([*history, *(c.id for c in candidates)])
+    found = [c.id for c in candidates if c.id in vectors]
+    if not found:
+        return empty()
+    items = np.stack([vectors[i] for i in found])
+    keys: list[Key] = []
+    rows: list[np.ndarray] = []
+    at = [j for j, h in enumerate(history) if h in vectors]  # an item met twice: both count
+    if at:
+        n = len(history)
+        weights = 0.5 ** ((n - 1 - np.asarray(at)) / index.history_half_life)
+        h_mat = np.stack([vectors[history[j]] for j in at])
+        norm = float(np.linalg.norm(weights @ h_mat))
+        if norm > 0:
+            keys += [("history", history[j]) for j in at]
+            rows.append(weights[:, None] * (h_mat @ items.T) / norm)
+    if query.text:
+        # one row per distinct query key (the words matched differ by item), zero elsewhere
+        dense = items @ index.text_vector(query.text)
+        by_key: dict[str, np.ndarray] = {}
+        for j, item in enumerate(c for c in candidates if c.id in vectors):
+            key = query_key(matched_terms(query.text, item), query.text)
+            by_key.setdefault(key, np.zeros(len(found)))[j] = dense[j]
+        keys += [("query", key) for key in by_key]
+        rows.append(np.stack(list(by_key.values())))
+    if not keys:
+        return empty()
+    return Table.of_terms(keys, found, np.concatenate(rows))

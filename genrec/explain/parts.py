@@ -1,14 +1,18 @@
-"""Evidence as data: per-candidate parts (an additive share of the item's score) made into
-:class:`genrec.schema.Evidence`, merged across retrievers, strongest first.
+"""Evidence as data: the parts of many candidates' scores at once (a :class:`Table`), merged
+across retrievers, made into :class:`genrec.schema.Evidence` strongest first.
 
-A *part* is ``(kind, key) -> weight`` where ``key`` is an item ID (``history``, ``user``) or the
-matched text (``query``); weights are shares of one item's score, so each explainer normalises
-its positive terms to sum to 1 and a fusion (hybrid) scales them by each member's share.
+A *part* is a reason ``(kind, key)`` and its weight in one item's score, where ``key`` is an
+item ID (``history``, ``user``) or the matched text (``query``); weights are shares of one
+item's score, so each explainer normalises its positive terms to sum to 1 and a fusion (hybrid)
+scales them by each member's share. A table holds them for all candidates as one array (reasons
+x items): merging and normalising are a few numpy operations per retriever rather than a dict
+per item, and an item's Evidence objects are built only when it is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,50 +20,66 @@ from genrec.data.item import Item
 from genrec.schema import Evidence
 
 MAX_EVIDENCE = 4  # entries per item: enough to say why, short enough to read
-KEEP = 2 * MAX_EVIDENCE  # parts kept per retriever and item before they are merged
 MIN_SHARE = 0.05  # smaller parts are noise in a reason (the strongest one is always kept)
 
 # query keys: the matched words joined by SEP after TERMS (lexical), or DENSE and the query
 TERMS, DENSE, SEP = "terms:", "dense:", "\x1f"
 
-# (kind, key) -> weight; key: an item ID for history, the matched text for query, "" otherwise
-Parts = dict[tuple[str, str], float]
+Key = tuple[str, str]  # (kind, key): key an item ID for history, the matched text for query
 
 
-def shares(terms: Mapping[tuple[str, str], float]) -> Parts:
-    """The positive terms as shares summing to 1 (negative terms push an item down: they are
-    not a reason it was picked)."""
-    positive = {key: float(v) for key, v in terms.items() if v > 0}
-    total = sum(positive.values())
-    return {key: v / total for key, v in positive.items()} if total > 0 else {}
+@dataclass(frozen=True)
+class Table:
+    """The parts of several items' scores: ``values[r, j]`` is reason ``keys[r]``'s share of
+    item ``items[j]``'s score; a column sums to 1, or to 0 when nothing explains that item.
+    Keys are distinct, and so are items."""
+
+    keys: list[Key]
+    items: list[str]
+    values: np.ndarray  # (len(keys), len(items)), float64
+
+    @classmethod
+    def of_terms(cls, keys: Sequence[Key], items: Sequence[str], terms: np.ndarray) -> Table:
+        """Each column's positive terms as shares summing to 1 (a negative term pushes an item
+        down: it is not a reason it was picked). ``keys`` may repeat (their shares add up)."""
+        positive = np.maximum(np.asarray(terms, dtype=np.float64), 0.0)
+        totals = positive.sum(axis=0)
+        shares = positive / np.where(totals > 0, totals, 1.0)
+        if len(set(keys)) == len(keys):
+            return cls(list(keys), list(items), shares)
+        rows: dict[Key, int] = {}
+        at = np.asarray([rows.setdefault(key, len(rows)) for key in keys], dtype=np.intp)
+        merged = np.zeros((len(rows), shares.shape[1]))
+        np.add.at(merged, at, shares)
+        return cls(list(rows), list(items), merged)
+
+    def explained(self) -> np.ndarray:
+        """Per item: whether anything accounts for it."""
+        return (self.values > 0).any(axis=0)
 
 
-def column_shares(names: Sequence[str], terms: np.ndarray, kind: str = "history") -> list[Parts]:
-    """:func:`shares` of each column of ``terms`` (one row per name, one column per item),
-    keeping only each column's ``KEEP`` largest: the rest cannot reach a reason, and a history
-    of 200 items makes 200 parts otherwise."""
-    positive = np.maximum(terms, 0.0)
-    totals = positive.sum(axis=0)
-    if len(names) > KEEP:
-        top = np.argpartition(-positive, KEEP - 1, axis=0)[:KEEP]
-        values = np.take_along_axis(positive, top, axis=0)
-    else:
-        top = np.broadcast_to(np.arange(len(names))[:, None], positive.shape)
-        values = positive
-    values = (values / np.where(totals > 0, totals, 1.0)).T.tolist()
-    return [
-        {(kind, names[i]): v for i, v in zip(rows, vals, strict=True) if v > 0}
-        for rows, vals in zip(top.T.tolist(), values, strict=True)
-    ]
+def empty(items: Sequence[str] = ()) -> Table:
+    return Table([], list(items), np.zeros((0, len(items))))
 
 
-def add(into: Parts, parts: Mapping[tuple[str, str], float], scale: float = 1.0) -> None:
-    for key, v in parts.items():
-        into[key] = into.get(key, 0.0) + scale * v
+def combine(items: Sequence[str], tables: Sequence[tuple[Table, np.ndarray | None]]) -> Table:
+    """One table over ``items`` from several, each scaled per column (None: as it is); the same
+    reason from several tables adds up. Every table's items are in ``items``."""
+    rows: dict[Key, int] = {}
+    at = [[rows.setdefault(key, len(rows)) for key in table.keys] for table, _ in tables]
+    col = {item: j for j, item in enumerate(items)}
+    out = np.zeros((len(rows), len(items)))
+    for (table, scale), r in zip(tables, at, strict=True):
+        if not r or not table.items:
+            continue
+        c = [col[item] for item in table.items]
+        v = table.values if scale is None else table.values * scale[None, :]
+        out[np.ix_(r, c)] += v  # a table's keys and items are distinct: each cell once
+    return Table(list(rows), list(items), out)
 
 
 def to_evidence(
-    parts: Parts,
+    parts: Mapping[Key, float],
     items: Mapping[str, Item],
     *,
     source: str | None = None,
@@ -106,15 +126,32 @@ class Evidences(Mapping[str, list[Evidence]]):
     into Evidence objects when first read: a request reads those of the k items it serves, and
     building them costs as much as finding the parts of all n candidates."""
 
-    def __init__(self, parts: Mapping[str, Parts], ids: Sequence[str], items: Mapping[str, Item]):
-        self._parts, self._ids, self._items = parts, dict.fromkeys(ids), items
+    def __init__(self, table: Table, ids: Sequence[str], items: Mapping[str, Item]):
+        self._table, self._ids, self._items = table, dict.fromkeys(ids), items
+        self._col = {item: j for j, item in enumerate(table.items)}
         self._built: dict[str, list[Evidence]] = {}
+
+    def parts(self, item_id: str) -> dict[Key, float]:
+        """The item's strongest reasons with a positive share, at least MAX_EVIDENCE of them
+        where there are (all those tied with the last): what :func:`to_evidence` can use of a
+        column that may hold the whole history."""
+        j = self._col.get(item_id)
+        if j is None:
+            return {}
+        column = self._table.values[:, j]
+        if len(column) > MAX_EVIDENCE:
+            floor = np.partition(column, len(column) - MAX_EVIDENCE)[len(column) - MAX_EVIDENCE]
+            rows = np.flatnonzero((column >= floor) & (column > 0))
+        else:
+            rows = np.flatnonzero(column > 0)
+        keys = self._table.keys
+        return {keys[r]: float(column[r]) for r in rows.tolist()}
 
     def __getitem__(self, item_id: str) -> list[Evidence]:
         if item_id not in self._ids:
             raise KeyError(item_id)
         if item_id not in self._built:
-            parts = self._parts.get(item_id)
+            parts = self.parts(item_id)
             self._built[item_id] = to_evidence(parts, self._items) if parts else fallback()
         return self._built[item_id]
 
@@ -130,5 +167,6 @@ def fallback() -> list[Evidence]:
     return [Evidence(kind="fallback", weight=0.0)]
 
 
-def by_id(items: Iterable[Item]) -> dict[str, Item]:
-    return {it.id: it for it in items}
+def by_id(items: Sequence[Item], ids: Sequence[str]) -> dict[str, Item]:
+    """``items`` by their ``ids`` (given: a query has worked them out already)."""
+    return dict(zip(ids, items, strict=True))

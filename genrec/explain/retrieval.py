@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from genrec.data.item import Item
 from genrec.explain.collaborative import learned_parts
 from genrec.explain.content import content_parts
-from genrec.explain.parts import Evidences, Parts, add, by_id
+from genrec.explain.parts import Evidences, Table, by_id, combine, empty
 from genrec.index import CatalogIndex
 from genrec.retrieval.base import Candidate, RetrievalQuery, Retriever
 from genrec.retrieval.content import ContentRetriever
@@ -31,17 +33,16 @@ from genrec.schema import Evidence
 
 def member_parts(
     retriever: Retriever, index: CatalogIndex, query: RetrievalQuery, items: Sequence[Item]
-) -> dict[str, Parts]:
-    """item ID -> parts, for a single (non-fused) retriever; items it cannot explain are left
+) -> Table:
+    """The parts of a single (non-fused) retriever's items; items it cannot explain are left
     out."""
-    ids = [it.id for it in items]
     if isinstance(retriever, WithContentFallback):
         retriever = retriever.learned
     if isinstance(retriever, ScoringRetriever | VectorRetriever):
-        return learned_parts(retriever, query, ids)
+        return learned_parts(retriever, query, [it.id for it in items])
     if isinstance(retriever, ContentRetriever):
         return content_parts(index, query, items)
-    return {}
+    return empty()
 
 
 def _hybrid_parts(
@@ -49,7 +50,8 @@ def _hybrid_parts(
     index: CatalogIndex,
     query: RetrievalQuery,
     fused: Sequence[FusedCandidate],
-) -> dict[str, Parts]:
+) -> Table:
+    ids = [c.item.id for c in fused]
     wanted: dict[str, list[Item]] = {}
     for c in fused:
         for member, _ in c.parts:
@@ -59,18 +61,25 @@ def _hybrid_parts(
             if member == "content" and not query.text and len(c.parts) > 1:
                 continue
             wanted.setdefault(member, []).append(c.item)
-    by_member = {
+    tables = {
         m: member_parts(hybrid.members[m], index, query, items) for m, items in wanted.items()
     }
-    out: dict[str, Parts] = {}
-    for c in fused:
-        merged: Parts = {}
-        explained = [(m, v) for m, v in c.parts if by_member.get(m, {}).get(c.item.id)]
-        total = sum(v for _, v in explained)
-        for member, v in explained:
-            add(merged, by_member[member][c.item.id], v / total if total > 0 else 0.0)
-        out[c.item.id] = merged
-    return out
+    # what each member added to each item's fused score, counted where the member explains it
+    col = {item_id: j for j, item_id in enumerate(ids)}
+    added = {m: np.zeros(len(ids)) for m in tables}
+    for j, c in enumerate(fused):
+        for member, v in c.parts:
+            if member in added:
+                added[member][j] += v
+    for m, table in tables.items():
+        explained = np.zeros(len(ids), dtype=bool)
+        explained[[col[i] for i in table.items]] = table.explained()
+        added[m] *= explained
+    total = sum(added.values(), np.zeros(len(ids)))
+    share = {m: a / np.where(total > 0, total, 1.0) for m, a in added.items()}
+    return combine(
+        ids, [(t, share[m][[col[i] for i in t.items]]) for m, t in tables.items() if t.items]
+    )
 
 
 def explain_candidates(
@@ -83,15 +92,18 @@ def explain_candidates(
     nothing accounts for it); each item's Evidence objects are built when it is read."""
     if isinstance(retriever, PopularRetriever):
         return {c.item.id: [Evidence(kind="popular", weight=1.0)] for c in candidates}
+    ids = [c.item.id for c in candidates]
     inner = retriever.learned if isinstance(retriever, WithContentFallback) else retriever
-    fused = [c for c in candidates if isinstance(c, FusedCandidate)]
-    parts: dict[str, Parts] = {}
     if isinstance(inner, HybridRetriever):
-        parts = _hybrid_parts(inner, index, query, fused)
+        fused = [c for c in candidates if isinstance(c, FusedCandidate)]
+        table = _hybrid_parts(inner, index, query, fused)
     else:
-        parts = member_parts(inner, index, query, [c.item for c in candidates])
+        table = member_parts(inner, index, query, [c.item for c in candidates])
     # A learned retriever's content fill-ins (unknown history, text only): content's evidence.
-    rest = [c.item for c in candidates if not parts.get(c.item.id)]
-    if rest and isinstance(retriever, WithContentFallback):
-        parts.update(content_parts(index, query, rest))
-    return Evidences(parts, [c.item.id for c in candidates], by_id(query.history))
+    if isinstance(retriever, WithContentFallback):
+        explained = set(np.asarray(table.items)[table.explained()].tolist())
+        rest = [c.item for c in candidates if c.item.id not in explained]
+        if rest:
+            fill = content_parts(index, query, rest)
+            table = combine(ids, [(table, None), (fill, None)])
+    return Evidences(table, ids, by_id(query.history, query.history_ids))

@@ -8,7 +8,9 @@ different retrievers are on different scales, which is why fusion normalises the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +34,28 @@ class RetrievalQuery:
     def banned(self) -> frozenset[str]:
         """What may never be returned: the history and the exclusions."""
         return self.exclude | frozenset(self.history_ids)
+
+    def widened(self, k: int) -> RetrievalQuery:
+        """The same need asking for ``k`` candidates (a fusion's members' pool), sharing what
+        was worked out once: the explanation reads the member's history positions again."""
+        wide = dataclasses.replace(self, k=k)
+        for name in ("history_ids", "banned", "_positions"):
+            wide.__dict__[name] = getattr(self, name)  # cached_property's own slot
+        return wide
+
+    @functools.cached_property
+    def _positions(self) -> dict[int, tuple[Mapping[str, int], list[int]]]:
+        return {}
+
+    def positions(self, position: Mapping[str, int]) -> list[int]:
+        """The history as a model's item indices (``position``: item ID -> index; items it
+        does not know left out), worked out once per model: its retrieval and its explanation
+        both read it."""
+        held = self._positions.get(id(position))
+        if held is None or held[0] is not position:
+            held = (position, [position[i] for i in self.history_ids if i in position])
+            self._positions[id(position)] = held
+        return held[1]
 
 
 @dataclass(frozen=True)

@@ -83,13 +83,7 @@ class HybridRetriever:
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         pool = max(MIN_POOL, 5 * query.k)
-        wide = RetrievalQuery(
-            text=query.text,
-            history=query.history,
-            k=pool,
-            where=query.where,
-            exclude=query.exclude,
-        )
+        wide = query.widened(pool)
         weights = self.weights_for(query)
         items: dict[str, Item] = {}
         lists: dict[str, Scored] = {}

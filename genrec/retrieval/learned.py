@@ -49,7 +49,7 @@ class _Learned:
         self.index = index
 
     def known_history(self, query: RetrievalQuery) -> list[int]:
-        return [self.position[i] for i in query.history_ids if i in self.position]
+        return query.positions(self.position)
 
 
 class ScoringRetriever(_Learned):
@@ -223,10 +223,4 @@ class WithContentFallback:
 
     @staticmethod
     def _rest(query: RetrievalQuery, seen: set[str]) -> RetrievalQuery:
-        return RetrievalQuery(
-            text=query.text,
-            history=query.history,
-            k=query.k + len(seen),
-            where=query.where,
-            exclude=query.exclude,
-        )
+        return query.widened(query.k + len(seen))

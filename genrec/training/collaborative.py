@@ -68,9 +68,18 @@ def history_weights(
         raise ValueError(f"histories[0] holds an item index outside 0..{n_items - 1}")
     if history_len > 0:
         h = h[-history_len:]
-    items, at = np.unique(h, return_inverse=True)
+    # np.unique(h, return_inverse=True), in the few array operations it needs (a request
+    # calls this per model, and np.unique's own overhead was most of its cost)
+    order = np.argsort(h, kind="stable")
+    ordered = h[order]
+    first = np.empty(len(h), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    at = np.empty(len(h), dtype=np.int64)
+    at[order] = np.cumsum(first) - 1
     age = np.arange(len(h) - 1, -1, -1, dtype=np.float64)
-    return items, np.bincount(at, weights=np.power(recency, age)).astype(np.float32)
+    weights = np.bincount(at, weights=np.power(recency, age), minlength=int(first.sum()))
+    return ordered[first], weights.astype(np.float32)
 
 
 # ---- EASE ---------------------------------------------------------------------------------------
@@ -281,6 +290,11 @@ def itemknn_bytes(n_items: int, n_events: int, params: ItemKNNParams) -> int:
     return int(n_events * 64 + block * 40 + itemknn_entries(n_items, n_events, params) * 16)
 
 
+# Up to this many items a candidate's row is read densely by ``contributions`` (20 rows of
+# 50,000 float32: 4 MB); above it sparsely.
+DENSE_ROWS_ITEMS = 50_000
+
+
 class ItemKNN:
     """A sparse (CSR) item x item similarity; a user's scores are the recency-weighted sum of
     the history items' rows."""
@@ -362,7 +376,11 @@ class ItemKNN:
         p = self.params
         hist, w = history_weights(history, self.n_items, p.recency, p.history_len)
         cols = np.asarray(items, dtype=np.int64)
-        if self.symmetric:  # read the few candidates' rows, not the history's many
+        if self.symmetric and self.n_items <= DENSE_ROWS_ITEMS:
+            # the few candidates' rows, not the history's many, made dense then read at the
+            # history: a tenth of a millisecond less than scipy's two fancy indexings
+            rows = self.matrix[cols].toarray()[:, hist].T
+        elif self.symmetric:
             rows = self.matrix[cols][:, hist].toarray().T
         else:
             rows = self.matrix[hist][:, cols].toarray()
