@@ -49,10 +49,10 @@ from genrec.model_files import model_display_name, model_path
 from genrec.modes import Job, Plan
 from genrec.modes.fusion import fuse
 from genrec.prompts import ChatTokenizer, PromptRegistry, RenderedPrompt
-from genrec.retrieval.base import Candidate, Retriever
+from genrec.retrieval.base import Candidate
 from genrec.retrieval.registry import Retrievers
 from genrec.retrieval.reload import Reloader
-from genrec.schema import Evidence, Recommendation, RecommendRequest, Usage, UserSummary
+from genrec.schema import Recommendation, RecommendRequest, Usage, UserSummary
 from genrec.settings import Settings
 
 log = logging.getLogger("genrec.recommender")
@@ -335,20 +335,6 @@ class Recommender:
         """(the resolved history, the candidates with the retriever's scores)."""
         found = stages.find(self.index, self.retrievers, plan)
         return found.history, found.scored
-
-    def evidence(
-        self,
-        plan: Plan,
-        history: list[Item],
-        scored: list[Candidate],
-        retriever: Retriever | None = None,
-    ) -> dict[str, list[Evidence]] | None:
-        """Each candidate's evidence (genrec.explain), from the scores ``retriever`` (the one
-        that found them; default: the request's retriever now) made; None when turned off."""
-        if retriever is None:
-            retriever = stages.choose_retriever(self.index, self.retrievers, plan.request, history)
-        found = stages.Found(history, retriever, scored)
-        return stages.evidence(self.settings, self.index, plan, found)
 
     def render(self, plan: Plan, history: list[Item], candidates: list[Item]) -> RenderedPrompt:
         """The exact prompt for a validated request; PromptTooLong when it cannot fit."""
