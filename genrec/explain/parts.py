@@ -58,8 +58,9 @@ class Table:
         return (self.values > 0).any(axis=0)
 
 
-def empty(items: Sequence[str] = ()) -> Table:
-    return Table([], list(items), np.zeros((0, len(items))))
+def empty() -> Table:
+    """No reasons for any item."""
+    return Table([], [], np.zeros((0, 0)))
 
 
 def combine(items: Sequence[str], tables: Sequence[tuple[Table, np.ndarray | None]]) -> Table:
