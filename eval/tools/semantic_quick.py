@@ -37,8 +37,9 @@ from genrec.settings import Settings
 from genrec.training import validation
 from genrec.training.collaborative import EASE, EASEParams, ItemKNN, ItemKNNParams
 from genrec.training.data import build
+from genrec.training.fusion_search import KS, choose_weights
 from genrec.training.text import fit_semantic
-from genrec.training.train import KS, MIN_POOL, _content_lists, choose_weights
+from genrec.training.train import MIN_POOL, _content_lists
 
 COLD = 10
 SEMANTIC_WEIGHTS = [round(0.05 * i, 2) for i in range(11)]

@@ -21,7 +21,6 @@ there are many, and the hybrid is tuned on a smaller sample (one content query p
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from genrec.index.item_vectors import ensure_item_vectors
 from genrec.index.store import ChromaStore, item_to_metadata
 from genrec.retrieval.base import Candidate, RetrievalQuery
 from genrec.retrieval.content import ContentRetriever
-from genrec.retrieval.hybrid import MIN_POOL, Scored, fuse
+from genrec.retrieval.hybrid import MIN_POOL, Scored
 from genrec.settings import Settings
 from genrec.training import artifacts, memory, validation
 from genrec.training.collaborative import (
@@ -50,14 +49,12 @@ from genrec.training.collaborative import (
     itemknn_entries,
 )
 from genrec.training.data import TrainingData
+from genrec.training.fusion_search import KS, choose_weights
 from genrec.training.text import fit_sasrec, fit_semantic, hybrid_members
 
 MODELS = (*SCORING, "sasrec", "sasrec_text", "semantic")
 TEXT_DIM_BOUND = 1024  # text vectors' width, for memory estimates (SmolLM2: 576, MiniLM 384)
 TEXT_MODELS = ("sasrec_text", "semantic")  # read the items' text vectors (genrec.training.text)
-KS = (1, 5, 10, 20)
-WEIGHT_STEP = 0.1
-MIN_CONTENT_WEIGHT = 0.05  # content keeps a voice: items without interactions stay reachable
 
 Progress = Callable[[str], None]
 
@@ -327,40 +324,6 @@ def prune(settings: Settings, collection: str) -> None:
 
 
 # ---- validation helpers -------------------------------------------------------------------------
-
-
-def choose_weights(
-    lists: dict[str, list[Scored]], targets: Sequence[int], item_ids: list[str]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The fusion weights (summing to 1, content at least MIN_CONTENT_WEIGHT) with the best
-    validation NDCG@10 over a grid of WEIGHT_STEP."""
-    names = list(lists)
-    steps = round(1 / WEIGHT_STEP)
-    best: tuple[float, dict[str, float], dict[str, float]] | None = None
-    for combo in itertools.product(range(steps + 1), repeat=len(names) - 1):
-        if sum(combo) > steps:
-            continue
-        raw = [c / steps for c in combo] + [1 - sum(combo) / steps]
-        weights = dict(zip(names, raw, strict=True))
-        weights["content"] = max(weights["content"], MIN_CONTENT_WEIGHT)
-        metrics = _fused_metrics(lists, weights, targets, item_ids)
-        if best is None or metrics["ndcg@10"] > best[0] + 1e-12:
-            best = (metrics["ndcg@10"], weights, metrics)
-    assert best is not None
-    return {k: round(v, 4) for k, v in best[1].items()}, best[2]
-
-
-def _fused_metrics(
-    lists: dict[str, list[Scored]],
-    weights: dict[str, float],
-    targets: Sequence[int],
-    item_ids: list[str],
-) -> dict[str, float]:
-    per_user = []
-    for u, target in enumerate(targets):
-        fused = fuse({name: lists[name][u] for name in lists}, weights, max(KS))
-        per_user.append(ranking_metrics([i for i, _ in fused], item_ids[target], KS))
-    return _rounded({key: mean([m[key] for m in per_user]) or 0.0 for key in per_user[0]})
 
 
 def _list_metrics(
