@@ -31,11 +31,9 @@ run: setup
 demo: setup
 	$(BIN)/genrec demo
 
-SHARED_DATA := ../shared/data/ml-latest-small
-
-# The smoke evaluation runs for real (no engine-output cache) with --check, then the test suite.
-# Its catalog goes into a Chroma folder of its own (a running `make run` keeps the default one
-# open); the converted model is shared with everything else.
+# The smoke evaluation (eval/smoke.yaml, every request reaching the engine, every threshold
+# checked) runs inside the test suite, on the session's engine (tests/test_eval_run.py); it skips,
+# saying why, where ../shared/data is absent.
 # The event store's PostgreSQL tests start a server of their own from Debian's `postgresql`
 # package: installed here when missing and allowed (CI runs as root on a fresh machine). If it
 # cannot be installed, those tests skip with the reason; the rest of the suite still runs.
@@ -47,11 +45,6 @@ postgres:
 	else echo "SKIPPED installing postgresql (not root or no apt-get); its tests will be skipped"; fi
 
 test: setup docs-check postgres
-	@if [ -d $(SHARED_DATA) ]; then \
-	  GENREC_MODEL_CACHE="$$($(BIN)/python -c 'from genrec.settings import Settings; print(Settings.load().models_dir)')" \
-	  GENREC_HOME=$(CURDIR)/.genrec/home \
-	  $(BIN)/genrec eval run eval/smoke.yaml --check --no-cache --fresh --out .genrec/eval-smoke; \
-	else echo "SKIPPED eval smoke: $(SHARED_DATA) is absent (CI always has it)"; fi
 	$(BIN)/python -m pytest -ra
 
 lint: setup

@@ -4,6 +4,8 @@ session, inside a real Recommender over the catalog fixtures' ML-100K index.
 
 Other areas use ``recommender`` (a started :class:`genrec.recommender.Recommender`); its
 ``engine``, ``index``, ``tokenizer`` and ``prompts`` are there for tests that need the parts.
+The remote-engine and replica tests share ONE `vllm serve` (``vllm_server``), started on first
+use.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from genrec.engines.hardware import resolve_dtype
@@ -44,6 +47,48 @@ def sharing(recommender: Recommender, **updates: object) -> Recommender:
         engine=recommender.engine,
         tokenizer=recommender.tokenizer,
     )
+
+
+class SharedVLLM:
+    """One real `vllm serve` for the session, started on first use and again if a test stopped
+    it (the test that kills it runs last, in tests/test_replicas_processes.py)."""
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        self.settings, self.folder = settings, folder
+        self._running: contextlib.ExitStack | None = None
+        self.url = ""
+        self.proc: subprocess.Popen | None = None
+
+    def started(self) -> SharedVLLM:
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            self._running = contextlib.ExitStack()
+            self.url, self.proc = self._running.enter_context(
+                run_vllm_server(self.settings, self.folder)
+            )
+        return self
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.close()
+            self._running = None
+
+
+@pytest.fixture(scope="session")
+def shared_vllm(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedVLLM]:
+    server = SharedVLLM(settings, tmp_path_factory.mktemp("vllm-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def vllm_server(shared_vllm: SharedVLLM) -> SharedVLLM:
+    """The session's `vllm serve`, running."""
+    return shared_vllm.started()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """The evaluation end to end with the real engine (the session's `recommender` fixture), the
 engine-output cache, resuming, a failing request, and `--check`.
 
-One smoke run (eval/smoke.yaml on a few users) feeds most tests; reruns are answered from the
-cache by a *fresh, never-started* engine, which proves they cost no engine work at all.
+One smoke run feeds most tests: eval/smoke.yaml whole, as `genrec eval run eval/smoke.yaml
+--check` runs it (every request reaches the engine, every threshold must pass), on the session's
+engine rather than one of its own. Reruns are answered from the cache by a *fresh, never-started*
+engine, which proves they cost no engine work at all.
 """
 
 from __future__ import annotations
@@ -23,20 +25,18 @@ from genrec.evaluation.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "eval" / "smoke.yaml"
-LIMIT = 3  # users; the smoke suite's blocks take prefixes of this sample
-CELLS = [
-    "default/rank/rank_default",
-    "default/rank/rank_brief",
-    "default/describe/describe_default",
-    "default/generate/generate_default",
-    "default/generate/generate_numbered",
-]
+CELLS = {  # cell: users (the suite's 30, fewer where a block says so)
+    "default/rank/rank_default": 30,
+    "default/rank/rank_brief": 30,
+    "default/describe/describe_default": 10,
+    "default/generate/generate_default": 6,
+    "default/generate/generate_numbered": 6,
+}
+USERS = CELLS["default/rank/rank_default"]
 
 
 def options(base: Path, name: str, data: Path, **kw) -> RunOptions:
-    return RunOptions(
-        out=base / name, limit=LIMIT, cache_dir=base / "cache", data=data, progress=False, **kw
-    )
+    return RunOptions(out=base / name, cache_dir=base / "cache", data=data, progress=False, **kw)
 
 
 def cell_items(out: Path) -> dict[str, dict[str, list]]:
@@ -66,13 +66,13 @@ async def smoke(recommender, embedder, ml_latest_small, tmp_path_factory):
 
 async def test_smoke_suite_end_to_end(smoke):
     doc = smoke.doc
-    assert [c["id"] for c in doc["cells"]] == CELLS
+    assert [(c["id"], c["users_completed"]) for c in doc["cells"]] == list(CELLS.items())
     p = doc["protocol"]
     assert p["stats"]["users"] == 610 and p["stats"]["items"] == 3650
-    assert p["users_evaluated"] == LIMIT and p["k_requested"] == p["candidates"] == 20
+    assert p["users_evaluated"] == USERS and p["k_requested"] == p["candidates"] == 20
     for cell in doc["cells"]:
         m = cell["metrics"]
-        assert cell["users_completed"] == LIMIT and cell["requests_failed"] == 0, cell
+        assert cell["requests_failed"] == 0, cell
         assert set(m) >= {"recall@10", "ndcg@5", "mrr@20", "candidate_recall", "validity_rate"}
         assert 0.0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@20"] <= 1.0
         assert m["in_history_rate"] == 0.0  # the whole history is masked
@@ -82,15 +82,18 @@ async def test_smoke_suite_end_to_end(smoke):
         rank["metrics"]["validity_rate"] == 1.0 and rank["metrics"]["outside_candidates_rate"] == 0
     )
     # The smoke run warmed no cache: every request reached the engine and was timed.
-    assert rank["latency_requests"] == LIMIT and rank["latency_ms"]["llm"]["p50"] > 0
+    assert rank["latency_requests"] == USERS and rank["latency_ms"]["llm"]["p50"] > 0
     records = read_records(
         smoke.base / "first" / "cells" / "default__rank__rank_default.jsonl",
         _fingerprint(smoke, "default/rank/rank_default"),
     )
-    assert len(records) == LIMIT
+    assert len(records) == USERS
     assert all(len(r["items"]) == 20 and len(r["candidates"]) == 20 for r in records.values())
 
-    baselines = {b["id"]: b for b in doc["baselines"]}
+    baselines = {b["id"]: b for b in doc["baselines"] if "[n=" not in b["id"]}
+    # The smaller blocks are compared with baselines on their own users (the first 10, 6).
+    subsets = {b["id"] for b in doc["baselines"]} - set(baselines)
+    assert {"baseline/retrieval[n=10]", "baseline/popularity[n=6]"} <= subsets
     # The smoke suite trains itemknn and ease: each retriever has a row of its own, and
     # `retrieval` is the order of the one the LM cells re-rank (the best by validation).
     retrievers = {"content", "itemknn", "ease", "hybrid"}
@@ -133,7 +136,7 @@ async def test_rerun_is_answered_by_the_cache_without_starting_an_engine(smoke, 
     doc = await run(prepared, recommender.settings, engine=never_started)
     assert not never_started.healthy  # vLLM was never started
     assert doc["engine_cache"]["inner_calls"] == 0 and doc["engine_cache"]["misses"] == 0
-    assert doc["engine_cache"]["hits"] >= len(CELLS) * LIMIT
+    assert doc["engine_cache"]["hits"] >= sum(CELLS.values())
     assert cell_items(smoke.base / "again") == cell_items(smoke.base / "first")
     for a, b in zip(doc["cells"], smoke.doc["cells"], strict=True):
         assert {k: v for k, v in a["metrics"].items() if "@" in k} == {
@@ -154,8 +157,8 @@ async def test_interrupted_run_resumes_with_only_the_missing_requests(smoke, rec
         smoke.suite, recommender.settings, options(smoke.base, "resumed", smoke.data)
     )
     doc = await run(prepared, recommender.settings, engine=never_started)
-    # One rank_labels call per request (20 labels fit one call), only for the 3 missing users.
-    assert doc["engine_cache"]["hits"] == LIMIT - 2 and doc["engine_cache"]["misses"] == 0
+    # One rank_labels call per request (20 labels fit one call), only for the missing users.
+    assert doc["engine_cache"]["hits"] == USERS - 2 and doc["engine_cache"]["misses"] == 0
     assert cell_items(out) == cell_items(smoke.base / "first")
 
     # A completed out dir is not rerun at all: no Recommender, no engine, no cache lookups.
@@ -246,8 +249,6 @@ def test_check_fails_naming_the_metric_below_its_threshold(smoke, recommender, t
         "eval",
         "run",
         str(suite),
-        "--limit",
-        str(LIMIT),
         "--data",
         str(smoke.data),
         "--out",

@@ -17,7 +17,9 @@ def _lists(rng: np.random.Generator, users: int) -> tuple[dict[str, list], list[
             picked = rng.choice(60, size=int(rng.integers(0, 25)), replace=False)
             # Coarse scores, so lists tie often; sometimes all equal (a zero span).
             scores = np.sort(rng.integers(0, 4, size=len(picked)))[::-1] / 3.0
-            lists[name].append([(item_ids[i], float(s)) for i, s in zip(picked, scores)])
+            lists[name].append(
+                [(item_ids[i], float(s)) for i, s in zip(picked, scores, strict=True)]
+            )
     targets = [int(t) for t in rng.integers(0, 60, size=users)]
     return lists, targets, item_ids
 

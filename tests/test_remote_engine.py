@@ -1,14 +1,13 @@
 """The remote engine against a real vLLM OpenAI-compatible server with the default model: it must
 recommend exactly what the in-process engine does at temperature 0. Also: engines that cannot
-start or that die surface as retryable EngineErrors, not hangs."""
+start surface as retryable EngineErrors, not hangs (one that dies: the last test of
+tests/test_replicas_processes.py, which shares this module's vLLM server)."""
 
 from __future__ import annotations
 
 import http.server
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,24 +21,15 @@ from genrec.recommender import Recommender
 from genrec.schema import RecommendRequest
 from genrec.server.errors import http_status
 from tests.fixtures_catalog import free_port
-from tests.fixtures_engine import run_vllm_server
 
 pytestmark = pytest.mark.slow
 
 HISTORIES = [["50", "172", "181"], ["1", "95"], ["98", "127", "187"]]
 
 
-@pytest.fixture(scope="module")
-def vllm_server(settings, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
-    # module scope: test_dead_server_is_a_retryable_engine_error kills it
-    with run_vllm_server(settings, tmp_path_factory.mktemp("vllm-server")) as server:
-        yield server
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def remote(settings, ml100k_index, recommender, vllm_server):
-    url, _ = vllm_server
-    remote_settings = settings.model_copy(update={"engine_url": url})
+async def remote(settings, ml100k_index, recommender, shared_vllm):
+    remote_settings = settings.model_copy(update={"engine_url": shared_vllm.started().url})
     async with Recommender(
         remote_settings, index=ml100k_index, tokenizer=recommender.tokenizer
     ) as rec:
@@ -121,21 +111,6 @@ async def test_in_process_engine_that_cannot_start(settings, tmp_path: Path):
         await engine.start()
     assert info.value.retryable and str(tmp_path) in info.value.message
     assert not engine.healthy
-
-
-async def test_dead_server_is_a_retryable_engine_error(remote, vllm_server):
-    # Last in this module: it stops the server.
-    _, proc = vllm_server
-    proc.terminate()
-    proc.wait(timeout=60)
-    for _ in range(2):  # and again: a failed call does not latch the remote engine
-        with pytest.raises(EngineError) as info:
-            await remote.recommend(RecommendRequest(history=["50"], k=3))
-        assert info.value.retryable
-        assert "cannot reach the engine" in info.value.message
-    # The server is another process that may come back: genrec keeps trying it per request
-    # (a retryable 503 while it is down) instead of refusing forever after one network error.
-    assert remote.ready
 
 
 async def test_refusing_server_is_a_config_error_that_leaks_nothing(settings):

@@ -2,8 +2,9 @@
 one vLLM server, one PostgreSQL database and one GENREC_HOME. An event posted to one replica
 shapes the other's next answer; a `genrec train` beside them is picked up by both with no
 failed request; `kill -9` of one replica under load leaves the other answering with no 5xx and
-no acknowledged event lost. Tiny catalog (300 ML-100K movies), tiny itemknn training, bounded
-request loops against 127.0.0.1 only."""
+no acknowledged event lost; the shared vLLM server going away is a retryable error, not a hang
+or a latch (last: it stops the session's server). Tiny catalog (300 ML-100K movies), tiny
+itemknn training, bounded request loops against 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ import pytest
 
 from genrec.data.catalog_files import load_dataset
 from genrec.data.interactions import read_log
+from genrec.engines.remote import RemoteEngine
+from genrec.errors import EngineError
+from genrec.recommender import Recommender
+from genrec.schema import RecommendRequest
+from genrec.server.errors import http_status
 from tests.fixtures_catalog import free_port, stop_process
-from tests.fixtures_engine import run_vllm_server
 
 pytestmark = pytest.mark.slow
 
@@ -67,13 +72,7 @@ def _wait_ready(replica: Replica, deadline: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def vllm(settings, tmp_path_factory) -> Iterator[str]:
-    with run_vllm_server(settings, tmp_path_factory.mktemp("replicas-vllm")) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def cluster(settings, chroma_server, postgres, vllm, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(settings, chroma_server, postgres, shared_vllm, tmp_path_factory) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("replicas")
     catalog = folder / "catalog.jsonl"
     items = [it for it in load_dataset("ml-100k") if int(it.id) <= MAX_ITEM]
@@ -92,7 +91,7 @@ def cluster(settings, chroma_server, postgres, vllm, tmp_path_factory) -> Iterat
         "GENREC_MODEL_CACHE": str(settings.models_dir),
         "GENREC_CHROMA_URL": chroma_server,
         "GENREC_EVENTS_URL": postgres.new_database(),
-        "GENREC_ENGINE_URL": vllm,
+        "GENREC_ENGINE_URL": shared_vllm.started().url,
         "GENREC_COLLECTION": COLLECTION,
         "GENREC_TRAIN_DEFAULT": "0",
         "GENREC_RELOAD_INTERVAL_S": "0.5",
@@ -254,3 +253,28 @@ def test_kill_9_of_one_replica_under_load_loses_nothing_acknowledged(cluster: Cl
     state = httpx.get(f"{b.url}/v1/users/{user}", timeout=30).json()
     assert set(acknowledged) <= set(state["consumed"])
     assert b.health()["status"] == "ok"
+
+
+# ---- last in the session's use of the shared vLLM server: this stops it
+
+
+async def test_a_dead_engine_server_is_a_retryable_error_that_does_not_latch(
+    settings, ml100k_index, recommender, vllm_server
+):
+    remote_settings = settings.model_copy(update={"engine_url": vllm_server.url})
+    async with Recommender(
+        remote_settings, index=ml100k_index, tokenizer=recommender.tokenizer
+    ) as remote:
+        assert isinstance(remote.engine, RemoteEngine)
+        await remote.recommend(RecommendRequest(history=["50"], k=3))  # it answers while up
+        assert vllm_server.proc is not None
+        vllm_server.proc.terminate()
+        vllm_server.proc.wait(timeout=60)
+        for _ in range(2):  # and again: a failed call does not latch the remote engine
+            with pytest.raises(EngineError) as info:
+                await remote.recommend(RecommendRequest(history=["50"], k=3))
+            assert info.value.retryable and http_status(info.value) == 503
+            assert "cannot reach the engine" in info.value.message
+        # The server is another process that may come back: genrec keeps trying it per
+        # request (a retryable 503 while it is down) instead of refusing forever.
+        assert remote.ready
