@@ -4,6 +4,8 @@ TYPE_CHECKING too (a request should flow down the modules, never back up)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import genrec
@@ -87,3 +89,11 @@ def test_no_import_circles():
 
 def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_cli_starts_without_torch():
+    # Every `genrec` command pays its imports: torch (about a second) is for the commands that
+    # serve or train a SASRec model or start vLLM, and they import it themselves.
+    code = "import sys, genrec.cli; print(sorted(m for m in sys.modules if m.startswith('torch')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout[:500]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +33,11 @@ from genrec.index import CatalogIndex
 from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, Ranked, RankingRetriever, RetrievalQuery, Retriever
-from genrec.training.leave_one_out import LeftOut, closed_form, leave_one_out
+
+if (
+    TYPE_CHECKING
+):  # imported where a SASRec model is served: the rest of genrec starts without torch
+    from genrec.training.leave_one_out import LeftOut
 
 LEFT_OUT_KEPT = 64  # recent histories' left-out vectors kept for their explanation
 
@@ -137,6 +141,8 @@ class VectorRetriever(_Learned):
         self._lock = threading.Lock()
 
     def _user(self, history: list[int]) -> np.ndarray:
+        from genrec.training.leave_one_out import closed_form, leave_one_out
+
         if not closed_form(self.model):
             return self.model.user_vectors([history])[0]
         loo = leave_one_out(self.model, history)
@@ -149,6 +155,8 @@ class VectorRetriever(_Learned):
     def left_out(self, history: Sequence[int]) -> LeftOut:
         """The user vector and its left-out vectors for ``history`` (item indices): kept from
         its retrieval, else computed now."""
+        from genrec.training.leave_one_out import leave_one_out
+
         with self._lock:
             kept = self._left_out.get(tuple(history))
         return kept if kept is not None else leave_one_out(self.model, history)
