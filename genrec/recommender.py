@@ -218,9 +218,6 @@ class Recommender:
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
             found = await asyncio.to_thread(stages.find, self.index, retrievers, plan)
-            evidence = await asyncio.to_thread(
-                stages.evidence, self.settings, self.index, plan, found
-            )
         request, history = plan.request, found.history
         candidates = [c.item for c in found.scored]
         with clock("render"):
@@ -251,6 +248,11 @@ class Recommender:
         with clock("ground"):
             picks = await plan.mode.ground(job, decoded)
         parts = {candidates[i].id: p for i, p in fused.parts.items()} if fused else {}
+        with clock("retrieve"):  # the evidence of the items served, from the retrieval's scores
+            served = {m.item.id for m in picks.grounded.matches}
+            evidence = await asyncio.to_thread(
+                stages.evidence, self.settings, self.index, plan, found, served
+            )
         items = explain.attach(
             recommended_items(picks, parts),
             evidence,

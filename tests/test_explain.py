@@ -80,6 +80,12 @@ def test_contributions_add_up_to_the_scores():
         assert terms.shape == (4, 4) and terms.dtype == np.float32
         want = model.scores([history])[0][items]
         assert np.allclose(terms.sum(axis=0), want, atol=1e-5)
+        # A request's kept history rows give its scores and the same terms.
+        rows = model.history_rows(history)
+        assert np.array_equal(rows.scores(), model.scores([history])[0])  # to the bit
+        kept_hist, kept_terms = model.contributions(history, items, rows)
+        assert kept_hist.tolist() == hist.tolist() and kept_terms.dtype == np.float32
+        assert np.allclose(kept_terms, terms, atol=1e-7)
 
 
 def test_every_candidate_of_every_retriever_carries_evidence(retrievers, index):
@@ -96,6 +102,20 @@ def test_every_candidate_of_every_retriever_carries_evidence(retrievers, index):
             cited = cited_history(because)
             assert cited and set(cited) <= set(HISTORY), (name, item_id)
             assert all(e.title == index.get([e.item_id])[0].title for e in because), name
+
+
+@pytest.mark.parametrize("text", ["", "space adventure"])
+def test_an_items_evidence_is_the_same_explained_alone_or_with_all(retrievers, index, text):
+    # What lets a request explain only the k items it serves, after the LM picked them.
+    q = query(index, HISTORY, k=20, text=text)
+    for name, r in retrievers.by_name.items():
+        got = r.retrieve(q)
+        every = explain_candidates(r, index, q, got)
+        served = got[3:13:2]
+        some = explain_candidates(r, index, q, served)
+        assert set(some) == {c.item.id for c in served}, name
+        for c in served:
+            assert some[c.item.id] == every[c.item.id], (name, c.item.id)
 
 
 def test_itemknn_evidence_is_the_score_sum(retrievers, index):

@@ -2,8 +2,8 @@
 
 - retrieve p50 with and without evidence: the suite's default retriever on real users'
   histories, each request timed both ways in the same run (alternating), so the ratio holds on
-  a noisy machine. The evidence is what a request makes: the parts of all n candidates, before
-  the LM, then the Evidence objects of the k items it serves (here the retriever's top k);
+  a noisy machine. The evidence is what a request makes: the parts of the k items it serves
+  (here the retriever's top k), then their Evidence objects;
 - ``explain: true``: the LM's sentences' extra tokens and ms per request (the engine runs).
 
     python -m genrec.bench.explain eval/movielens-explain.yaml --users 300 --lm 4
@@ -44,8 +44,9 @@ def retrieval_cost(rec: Any, requests: list[Any]) -> dict[str, Any]:
             found = stages.find(rec.index, rec.retrievers, plan)  # the request's own calls
             if with_evidence:
                 t1 = time.perf_counter()
-                made = stages.evidence(rec.settings, rec.index, plan, found)
-                [made[c.item.id] for c in found.scored[: plan.k]]  # what attach reads
+                served = {c.item.id for c in found.scored[: plan.k]}
+                made = stages.evidence(rec.settings, rec.index, plan, found, served)
+                [made[i] for i in served]  # what attach reads
                 evidence.append(_ms(t1))
                 explained.append(_ms(t0))
             else:

@@ -29,7 +29,7 @@ def learned_parts(
         return empty()
     cols = np.asarray([retriever.position[i] for i in known], dtype=np.int64)
     if isinstance(retriever, ScoringRetriever):
-        hist, terms = retriever.model.contributions(history, cols)
+        hist, terms = retriever.contributions(history, cols)
     else:
         hist, terms = _drops(retriever, history, cols)
     keys = [("history", retriever.item_ids[h]) for h in hist.tolist()]

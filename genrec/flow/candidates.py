@@ -7,7 +7,7 @@ Recommender runs these in worker threads."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from genrec import explain
@@ -112,11 +112,19 @@ def find(index: CatalogIndex, retrievers: Retrievers, plan: Plan) -> Found:
 
 
 def evidence(
-    settings: Settings, index: CatalogIndex, plan: Plan, found: Found
+    settings: Settings,
+    index: CatalogIndex,
+    plan: Plan,
+    found: Found,
+    served: Collection[str] | None = None,
 ) -> Mapping[str, list[Evidence]] | None:
-    """Each candidate's evidence (genrec.explain), from the scores the retriever that found them
-    made; None when turned off (``settings.explain_evidence``)."""
+    """The evidence (genrec.explain) of the candidates served (default: all of them), from the
+    scores the retriever that found them made; None when turned off
+    (``settings.explain_evidence``). An item's evidence does not depend on which other items
+    are explained with it, so a request explains only the k it serves, after the LM chose them:
+    half the work of all n candidates."""
     if not settings.explain_evidence:
         return None
     query = found.query or retrieval_query(plan, found.history)
-    return explain.explain_candidates(found.retriever, index, query, found.scored)
+    scored = found.scored if served is None else [c for c in found.scored if c.item.id in served]
+    return explain.explain_candidates(found.retriever, index, query, scored)

@@ -34,12 +34,13 @@ from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, Ranked, RankingRetriever, RetrievalQuery, Retriever
 
-if (
-    TYPE_CHECKING
-):  # imported where a SASRec model is served: the rest of genrec starts without torch
+# torch is imported where a SASRec model is served: the rest of genrec starts without it
+if TYPE_CHECKING:
+    from genrec.training.collaborative import HistoryRows
     from genrec.training.leave_one_out import LeftOut
 
 LEFT_OUT_KEPT = 64  # recent histories' left-out vectors kept for their explanation
+ROWS_KEPT, ROWS_BYTES = 32, 64 << 20  # recent histories' score rows kept for their explanation
 
 
 class _Learned:
@@ -65,6 +66,27 @@ class ScoringRetriever(_Learned):
         pop = np.asarray(popularity, dtype=np.float64)
         self._tiebreak = 1e-9 * pop / max(float(pop.max()), 1.0)
         self._by_popularity = np.argsort(-self._tiebreak, kind="stable")
+        # The rows a request's scores were read from, for its evidence (genrec.explain).
+        self._rows: OrderedDict[tuple[int, ...], HistoryRows] = OrderedDict()
+        self._rows_lock = threading.Lock()
+
+    def _scores(self, history: list[int]) -> Any:
+        rows = self.model.history_rows(history)
+        if rows is None:
+            return self.model.batch_scores([history])
+        with self._rows_lock:
+            self._rows[tuple(history)] = rows
+            held = sum(r.rows.nbytes for r in self._rows.values())
+            while len(self._rows) > 1 and (len(self._rows) > ROWS_KEPT or held > ROWS_BYTES):
+                held -= self._rows.popitem(last=False)[1].rows.nbytes
+        return rows.scores()
+
+    def contributions(self, history: list[int], items: Sequence[int]) -> Any:
+        """The model's (history items, terms) for ``items``, from the rows this history's
+        retrieval read when they are still kept."""
+        with self._rows_lock:
+            rows = self._rows.get(tuple(history))
+        return self.model.contributions(history, items, rows)
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         # An over-fetch covers items deleted from the catalog since training, widened when more
@@ -83,7 +105,7 @@ class ScoringRetriever(_Learned):
         history = self.known_history(query)
         if not history:
             return []
-        scores = self.model.batch_scores([history])
+        scores = self._scores(history)
         banned = np.asarray(
             [self.position[i] for i in query.banned if i in self.position], dtype=np.int64
         )

@@ -40,14 +40,8 @@ from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import MIN_POOL, Scored
 from genrec.settings import Settings
 from genrec.training import artifacts, memory, validation
-from genrec.training.collaborative import (
-    SCORING,
-    SCORING_PARAMS,
-    ItemKNNParams,
-    ease_bytes,
-    itemknn_bytes,
-    itemknn_entries,
-)
+from genrec.training.collaborative import SCORING, SCORING_PARAMS, ease_bytes
+from genrec.training.cooccurrence import ItemKNNParams, itemknn_bytes, itemknn_entries
 from genrec.training.data import TrainingData
 from genrec.training.fusion_search import KS, choose_weights
 from genrec.training.text import fit_sasrec, fit_semantic, hybrid_members
