@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from pydantic import ValidationError
 
@@ -21,7 +22,7 @@ from genrec.schema import Evidence, RecommendedItem, RecommendRequest
 from genrec.server.errors import from_validation, http_status
 from genrec.server.openai_schema import ChatCompletionRequest
 from genrec.settings import Settings
-from genrec.training.collaborative import EASE, ItemKNN
+from genrec.training.collaborative import EASE, ROWS_MAX_BYTES, ItemKNN, ItemKNNParams
 from genrec.training.data import build, sequences_from_log
 from genrec.training.leave_one_out import LOO_ITEMS, leave_one_out, masked_user_vectors
 from genrec.training.sequential import SASRec, SASRecParams
@@ -86,6 +87,11 @@ def test_contributions_add_up_to_the_scores():
         kept_hist, kept_terms = model.contributions(history, items, rows)
         assert kept_hist.tolist() == hist.tolist() and kept_terms.dtype == np.float32
         assert np.allclose(kept_terms, terms, atol=1e-7)
+    # Past ROWS_MAX_BYTES a request scores through the sparse product and keeps no rows.
+    n = 50_000  # 42 rows of 50,000 float32: 8.4 MB
+    knn = ItemKNN(sp.csr_matrix((n, n), dtype=np.float32), ItemKNNParams())
+    assert knn.history_rows(list(range(42))) is None and knn.history_rows([0, 1]) is not None
+    assert ROWS_MAX_BYTES < 42 * n * 4
 
 
 def test_every_candidate_of_every_retriever_carries_evidence(retrievers, index):

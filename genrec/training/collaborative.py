@@ -85,6 +85,9 @@ def history_weights(
     return ordered[first], weights.astype(np.float32)
 
 
+ROWS_MAX_BYTES = 8 << 20  # one request's dense history rows at most (3,650 items: 574 rows)
+
+
 @dataclass(frozen=True)
 class HistoryRows:
     """One history's distinct items (ascending), their recency weights, and the model's rows
@@ -160,9 +163,12 @@ class EASE:
 
     batch_scores = scores  # dense: validation ranks a batch at a time
 
-    def history_rows(self, history: Sequence[int]) -> HistoryRows:
-        """One request's history rows (:class:`HistoryRows`): what its scores read anyway."""
+    def history_rows(self, history: Sequence[int]) -> HistoryRows | None:
+        """One request's history rows (:class:`HistoryRows`): what its scores read anyway; None
+        where their copy would pass ROWS_MAX_BYTES (the sparse product scores)."""
         hist, w = history_weights(history, self.n_items, self.params.recency)
+        if len(hist) * self.n_items * 4 > ROWS_MAX_BYTES:
+            return None
         return HistoryRows(hist, w, self.matrix[hist])
 
     def contributions(
@@ -268,11 +274,13 @@ class ItemKNN:
     def history_rows(self, history: Sequence[int]) -> HistoryRows | None:
         """A small catalog's (n_items <= DENSE_ROWS_ITEMS) request's history rows made dense
         (:class:`HistoryRows`; scoring through them is faster than the sparse product at 3,650
-        items); None above that size, where the sparse product scores."""
+        items); None above that size or ROWS_MAX_BYTES, where the sparse product scores."""
         if self.n_items > DENSE_ROWS_ITEMS:
             return None
         p = self.params
         hist, w = history_weights(history, self.n_items, p.recency, p.history_len)
+        if len(hist) * self.n_items * 4 > ROWS_MAX_BYTES:
+            return None
         return HistoryRows(hist, w, self.matrix[hist].toarray())
 
     def contributions(
