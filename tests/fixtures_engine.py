@@ -4,8 +4,8 @@ session, inside a real Recommender over the catalog fixtures' ML-100K index.
 
 Other areas use ``recommender`` (a started :class:`genrec.recommender.Recommender`); its
 ``engine``, ``index``, ``tokenizer`` and ``prompts`` are there for tests that need the parts.
-The remote-engine and replica tests share ONE `vllm serve` (``vllm_server``), started on first
-use.
+The remote-engine and replica tests share ONE `vllm serve` (``shared_vllm``; ``.started()``
+gives it running), started on first use.
 """
 
 from __future__ import annotations
@@ -83,12 +83,6 @@ def shared_vllm(
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def vllm_server(shared_vllm: SharedVLLM) -> SharedVLLM:
-    """The session's `vllm serve`, running."""
-    return shared_vllm.started()
 
 
 @contextlib.contextmanager

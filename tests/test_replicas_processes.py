@@ -259,8 +259,9 @@ def test_kill_9_of_one_replica_under_load_loses_nothing_acknowledged(cluster: Cl
 
 
 async def test_a_dead_engine_server_is_a_retryable_error_that_does_not_latch(
-    settings, ml100k_index, recommender, vllm_server
+    settings, ml100k_index, recommender, shared_vllm
 ):
+    vllm_server = shared_vllm.started()
     remote_settings = settings.model_copy(update={"engine_url": vllm_server.url})
     async with Recommender(
         remote_settings, index=ml100k_index, tokenizer=recommender.tokenizer

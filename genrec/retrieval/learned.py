@@ -34,7 +34,8 @@ from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, Ranked, RankingRetriever, RetrievalQuery, Retriever
 
-# torch is imported where a SASRec model is served: the rest of genrec starts without it
+# For type hints only: leave_one_out (and so torch) is imported where a SASRec model serves,
+# so the rest of genrec starts without torch.
 if TYPE_CHECKING:
     from genrec.training.collaborative import HistoryRows
     from genrec.training.leave_one_out import LeftOut
@@ -81,7 +82,9 @@ class ScoringRetriever(_Learned):
                 held -= self._rows.popitem(last=False)[1].rows.nbytes
         return rows.scores()
 
-    def contributions(self, history: list[int], items: Sequence[int]) -> Any:
+    def contributions(
+        self, history: list[int], items: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The model's (history items, terms) for ``items``, from the rows this history's
         retrieval read when they are still kept."""
         with self._rows_lock:

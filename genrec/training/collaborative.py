@@ -99,6 +99,10 @@ class HistoryRows:
     weights: np.ndarray
     rows: np.ndarray
 
+    def terms(self, cols: np.ndarray) -> np.ndarray:
+        """Each history item's additive term in the scores of the items at ``cols``."""
+        return self.weights[:, None] * self.rows[:, cols]
+
     def scores(self) -> np.ndarray:
         """(n_items,) float32: the rows added one at a time in float32, as scipy's sparse
         product adds them, so the scores are the same to the bit (a BLAS product is not)."""
@@ -179,7 +183,7 @@ class EASE:
         this history's :meth:`history_rows`, when the request kept them."""
         cols = np.asarray(items, dtype=np.int64)
         if rows is not None:
-            return rows.items, rows.weights[:, None] * rows.rows[:, cols]
+            return rows.items, rows.terms(cols)
         hist, w = history_weights(history, self.n_items, self.params.recency)
         return hist, (w[:, None] * self.matrix[np.ix_(hist, cols)]).astype(np.float32)
 
@@ -194,8 +198,9 @@ class EASE:
 # ---- ItemKNN ------------------------------------------------------------------------------------
 
 
-# Up to this many items a candidate's row is read densely by ``contributions`` (20 rows of
-# 50,000 float32: 4 MB); above it sparsely.
+# Up to this many items a request's history rows are made dense (``history_rows``, within
+# ROWS_MAX_BYTES) and candidates' rows are read densely by ``contributions`` (20 rows of 50,000
+# float32: 4 MB); above it both stay sparse.
 DENSE_ROWS_ITEMS = 50_000
 
 
@@ -291,18 +296,18 @@ class ItemKNN:
         scores([history])[0][items]. ``rows``: this history's :meth:`history_rows`."""
         cols = np.asarray(items, dtype=np.int64)
         if rows is not None:
-            return rows.items, rows.weights[:, None] * rows.rows[:, cols]
+            return rows.items, rows.terms(cols)
         p = self.params
         hist, w = history_weights(history, self.n_items, p.recency, p.history_len)
         if self.symmetric and self.n_items <= DENSE_ROWS_ITEMS:
             # the few candidates' rows, not the history's many, made dense then read at the
             # history: a tenth of a millisecond less than scipy's two fancy indexings
-            rows = self.matrix[cols].toarray()[:, hist].T
+            read = self.matrix[cols].toarray()[:, hist].T
         elif self.symmetric:
-            rows = self.matrix[cols][:, hist].toarray().T
+            read = self.matrix[cols][:, hist].toarray().T
         else:
-            rows = self.matrix[hist][:, cols].toarray()
-        return hist, w[:, None] * rows
+            read = self.matrix[hist][:, cols].toarray()
+        return hist, w[:, None] * read
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         m = self.matrix
