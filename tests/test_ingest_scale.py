@@ -11,7 +11,7 @@ import pytest
 
 from genrec.data.catalog_files import CatalogFile, load_dataset
 from genrec.data.item import Item
-from genrec.embeddings import INT8_MODEL, Embedder
+from genrec.embeddings import INT8_MODEL, STATIC_MODEL, Embedder
 from genrec.errors import CatalogError
 from genrec.index import CatalogIndex, writer
 from genrec.index.store import item_hash
@@ -146,6 +146,43 @@ def test_the_int8_model_is_its_own_model(tmp_path: Path, settings: Settings, emb
     index.drop()
 
 
+def test_the_static_model_is_distilled_once_and_reads_words(
+    settings: Settings, embedder: Embedder, items, monkeypatch: pytest.MonkeyPatch
+):
+    """The static model: a token table distilled from the packaged MiniLM once (cached, not
+    redone), unit vectors that put a text near texts sharing its words, its own model ID in a
+    collection, and a big write embedded in process (no child could beat a table lookup)."""
+    from genrec.embeddings_static import static_table
+    from genrec.index import embed_ahead
+
+    own = settings.model_copy(update={"embedding_model": STATIC_MODEL})
+    static = Embedder(own)
+    texts = [
+        "Toy Story (1995). Animation. Genres: Children, Comedy.",
+        "Toy Story 2 (1999). Animation. Genres: Children, Comedy.",
+        "Saving Private Ryan (1998). Genres: Drama, War.",
+    ]
+    vectors = static.encode(texts)
+    assert static.backend == "static" and vectors.shape == (3, embedder.dimension)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    table = static_table(static.path, own.models_dir)
+    stamp = table.stat().st_mtime_ns
+    again = Embedder(own).encode(texts)  # a second process-worth: the cached table, same vectors
+    assert table.stat().st_mtime_ns == stamp and np.array_equal(again, vectors)
+    # not the float model's vectors: a collection records which one filled it
+    assert np.all((vectors * embedder.encode(texts)).sum(axis=1) < 0.99)
+    with embed_ahead.embedding_ahead(static, total=10 * embed_ahead.AHEAD_MIN_ITEMS) as embed:
+        assert isinstance(embed, embed_ahead._InProcess)
+    monkeypatch.setattr(embed_ahead, "AHEAD_MIN_ITEMS", 10)
+    index = CatalogIndex(own, "static-catalog", static)
+    assert index.upsert(items[:60], progress=False).added == 60
+    reopened = CatalogIndex(settings, "static-catalog")
+    assert reopened.embedder.model_id == STATIC_MODEL
+    assert reopened.search("Toy Story", k=1)[0].item.title.startswith("Toy Story")
+    index.drop()
+
+
 def test_a_big_write_embeds_in_a_child_process(
     settings: Settings, embedder: Embedder, items, monkeypatch: pytest.MonkeyPatch
 ):
@@ -220,3 +257,16 @@ def test_an_updated_item_loses_the_fields_it_dropped(settings: Settings, embedde
     assert index.get(["a"]) == [bare]
     assert index.store.ids_where({"year": 1995}) == set()
     index.drop()
+
+
+def test_the_embedders_bench_measures_cost_and_quality(settings: Settings, ml_latest_small):
+    """genrec.bench.embedders on the real ml-latest-small (the static model: seconds): every
+    tag used on >= 3 movies is a query, every user with more than 10 liked movies a history,
+    and the figures are measured fractions, not placeholders."""
+    from genrec.bench.embedders import measure
+
+    got = measure(STATIC_MODEL, settings, ml_latest_small)
+    assert got["backend"] == "static" and got["items_per_cpu_s"] > 1000
+    assert got["tag_queries"] == 324 and got["history_users"] == 570
+    assert 0 < got["tag_queries_ndcg@20"] < got["tag_queries_recall@20"] < 0.5
+    assert 0 < got["history_recall@20"] < 0.5

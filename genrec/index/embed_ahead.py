@@ -30,7 +30,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from genrec.embeddings import Embedder
+from genrec.embeddings import STATIC_MODEL, Embedder
 from genrec.embeddings_e5 import E5_MODEL
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,11 @@ def embedding_ahead(
     """Something to ``submit`` texts to and take their vectors from (``.result()``): child
     processes for ``total`` >= AHEAD_MIN_ITEMS items with the plain embedder; in process otherwise
     (a subclass, such as the scale bench's stand-in, keeps its own ``encode``; e5 counts the
-    texts it truncates, which the ingest report warns about, in the embedder that ran it).
+    texts it truncates, which the ingest report warns about, in the embedder that ran it; the
+    static model embeds faster than a pipe carries its vectors).
     ``processes``: how many children (None: :func:`ahead_processes`)."""
-    if total < AHEAD_MIN_ITEMS or type(embedder) is not Embedder or embedder.model_id == E5_MODEL:
+    in_process = type(embedder) is not Embedder or embedder.model_id in (E5_MODEL, STATIC_MODEL)
+    if total < AHEAD_MIN_ITEMS or in_process:
         yield _InProcess(embedder)
         return
     try:
