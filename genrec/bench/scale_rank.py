@@ -104,11 +104,18 @@ async def _compare(
         "prompt_tokens_ratio": _ratio(
             big_cell.get("prompt_tokens_mean"), small_cell.get("prompt_tokens_mean")
         ),
+        "computed_tokens_ratio": _ratio(*(_computed(c) for c in (big_cell, small_cell))),
     }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def _computed(cell: dict[str, Any]) -> float | None:
+    if "prompt_tokens_mean" not in cell:
+        return None
+    return cell["prompt_tokens_mean"] - cell["cached_tokens_mean"]
 
 
 def _cell(results: list[Any]) -> dict[str, Any]:
@@ -121,4 +128,6 @@ def _cell(results: list[Any]) -> dict[str, Any]:
         }
     if results:
         out["prompt_tokens_mean"] = round(statistics.fmean(r.usage.prompt_tokens for r in results))
+        # what vLLM's prefix cache served (the shared system prompt): the rest is computed
+        out["cached_tokens_mean"] = round(statistics.fmean(r.usage.cached_tokens for r in results))
     return out

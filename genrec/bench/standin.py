@@ -5,7 +5,7 @@ loaded machine). The serving path's latency depends on the collection's size and
 vector space, not on how each vector was made, so ``genrec bench scale --standin-vectors`` fills
 the collection through the ordinary writer (the same records, metadata, digest and completeness
 stamps as ``genrec ingest``) with each item's vector made from the real model's embedding of its
-*topic phrase* (the synthetic title without brand, colour and model number, plus the category:
+*topic phrase* (the synthetic item's text without its brand: noun, category, descriptors;
 one embedding per topic, a few hundred in all) plus seeded per-item noise. Query texts are
 embedded by the real model, so text search lands among the right topics. Retrieval-quality numbers
 measured on such a collection are not the embedder's; the JSON says which vectors were used.
@@ -16,7 +16,6 @@ measured on such a collection are not the embedder's; the JSON says which vector
 from __future__ import annotations
 
 import json
-import re
 import sys
 import zlib
 from collections.abc import Sequence
@@ -27,13 +26,11 @@ import numpy as np
 from genrec.embeddings import Embedder
 
 NOISE = 0.35  # per-item noise's norm against the unit topic vector: items of a topic stay apart
-_TAIL = re.compile(r", [a-z]+\.$")  # the synthetic item's last tag: its colour
 
 
 def topic_phrase(text: str) -> str:
-    """``"Brand w1 noun. Category. Genres: w2, colour."`` -> ``"w1 noun. Category. Genres: w2."``
+    """``"Brand noun. Category. Genres: w1, w2."`` -> ``"noun. Category. Genres: w1, w2."``
     (what a synthetic item shares with its topic)."""
-    text = _TAIL.sub(".", text, count=1)
     return text.split(" ", 1)[1] if " " in text else text
 
 
