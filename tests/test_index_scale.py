@@ -4,6 +4,7 @@ summary's hashes, popularity with filters, and remembered filter matches."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from genrec.data.catalog_files import load_dataset
@@ -35,6 +36,30 @@ def test_items_come_from_chroma_and_a_bounded_cache(big: CatalogIndex):
     assert state["mirrored_items"] == 0
     assert state["cached_items"] == 50  # least recently used out
     assert big.get(["199"])[0] == loaded["199"]  # a cached one
+
+
+def test_recent_vectors_are_held_read_only_and_bounded(big: CatalogIndex):
+    """A history's vectors are read from Chroma once, then from memory (shared, so read-only),
+    at most ``cache_vectors`` of them; a write in this process drops them."""
+    big.mirror.cache_vectors = 3
+    try:
+        first = big.vectors(["1", "2", "nope"])
+        assert sorted(first) == ["1", "2"] and not first["1"].flags.writeable
+        assert np.array_equal(first["1"], big.store.vectors(["1"])["1"])
+        fetch = big.store.vectors
+        big.store.vectors = None  # type: ignore[method-assign]  # would fail if Chroma were asked
+        try:
+            again = big.vectors(["2", "1"])
+        finally:
+            del big.store.vectors
+        assert again["1"] is first["1"] and again["2"] is first["2"]
+        big.vectors(["3", "4", "5"])
+        assert big.mirror.describe()["cached_vectors"] == 3  # least recently used out
+        big.mirror.forget()  # what the writer does after writing
+        assert big.mirror.describe()["cached_vectors"] == 0
+        assert np.array_equal(big.vectors(["1"])["1"], fetch(["1"])["1"])
+    finally:
+        big.mirror.cache_vectors = 20_000
 
 
 def test_titles_resolve_through_the_summary(big: CatalogIndex):

@@ -137,7 +137,7 @@ class CatalogIndex:
         return self.store.all_items()
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.store.vectors(ids)
+        return self.mirror.vectors(ids)
 
     # ------------------------------------------------------------------ writing (see .writer)
 
