@@ -105,6 +105,10 @@ def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex
             _held_filters_off(big)
         try:
             for where in ({"tags": {"$contains": "Sci-Fi"}}, {"year": {"$lt": 1940}}):
+                if held:  # a first use is answered by the store while the vectors are fetched
+                    big.search_vector(vector, k=10, where=where)
+                    big._filtered.settle()
+                    assert big.allowed(where) in big._filtered._held
                 mine = [(h.item.id, h.score) for h in big.search_vector(vector, k=10, where=where)]
                 chroma = big.store.query(vector, 10, where)  # Chroma filtering in SQLite
                 assert [i for i, _ in mine] == [i for i, _ in chroma]
@@ -116,15 +120,18 @@ def test_filtered_search_over_fetch_matches_chromas_own_filter(big: CatalogIndex
 def test_held_filter_vectors_are_reused_and_bounded(big: CatalogIndex):
     vector = big.vectors(["50"])["50"]
     where = {"year": {"$lt": 1950}}
-    first = [h.item.id for h in big.search_vector(vector, k=5, where=where)]
+    big._filtered.clear()
+    first = [h.item.id for h in big.search_vector(vector, k=5, where=where)]  # the store's
     allowed = big.allowed(where)
-    assert allowed in big._filtered._held  # fetched once, held for the next request
+    big._filtered.settle()  # fetched once in the background, held for the next request
+    assert allowed in big._filtered._held
     assert [h.item.id for h in big.search_vector(vector, k=5, where=where)] == first
     big._filtered.budget_bytes = 1  # a filter too big for the budget is not held: the store asks
     try:
         big._filtered.clear()
         assert [h.item.id for h in big.search_vector(vector, k=5, where=where)] == first
-        assert not big._filtered._held
+        big._filtered.settle()
+        assert not big._filtered._held and not big._filtered._loading  # nor fetched again
     finally:
         big._filtered.budget_bytes = 512 << 20
 
