@@ -45,6 +45,8 @@ def test_bench_scale_measures_every_step(tmp_path: Path):
             for level in (1, 8):
                 cell = cells[(name, filtered, level)]
                 assert cell["requests"] == 4 and 0 < cell["p50_ms"] <= cell["p99_ms"], cell
+                if filtered and name != "popular":  # each distinct filter's first use, apart
+                    assert 1 <= cell["first_filter_use"]["requests"] <= 12, cell
     assert retrieve["process"]["peak_rss_mib"] >= retrieve["memory_after_load"]["rss_mib"] > 50
 
     # --reuse keeps the collection and its bundle: nothing is ingested or trained again

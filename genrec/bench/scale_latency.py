@@ -91,6 +91,7 @@ def retrieval_cells(spec: dict[str, Any], say: Callable[[str], None]) -> dict[st
     """The latency cells for one collection; ``spec``: collection, log, requests, k, length,
     retrievers (names; "auto" = all served), concurrency (list), seed."""
     from genrec.index import CatalogIndex
+    from genrec.index.filtered import settle_all
     from genrec.recommender import Recommender
     from genrec.retrieval import RetrievalQuery
     from genrec.retrieval.popular import PopularRetriever
@@ -144,12 +145,24 @@ def retrieval_cells(spec: dict[str, Any], say: Callable[[str], None]) -> dict[st
                 def call(req: Any) -> Any:
                     return rec.retrieve_scored(rec.plan(req))
 
+            first_ms = None
+            if filtered and name != "popular":
+                # Each filter's first request for this retriever, timed apart (its matching IDs
+                # fetched unless an earlier retriever's cell did; its vectors fetched in the
+                # background meanwhile): the cells then time a replica that has seen them.
+                firsts: dict[str, Any] = {}
+                for req in requests:
+                    firsts.setdefault(json.dumps(req.filters, sort_keys=True), req)
+                first_ms = timed(call, list(firsts.values()), 1)
+                settle_all()
             for req in requests[:WARMUP]:
                 call(req)
             for i, level in enumerate(levels):
                 batch = requests[WARMUP + i * n : WARMUP + (i + 1) * n]
                 cell = {"retriever": name, "filter": filtered, "concurrency": level}
                 cell.update(timed(call, batch, level))
+                if first_ms is not None:
+                    cell["first_filter_use"] = first_ms
                 cells.append(cell)
                 say(
                     f"scale: {name}{' filtered' if filtered else ''} c={level}: "
