@@ -29,6 +29,7 @@ from genrec.data.item import Item
 from genrec.errors import ConfigError, GenrecError, InvalidRequest, NotFound
 from genrec.filters import validate_where
 from genrec.folder_lock import FolderLock
+from genrec.index.batched_queries import BatchedQueries
 from genrec.index.manifest import HashManifest
 from genrec.index.records import (  # re-exported: importable from here as before
     catalog_digest,
@@ -98,6 +99,7 @@ class ChromaStore:
         self._col: Any = None
         self._folder_lock: FolderLock | None = None  # embedded Chroma only (genrec.folder_lock)
         self.manifest = HashManifest(settings.home, self.name)  # the writer's ID -> hash map
+        self._batched = BatchedQueries(self._nearest_rows)  # concurrent queries share calls
 
     @cached_property
     def client(self) -> Any:
@@ -252,13 +254,8 @@ class ChromaStore:
         share = len(allowed) / max(total, 1)
         fetch = min(total, int(self.OVERFETCH_MARGIN * n / share) + 1)
         while fetch <= self.MAX_OVERFETCH:
-            res = self.require().query(
-                query_embeddings=[np.asarray(vector, dtype=np.float32)],
-                n_results=max(fetch, n),
-                include=["distances"],
-            )
-            ids, dists = res["ids"][0], res["distances"][0]
-            found = [(i, d) for i, d in zip(ids, dists, strict=True) if i in allowed]
+            hits = self._batched.query(vector, max(fetch, n))
+            found = [(i, d) for i, d in hits if i in allowed]
             if len(found) >= n or fetch >= total:
                 return found[:n]
             if fetch == self.MAX_OVERFETCH:
@@ -357,6 +354,8 @@ class ChromaStore:
             found = self._query_allowed(vector, n, allowed)
             if found is not None:
                 return found
+        if where is None:
+            return self._batched.query(vector, n)
         col = self.require()
         try:
             res = col.query(
@@ -368,11 +367,16 @@ class ChromaStore:
         except GenrecError:
             raise
         except Exception as exc:  # chromadb's errors, e.g. a type mismatch inside where
-            if where is None:
-                raise
             msg = f"bad {param}: the catalog store rejected it: {exc}"
             raise InvalidRequest(msg, param=param) from exc
         return list(zip(res["ids"][0], res["distances"][0], strict=True))
+
+    def _nearest_rows(self, vectors: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
+        """Unfiltered (id, distance) lists, one per row of ``vectors``, in one Chroma call
+        (item fields come from the mirror)."""
+        res = self.require().query(query_embeddings=vectors, n_results=n, include=["distances"])
+        pairs = zip(res["ids"], res["distances"], strict=True)
+        return [list(zip(ids, dists, strict=True)) for ids, dists in pairs]
 
 
 __all__ = [
