@@ -310,3 +310,27 @@ def test_itemknn_ranks_its_sparse_row_as_the_dense_one(retrievers, index):
             order = np.lexsort((np.arange(len(scores)), -scores))[:k]
             assert [i for i, _ in got] == [itemknn.item_ids[i] for i in order]
             assert np.allclose([s for _, s in got], scores[order])
+
+
+def test_a_filtered_ranking_is_the_full_ranking_restricted(retrievers, index, monkeypatch):
+    """With a filter, itemknn takes its top among the filter's items (a mask kept per filter),
+    from a dense row and from a sparse one alike: the full ranking restricted to the filter."""
+    itemknn = retrievers.get("itemknn").learned
+    where = {"year": {"$lt": 1960}}
+    allowed = index.allowed(where, param="filters")
+    rng = np.random.default_rng(2)
+    for sparse in (False, True):
+        if sparse:  # the row a catalog too big for dense rows scores from
+            monkeypatch.setattr(itemknn.model, "history_rows", lambda history: None)
+        for size in (1, 3, 40):
+            history = [str(i) for i in rng.choice(np.arange(1, 1683), size=size, replace=False)]
+            got = itemknn.ranked(query(index, history, k=30, where=where))
+            pos = [itemknn.position[i] for i in history]
+            scores = itemknn.model.scores([pos])[0].astype(np.float64) + itemknn._tiebreak
+            for i, item_id in enumerate(itemknn.item_ids):
+                if item_id not in allowed or item_id in history:
+                    scores[i] = -np.inf
+            order = np.lexsort((np.arange(len(scores)), -scores))[:30]
+            assert [i for i, _ in got] == [itemknn.item_ids[i] for i in order]
+            assert np.allclose([s for _, s in got], scores[order])
+    assert any(kept is allowed for kept, _ in itemknn._filters.values())  # kept per filter

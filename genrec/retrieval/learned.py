@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from genrec.training.collaborative import HistoryRows
     from genrec.training.leave_one_out import LeftOut
 
+Only = tuple[np.ndarray, np.ndarray]  # a filter's mask over item indices, its items by popularity
 LEFT_OUT_KEPT = 64  # recent histories' left-out vectors kept for their explanation
 ROWS_KEPT, ROWS_BYTES = 32, 64 << 20  # recent histories' score rows kept for their explanation
 
@@ -70,6 +71,8 @@ class ScoringRetriever(_Learned):
         # The rows a request's scores were read from, for its evidence (genrec.explain).
         self._rows: OrderedDict[tuple[int, ...], HistoryRows] = OrderedDict()
         self._rows_lock = threading.Lock()
+        # per remembered filter (by the set's id): the set, its mask and popular order
+        self._filters: OrderedDict[int, tuple[frozenset[str], Only]] = OrderedDict()
 
     def _scores(self, history: list[int]) -> Any:
         rows = self.model.history_rows(history)
@@ -112,34 +115,56 @@ class ScoringRetriever(_Learned):
         banned = np.asarray(
             [self.position[i] for i in query.banned if i in self.position], dtype=np.int64
         )
-        want = query.k + extra
         # A filter's matching IDs come from the index's cache (one Chroma query per distinct
-        # filter); the ranking is walked from the top, widening until enough match.
+        # filter), made an array mask here once per filter: the top is taken among them.
         allowed = None if query.where is None else self.index.allowed(query.where, param="filters")
-        n = want if allowed is None else max(4 * want, 256)
-        while True:
-            top = self._top(scores, banned, n)
-            if allowed is not None:
-                top = [(i, s) for i, s in top if self.item_ids[i] in allowed]
-            # Enough matched, or every finite score was looked at.
-            if len(top) >= want or n >= len(self.item_ids) or allowed is None:
-                return [(self.item_ids[i], s) for i, s in top[:want]]
-            n *= 8
+        only = None if allowed is None else self._only(allowed)
+        top = self._top(scores, banned, query.k + extra, only)
+        return [(self.item_ids[i], s) for i, s in top]
 
-    def _top(self, scores: Any, banned: np.ndarray, n: int) -> list[tuple[int, float]]:
-        """The n best (item index, score + tie-break), best first, none banned. A sparse row
-        (itemknn: only items reachable from the history) is ranked over its stored items and
-        the n + len(banned) most popular ones, which hold every item that can outrank the
-        rest; at 300,000 items that is a few thousand values instead of a dense row."""
+    def _only(self, allowed: frozenset[str]) -> Only:
+        """(a mask over item indices, the allowed items most popular first) for a filter's
+        IDs, kept for the last 64 filters (the index returns the same set object for one)."""
+        with self._rows_lock:
+            kept = self._filters.get(id(allowed))
+            if kept is not None and kept[0] is allowed:
+                return kept[1]
+        mask = np.zeros(len(self.item_ids), dtype=bool)
+        mask[[self.position[i] for i in allowed if i in self.position]] = True
+        only = (mask, self._by_popularity[mask[self._by_popularity]])
+        with self._rows_lock:
+            self._filters[id(allowed)] = (allowed, only)  # the set itself keeps its id unique
+            while len(self._filters) > 64:
+                self._filters.popitem(last=False)
+        return only
+
+    def _top(
+        self,
+        scores: Any,
+        banned: np.ndarray,
+        n: int,
+        only: Only | None = None,
+    ) -> list[tuple[int, float]]:
+        """The n best (item index, score + tie-break), best first, none banned, only allowed
+        ones when ``only`` (:meth:`_only`) is given. A sparse row (itemknn: only items
+        reachable from the history) is ranked over its stored items and the n + len(banned)
+        most popular ones, which hold every item that can outrank the rest; at 300,000 items
+        that is a few thousand values instead of a dense row."""
         if sp.issparse(scores):
-            stored = scores.indices.astype(np.int64)
-            popular = self._by_popularity[: n + len(banned)]
+            stored, data = scores.indices.astype(np.int64), scores.data
+            by_popularity = self._by_popularity
+            if only is not None:
+                keep = only[0][stored]
+                stored, data, by_popularity = stored[keep], data[keep], only[1]
+            popular = by_popularity[: n + len(banned)]
             items = np.concatenate([stored, popular[~np.isin(popular, stored)]])
             values = self._tiebreak[items]
-            values[: len(stored)] += scores.data
+            values[: len(stored)] += data
         else:
             items = np.arange(scores.shape[-1])
             values = np.asarray(scores, dtype=np.float64).reshape(-1) + self._tiebreak
+            if only is not None:
+                values[~only[0]] = -np.inf
         values[np.isin(items, banned)] = -np.inf
         n = min(n, len(values))
         top = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
