@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import threading
 from collections.abc import Sequence
@@ -119,6 +120,10 @@ class Recommender:
         try:
             await self._stack.enter_async_context(self._engine)
             await asyncio.to_thread(self._index.warm)
+            # What start-up loaded (catalog summary, retrievers, engine) leaves the cyclic
+            # collector's reach: a full collection over it stalled requests ~200 ms at 300,000
+            # items (docs/scale.md). Refcounting still frees what a reload drops.
+            gc.freeze()
             if self._reloader is not None and self.settings.reload_interval_s > 0:
                 self._watcher = asyncio.create_task(
                     self._reloader.watch(self.settings.reload_interval_s), name="genrec-reload"

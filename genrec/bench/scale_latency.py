@@ -14,6 +14,7 @@ catalog):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -105,6 +106,7 @@ def retrieval_cells(spec: dict[str, Any], say: Callable[[str], None]) -> dict[st
     index.warm()
     retrievers = load_retrievers(settings, index)
     rec = Recommender(settings, index=index, retrievers=retrievers)
+    gc.freeze()  # as Recommender.start does after loading
     loaded_s = round(time.perf_counter() - t0, 2)
     memory_loaded = rss_mib()
     levels = spec.get("concurrency") or [1, 8]
