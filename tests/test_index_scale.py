@@ -74,6 +74,7 @@ def test_the_summary_maps_every_vector_from_a_file_of_its_version(
     memory-mapped: a history's vectors and a filter's rows are read without Chroma."""
     summary = big.mirror.summary()
     assert summary.vectors is not None and summary.vectors.shape == (1682, 384)
+    assert big.mirror.describe()["mapped_vectors"] == 1682
     files = list((settings.home / "summaries" / big.name).glob("*.vectors.npy"))
     assert len(files) == 1
     want = big.store.vectors(["1", "50", "1682"])

@@ -488,9 +488,11 @@ class ItemMirror:
     def describe(self) -> dict[str, Any]:
         """What this process holds for the catalog now (for benchmarks and /health)."""
         with self._lock:
+            mapped = self._summary.vectors if self._summary else None
             return {
                 "mirrored_items": len(self._items or {}),
                 "cached_items": len(self._cache),
                 "cached_vectors": len(self._vectors),
                 "summary_mib": round(self._summary.nbytes / 2**20, 1) if self._summary else 0,
+                "mapped_vectors": 0 if mapped is None else len(mapped),
             }
