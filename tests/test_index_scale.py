@@ -10,7 +10,7 @@ import pytest
 from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder
 from genrec.index import CatalogIndex
-from genrec.index.mirror import Summary
+from genrec.index.summary import Summary
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.popular import PopularRetriever
 from genrec.settings import Settings
@@ -92,7 +92,7 @@ def test_the_summary_maps_every_vector_from_a_file_of_its_version(
 
     other = CatalogIndex(settings, big.name, embedder)  # the next replica maps the same file
     other.mirror.max_mirrored = 100
-    other.mirror._write_vectors = None  # type: ignore[method-assign]  # would fail if written
+    other.mirror.files.write_vectors = None  # type: ignore[method-assign]  # would fail if written
     assert np.array_equal(other.mirror.summary().vectors, summary.vectors)
 
 
