@@ -223,7 +223,8 @@ class SummaryFiles:
                 mapped = np.load(path, mmap_mode="r")
                 fits = mapped.nbytes <= budget
                 if fits and mapped.ndim == 2 and len(mapped) == len(summary.ids):
-                    return mapped
+                    # a plain array over the mapping: np.memmap's own indexing runs in Python
+                    return np.asarray(mapped)
         except (OSError, ValueError):
             pass
         return None
