@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         "unset: embedded `PersistentClient` under `home/chroma`.",
     )
     collection: str = Field(default="ml-100k", description="The catalog collection.")
+    mapped_vectors: bool = Field(
+        default=True,
+        json_schema_extra=_RUNTIME,
+        description="Memory-map a big catalog's item vectors from a file kept per catalog version "
+        "in `home/summaries` (history profiles and a filter's first use read no Chroma; a "
+        "machine's replicas share the pages). Off: they come from Chroma. Turn it off where "
+        "`home` is a network volume whose reads can fail: a failed read of a mapped page stops "
+        "the process.",
+    )
     dataset: str = Field(
         default="ml-100k",
         description="The embedded default catalog, ingested on first use (a dataset name or a "

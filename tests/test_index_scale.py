@@ -95,6 +95,12 @@ def test_the_summary_maps_every_vector_from_a_file_of_its_version(
     other.mirror.files.write_vectors = None  # type: ignore[method-assign]  # would fail if written
     assert np.array_equal(other.mirror.summary().vectors, summary.vectors)
 
+    off = settings.model_copy(update={"mapped_vectors": False})  # GENREC_MAPPED_VECTORS=0
+    unmapped = CatalogIndex(off, big.name, embedder)
+    unmapped.mirror.max_mirrored = 100
+    assert unmapped.mirror.summary().vectors is None
+    assert np.array_equal(unmapped.vectors(["50"])["50"], want["50"])  # from Chroma
+
 
 def test_titles_resolve_through_the_summary(big: CatalogIndex):
     assert big.resolve("  star WARS ").id == "50"

@@ -194,7 +194,7 @@ class ItemMirror:
             summary = Summary.build(self._scan())
         else:  # one pass over all metadata: minutes at 300k, so kept on disk per catalog version
             summary = self.files.load(stamp) or self.files.save(stamp, Summary.build(self._scan()))
-            if summary.records is not None:
+            if summary.records is not None and self.store.settings.mapped_vectors:
                 vectors = self.files.mapped_vectors(
                     stamp, summary, self.store.collection(), self.vectors_budget
                 )
