@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from genrec.errors import ConfigError
-from genrec.model_files import file_lock, say
+from genrec.model_files import made_once, say
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -92,14 +91,7 @@ class OnnxEncoder:
 def exported_graph(folder: Path, cache_dir: Path) -> Path:
     """The ONNX file for this model folder, exported first when it is not there yet."""
     target = cache_dir / "embeddings" / f"sentence-embedding-{_fingerprint(folder)}.onnx"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if target.is_file():  # another process exported it while we waited
-            return target
-        _export(folder, target)
-    return target
+    return made_once(target, lambda tmp: _export(folder, tmp))
 
 
 def quantized_graph(graph: Path) -> Path:
@@ -108,18 +100,12 @@ def quantized_graph(graph: Path) -> Path:
     the float graph's speed on AVX-512 VNNI cores; vectors within a cosine of about 0.93 (worst
     item) of the float ones, and content retrieval on ml-latest-small unchanged (docs/ingest.md)."""
     target = graph.with_name(f"{graph.stem}-int8.onnx")
-    if target.is_file():
-        return target
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if target.is_file():
-            return target
+
+    def make(tmp: Path) -> None:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         say(f"quantizing the embedding graph to int8 (once only): {target}")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
         root = logging.getLogger()  # the quantizer logs advice on the root logger: not for users
         level = root.level
         root.setLevel(logging.ERROR)
@@ -131,13 +117,10 @@ def quantized_graph(graph: Path) -> Path:
                 # the exported graph's shapes are dynamic: say what an unknown tensor holds
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         finally:
             root.setLevel(level)
-    return target
+
+    return made_once(target, make)
 
 
 def _fingerprint(folder: Path) -> str:
@@ -158,7 +141,8 @@ def _fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _export(folder: Path, target: Path) -> None:
+def _export(folder: Path, out: Path) -> None:
+    """The model with its mean pooling, exported to the ONNX file ``out``."""
     import torch
     from transformers import AutoModel
 
@@ -181,31 +165,23 @@ def _export(folder: Path, target: Path) -> None:
     sample = _tokenizer(folder).encode_batch(["a short text", "a somewhat longer text to pad"])
     ids = torch.tensor([e.ids for e in sample], dtype=torch.int64)
     mask = torch.tensor([e.attention_mask for e in sample], dtype=torch.int64)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes about shapes that are dynamic axes here
-            torch.onnx.export(
-                MeanPooled(model),
-                (ids, mask),
-                str(tmp),
-                dynamo=False,  # the TorchScript exporter: no onnxscript needed
-                input_names=["input_ids", "attention_mask"],
-                output_names=["sentence_embedding"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "tokens"},
-                    "attention_mask": {0: "batch", 1: "tokens"},
-                    "sentence_embedding": {0: "batch"},
-                },
-                opset_version=17,
-            )
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    say(f"embedding graph ready in {time.monotonic() - started:.0f} s: {target}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about shapes that are dynamic axes here
+        torch.onnx.export(
+            MeanPooled(model),
+            (ids, mask),
+            str(out),
+            dynamo=False,  # the TorchScript exporter: no onnxscript needed
+            input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "sentence_embedding": {0: "batch"},
+            },
+            opset_version=17,
+        )
+    say(f"embedding graph ready in {time.monotonic() - started:.0f} s")
 
 
 def _tokenizer(folder: Path) -> Tokenizer:

@@ -17,8 +17,6 @@ through a temporary file and a rename, under a file lock, as the ONNX graphs are
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import numpy as np
 
 from genrec.embeddings_onnx import OnnxEncoder, _fingerprint, _tokenizer
 from genrec.errors import ConfigError
-from genrec.model_files import file_lock, say
+from genrec.model_files import made_once, say
 
 _FORMAT = 1  # bump when the recipe changes, so stale tables are rebuilt
 SIF_A = 1e-4  # Model2Vec's default smoothing: the commonest words weigh ~0, rare ones ~1
@@ -57,27 +55,16 @@ class StaticEncoder:
 def static_table(folder: Path, cache_dir: Path) -> Path:
     """The ``.npy`` token table for this model folder, distilled first when it is not there."""
     target = cache_dir / "embeddings" / f"static-{_FORMAT}-{_fingerprint(folder)}.npy"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if target.is_file():
-            return target
+
+    def make(tmp: Path) -> None:
         started = time.monotonic()
         say(f"distilling a static token table from {folder} (once only, under a minute)")
         table = distil(folder, cache_dir)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            with tmp.open("wb") as fh:
-                np.save(fh, table)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with tmp.open("wb") as fh:
+            np.save(fh, table)
         say(f"static token table ready in {time.monotonic() - started:.0f} s: {target}")
-    return target
+
+    return made_once(target, make)
 
 
 def distil(folder: Path, cache_dir: Path, *, batch: int = 512) -> np.ndarray:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,6 +128,28 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def made_once(target: Path, make: Callable[[Path], None]) -> Path:
+    """``target``, made first when it is not there: ``make(tmp)`` writes a temporary file beside
+    it, renamed into place under a lock beside it, so one process makes it while the others wait
+    and find it, and no reader ever sees half a file."""
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if target.is_file():  # another process made it while we waited
+            return target
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            make(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return target
 
 
 def say(message: str) -> None:
