@@ -4,12 +4,15 @@ summary's hashes, popularity with filters, and remembered filter matches."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from genrec.data.catalog_files import load_dataset
 from genrec.embeddings import Embedder
 from genrec.index import CatalogIndex
+from genrec.index.filtered import FilteredVectors, store_vectors
 from genrec.index.summary import Summary
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.popular import PopularRetriever
@@ -229,3 +232,58 @@ def test_metadata_over_the_budget_keeps_only_the_cache(big: CatalogIndex):
         big.mirror.records_budget = 256 * 2**20
     assert len(rows) == 1682 and all(r[3] is None for r in rows)
     assert Summary.build(rows).records is None
+
+
+def test_a_filter_fetch_begun_before_a_write_is_not_kept_and_a_failed_one_retries(
+    big: CatalogIndex,
+):
+    """The background fetch of a filter's vectors, through the store's real fetch: one begun
+    before a catalog write (clear) is dropped; one that fails is logged, not held, and the next
+    use of the filter fetches again."""
+    filtered = FilteredVectors(store_vectors(big.store))
+    allowed = big.allowed({"year": {"$lt": 1950}})
+    vector = big.vectors(["50"])["50"]
+    gate = threading.Event()
+    fetch = filtered._fetch
+
+    def slow(ids):  # the real fetch, held back until the write below has happened
+        gate.wait(30)
+        return fetch(ids)
+
+    filtered._fetch = slow
+    assert filtered.nearest(allowed, vector, 5) is None  # not held yet: the caller asks the store
+    filtered.clear()  # what a catalog write does
+    gate.set()
+    filtered.settle()
+    assert not filtered._held
+
+    def failing(ids):
+        raise OSError("the store went away")
+
+    filtered._fetch = failing
+    assert filtered.nearest(allowed, vector, 5) is None
+    filtered.settle()
+    assert not filtered._held and not filtered._loading
+    filtered._fetch = fetch  # the next use fetches again, and then answers from memory
+    assert filtered.nearest(allowed, vector, 5) is None
+    filtered.settle()
+    got = filtered.nearest(allowed, vector, 5)
+    assert got is not None and len(got) == 5
+    assert [i for i, _ in got] == [
+        h.item.id for h in big.search_vector(vector, k=5, where={"year": {"$lt": 1950}})
+    ]
+
+
+def test_a_new_catalog_version_maps_a_new_file_and_removes_the_old(big: CatalogIndex):
+    summary = big.mirror.summary()
+    files = big.mirror.files
+    folder = files.folder / big.name
+    before = sorted(folder.glob("*.vectors.npy"))
+    assert len(before) == 1
+    col = big.store.collection()
+    mapped = files.mapped_vectors("next-version", summary, col, big.mirror.vectors_budget)
+    after = sorted(folder.glob("*.vectors.npy"))
+    assert len(after) == 1 and after != before and "next-version" in after[0].name
+    assert mapped is not None and np.array_equal(mapped, summary.vectors)
+    assert files.mapped_vectors("v3", summary, col, budget=1000) is None  # over the budget
+    assert sorted(folder.glob("*.vectors.npy")) == after  # nothing written for it
