@@ -333,4 +333,4 @@ def test_a_filtered_ranking_is_the_full_ranking_restricted(retrievers, index, mo
             order = np.lexsort((np.arange(len(scores)), -scores))[:30]
             assert [i for i, _ in got] == [itemknn.item_ids[i] for i in order]
             assert np.allclose([s for _, s in got], scores[order])
-    assert any(kept is allowed for kept, _ in itemknn._filters.values())  # kept per filter
+    assert any(kept is allowed for kept, _ in itemknn._per_filter.values())  # kept per filter

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from genrec.training.collaborative import HistoryRows
     from genrec.training.leave_one_out import LeftOut
 
+T = TypeVar("T")
 Only = tuple[np.ndarray, np.ndarray]  # a filter's mask over item indices, its items by popularity
 LEFT_OUT_KEPT = 64  # recent histories' left-out vectors kept for their explanation
 ROWS_KEPT, ROWS_BYTES = 32, 64 << 20  # recent histories' score rows kept for their explanation
@@ -54,9 +55,28 @@ class _Learned:
         self.item_ids = item_ids
         self.position = {item_id: i for i, item_id in enumerate(item_ids)}
         self.index = index
+        # per remembered filter, by its set's id: (the set, what was made of it)
+        self._per_filter: OrderedDict[int, tuple[frozenset[str], Any]] = OrderedDict()
+        self._per_filter_lock = threading.Lock()
 
     def known_history(self, query: RetrievalQuery) -> list[int]:
         return query.positions(self.position)
+
+    def for_filter(self, allowed: frozenset[str], make: Callable[[frozenset[str]], T]) -> T:
+        """``make(allowed)``, kept for the last 64 filters: the index returns the same set
+        object for one filter (genrec.index.allowed), so it is found by its id, and the set is
+        kept with it so that id stays unique."""
+        with self._per_filter_lock:
+            kept = self._per_filter.get(id(allowed))
+            if kept is not None and kept[0] is allowed:
+                self._per_filter.move_to_end(id(allowed))
+                return kept[1]
+        made = make(allowed)
+        with self._per_filter_lock:
+            self._per_filter[id(allowed)] = (allowed, made)
+            while len(self._per_filter) > 64:
+                self._per_filter.popitem(last=False)
+        return made
 
 
 class ScoringRetriever(_Learned):
@@ -71,8 +91,6 @@ class ScoringRetriever(_Learned):
         # The rows a request's scores were read from, for its evidence (genrec.explain).
         self._rows: OrderedDict[tuple[int, ...], HistoryRows] = OrderedDict()
         self._rows_lock = threading.Lock()
-        # per remembered filter (by the set's id): the set, its mask and popular order
-        self._filters: OrderedDict[int, tuple[frozenset[str], Only]] = OrderedDict()
 
     def _scores(self, history: list[int]) -> Any:
         rows = self.model.history_rows(history)
@@ -124,19 +142,14 @@ class ScoringRetriever(_Learned):
 
     def _only(self, allowed: frozenset[str]) -> Only:
         """(a mask over item indices, the allowed items most popular first) for a filter's
-        IDs, kept for the last 64 filters (the index returns the same set object for one)."""
-        with self._rows_lock:
-            kept = self._filters.get(id(allowed))
-            if kept is not None and kept[0] is allowed:
-                return kept[1]
-        mask = np.zeros(len(self.item_ids), dtype=bool)
-        mask[[self.position[i] for i in allowed if i in self.position]] = True
-        only = (mask, self._by_popularity[mask[self._by_popularity]])
-        with self._rows_lock:
-            self._filters[id(allowed)] = (allowed, only)  # the set itself keeps its id unique
-            while len(self._filters) > 64:
-                self._filters.popitem(last=False)
-        return only
+        IDs, made once per filter."""
+
+        def make(allowed: frozenset[str]) -> Only:
+            mask = np.zeros(len(self.item_ids), dtype=bool)
+            mask[[self.position[i] for i in allowed if i in self.position]] = True
+            return mask, self._by_popularity[mask[self._by_popularity]]
+
+        return self.for_filter(allowed, make)
 
     def _top(
         self,
@@ -183,8 +196,6 @@ class VectorRetriever(_Learned):
         self._filtered = FilteredVectors(
             store_vectors(vectors), budget_bytes=128 << 20, cosine=False
         )
-        # per remembered filter (the index returns the same set object for one): its known IDs
-        self._known_sets: OrderedDict[int, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
         # A one-layer encoder's user vector comes with its left-out vectors from one pass
         # (about the cost of the forward alone): kept per history for the explanation.
         self._left_out: OrderedDict[tuple[int, ...], LeftOut] = OrderedDict()
@@ -213,16 +224,9 @@ class VectorRetriever(_Learned):
 
     def _known(self, allowed: frozenset[str]) -> frozenset[str]:
         """The allowed IDs the vector collection holds (items seen in training): Chroma refuses
-        a query restricted to IDs it lacks. Kept for the last 64 filters, so the held vectors
-        below are found by the same set object."""
-        kept = self._known_sets.get(id(allowed))
-        if kept is not None and kept[0] is allowed:
-            return kept[1]
-        known = frozenset(i for i in allowed if i in self.position)
-        self._known_sets[id(allowed)] = (allowed, known)  # the set itself keeps its id unique
-        while len(self._known_sets) > 64:
-            self._known_sets.popitem(last=False)
-        return known
+        a query restricted to IDs it lacks. Made once per filter, so the held vectors below are
+        found by the same set object."""
+        return self.for_filter(allowed, lambda a: frozenset(i for i in a if i in self.position))
 
     def retrieve(self, query: RetrievalQuery) -> list[Candidate]:
         found = self.ranked(query)
