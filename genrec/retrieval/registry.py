@@ -136,9 +136,7 @@ def _learned(
         from genrec.training.sequential import SASRec
 
         model = SASRec.load(bundle.file(models[name]["file"]))
-        collection = models[name]["vectors"]
-        vectors = ChromaStore(settings, collection, model_id=f"genrec:{collection}", space="ip")
-        out[name] = VectorRetriever(name, model, item_ids, index, vectors)
+        out[name] = VectorRetriever(name, model, item_ids, index)
     if "semantic" in models:
         out["semantic"] = semantic_retriever(settings, index, bundle.manifest)
     for name in (n for n, m in models.items() if m["kind"] == "fusion"):

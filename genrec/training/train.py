@@ -8,8 +8,9 @@ One run, start to end (every choice on validation, never on a test item):
 3. fuse content with the learned models (``hybrid``), weights searched on the same held-out items;
 4. refit the non-iterative models on everything (the held-out items included: serving should
    know the latest behaviour; SASRec keeps the weights chosen on validation);
-5. write the SASRec item vectors into a Chroma collection of their own, then the bundle
-   (:mod:`.artifacts`), which becomes current last: a killed run leaves the previous one serving.
+5. write the bundle (:mod:`.artifacts`), which becomes current last: a killed run leaves the
+   previous one serving. (SASRec's item vectors are in its weights; serving searches them in
+   process, genrec.retrieval.item_search.)
 
 The default retriever of the collection is the one with the best validation NDCG@10.
 
@@ -34,7 +35,7 @@ from genrec.errors import CatalogBusy, InvalidRequest
 from genrec.evaluation.metrics import mean, ranking_metrics
 from genrec.index import CatalogIndex
 from genrec.index.item_vectors import ensure_item_vectors
-from genrec.index.store import ChromaStore, item_to_metadata
+from genrec.index.store import ChromaStore
 from genrec.retrieval.base import Candidate, RetrievalQuery
 from genrec.retrieval.content import ContentRetriever
 from genrec.retrieval.hybrid import MIN_POOL, Scored
@@ -55,10 +56,6 @@ Progress = Callable[[str], None]
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def vectors_collection(collection: str, version: str, model: str) -> str:
-    return f"{collection}.{model}.{version}"
 
 
 def plan_memory(
@@ -140,7 +137,7 @@ def train_retrievers(
     models, plan = plan_memory(settings, data, models, sasrec_params)
     for line in plan.get("skipped", {}).values():
         say(line)
-    if {"sasrec", "sasrec_text"} & set(models):  # their item vectors go into Chroma
+    if set(TEXT_MODELS) & set(models):  # the items' text vectors may be written into Chroma
         with index.store.writing():
             pass  # an embedded catalog another process holds open: CatalogBusy now, not later
     started = time.perf_counter()
@@ -176,7 +173,6 @@ def train_retrievers(
         "popularity.npy": lambda p: np.save(p, popularity)
     }
     lists: dict[str, list[Scored]] = {}  # member -> per hybrid user: top pool
-    fitted: dict[str, Any] = {}
 
     def member_lists(found: dict[int, validation.Top]) -> list[Scored]:
         return [[(data.item_ids[i], s) for i, s in found[int(r)]] for r in hybrid_rows]
@@ -226,13 +222,11 @@ def train_retrievers(
             model, val_hist, val_targets, KS, lists_for=hybrid_rows, pool=MIN_POOL
         )
         lists[name] = member_lists(found)
-        fitted[name] = model
         writers[f"{name}.pt"] = lambda p, m=model: m.save(p)
         manifest["models"][name] = {
             **entry,
             "validation": _rounded(metrics),
             "seconds": round(time.perf_counter() - t0, 2),
-            "vectors": vectors_collection(index.name, manifest["version"], name),
         }
         say(f"{name}: validation NDCG@10 {metrics['ndcg@10']:.4f}")
     if "semantic" in models:
@@ -268,52 +262,36 @@ def train_retrievers(
     manifest["default"] = max(candidates, key=lambda name: candidates[name])
     manifest["seconds"] = round(time.perf_counter() - started, 2)
 
-    for name, model in fitted.items():
-        write_vectors(settings, index, manifest["models"][name]["vectors"], model, data)
     bundle = artifacts.write_bundle(settings, index.name, manifest, data.item_ids, writers)
     prune(settings, index.name)
     say(f"train: {bundle.path} is current (default retriever: {manifest['default']})")
     return bundle.manifest
 
 
-def write_vectors(
-    settings: Settings, index: CatalogIndex, name: str, model: Any, data: TrainingData
-) -> None:
-    """The model's item vectors, with the items' metadata (so filters work), in ``name``."""
-    store = ChromaStore(settings, name, model_id=f"genrec:{name}", space="ip")
-    vectors = model.item_vectors()
-    with store.writing():
-        col = store.collection(create=True)
-        # A batch of items at a time (items deleted from the catalog since are left out): the
-        # whole catalog's items are never held at once.
-        for start in range(0, len(data.item_ids), store.batch_size):
-            rows = range(start, min(start + store.batch_size, len(data.item_ids)))
-            items = {it.id: it for it in index.get([data.item_ids[r] for r in rows])}
-            kept = [r for r in rows if data.item_ids[r] in items]
-            if kept:
-                col.upsert(
-                    ids=[data.item_ids[r] for r in kept],
-                    embeddings=vectors[kept],
-                    metadatas=[item_to_metadata(items[data.item_ids[r]], "") for r in kept],
-                )
-        store.set_metadata(genrec_complete=True)
-
-
 def prune(settings: Settings, collection: str) -> None:
-    """Remove bundles beyond the kept ones, and their item-vector collections."""
+    """Remove bundles beyond the kept ones, and the Chroma collections only they name (the item
+    vectors of bundles written when SASRec was served from Chroma; a text-vector set the kept
+    bundles still read stays)."""
     import json
     import shutil
 
-    for path in artifacts.stale_bundles(settings, collection):
+    def named(path: Path) -> set[str]:
         manifest = path / "manifest.json"
-        if manifest.is_file():
-            doc = json.loads(manifest.read_text(encoding="utf-8"))
-            try:
-                for model in doc.get("models", {}).values():
-                    if model.get("vectors"):
-                        ChromaStore(settings, model["vectors"], model_id="").drop()
-            except CatalogBusy:
-                continue  # another process holds the embedded catalog: the next run cleans up
+        if not manifest.is_file():
+            return set()
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        return {m["vectors"] for m in doc.get("models", {}).values() if m.get("vectors")}
+
+    stale = artifacts.stale_bundles(settings, collection)
+    root = artifacts.retrievers_dir(settings, collection)
+    kept = [p for p in root.iterdir() if p.is_dir() and p not in stale] if root.is_dir() else []
+    in_use = set().union(*(named(p) for p in kept))
+    for path in stale:
+        try:
+            for name in named(path) - in_use:
+                ChromaStore(settings, name, model_id="").drop()
+        except CatalogBusy:
+            continue  # another process holds the embedded catalog: the next run cleans up
         shutil.rmtree(path, ignore_errors=True)
 
 
