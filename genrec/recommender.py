@@ -37,10 +37,12 @@ from genrec import explain
 from genrec.data.item import Item
 from genrec.engines import make_engine
 from genrec.engines.base import Engine
+from genrec.engines.hardware import allowed_cpus
 from genrec.errors import EngineError, GenrecError, InvalidRequest
 from genrec.events import EventStore, RecordResult, open_event_store, record_events
 from genrec.explain.sentence import sentences
 from genrec.flow import candidates as stages
+from genrec.flow.gate import FairGate
 from genrec.flow.plan import plan_request
 from genrec.flow.prompt import PromptFrame
 from genrec.flow.result import Clock, recommended_items
@@ -91,6 +93,7 @@ class Recommender:
         self.tokenizer = tokenizer
         self._started = False
         self._stack: AsyncExitStack | None = None
+        self._gate = FairGate(settings.retrieval_concurrency or len(allowed_cpus()) + 1)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,7 +225,7 @@ class Recommender:
             user: UserSummary | None = None
             if request.user_id is not None:
                 plan, user = await asyncio.to_thread(self.personalise, plan)
-            found = await asyncio.to_thread(stages.find, self.index, retrievers, plan)
+            found = await asyncio.to_thread(self._find, retrievers, plan)
         request, history = plan.request, found.history
         candidates = [c.item for c in found.scored]
         with clock("render"):
@@ -340,8 +343,12 @@ class Recommender:
 
     def retrieve_scored(self, plan: Plan) -> tuple[list[Item], list[Candidate]]:
         """(the resolved history, the candidates with the retriever's scores)."""
-        found = stages.find(self.index, self.retrievers, plan)
+        found = self._find(self.retrievers, plan)
         return found.history, found.scored
+
+    def _find(self, retrievers: Retrievers, plan: Plan) -> stages.Found:
+        with self._gate:  # a few at a time, in arrival order (genrec.flow.gate)
+            return stages.find(self.index, retrievers, plan)
 
     def render(self, plan: Plan, history: list[Item], candidates: list[Item]) -> RenderedPrompt:
         """The exact prompt for a validated request; PromptTooLong when it cannot fit."""

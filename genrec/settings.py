@@ -240,6 +240,14 @@ class Settings(BaseSettings):
     prompts_dir: Path | None = Field(
         default=None, description="A folder of extra or overriding prompt templates (`*.j2`)."
     )
+    retrieval_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="How many requests find their candidates at once in one process; the rest "
+        "wait their turn, first come first served (genrec.flow.gate: Python threads beyond "
+        "the cores spend the difference handing the GIL around). 0: the CPUs the process "
+        "may use, plus one.",
+    )
     explain_evidence: bool = Field(
         default=True,
         description="Evidence on every recommended item (genrec.explain: `because`, `reason`); "
