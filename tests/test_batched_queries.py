@@ -1,5 +1,5 @@
 """Concurrent nearest-neighbour queries share Chroma calls (genrec.index.batched_queries): each
-query gets exactly what it would alone, errors reach every query of their call, and nothing is
+query gets exactly what it would alone (its n rounded up for the store, then cut), errors reach every query of their call, and nothing is
 left waiting."""
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ def same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
 
 
 def test_queries_arriving_together_share_calls_and_get_their_own_answers():
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
 
     def search(vectors: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-        calls.append(len(vectors))
+        calls.append((len(vectors), n))
         return exact(vectors, n)
 
     batched = BatchedQueries(search)
     queries = RNG.standard_normal((12, 16)).astype(np.float32)
-    ns = [5, 5, 5, 7] * 3  # only equal n share a call
+    # n rounds up to a multiple of WIDTH (32): 5, 7 and 30 share calls; 40 goes in its own
+    ns = [5, 7, 30, 40] * 3
     start = threading.Barrier(12)
 
     def one(i: int) -> list[tuple[str, float]]:
@@ -52,8 +53,11 @@ def test_queries_arriving_together_share_calls_and_get_their_own_answers():
     with ThreadPoolExecutor(12) as pool:
         got = list(pool.map(one, range(12)))
     for i, hits in enumerate(got):
+        assert len(hits) == ns[i]
         assert same(hits, exact(queries[i : i + 1], ns[i])[0])
-    assert sum(calls) == 12 and len(calls) < 12 and max(calls) > 1
+    assert {n for _, n in calls} <= {32, 64}  # the store is asked for the rounded width
+    assert sum(size for size, _ in calls) == 12 and len(calls) < 12
+    assert max(size for size, n in calls if n == 32) > 1  # different n shared a call
     assert same(batched.query(queries[0], 5), got[0])  # alone: straight through, as before
 
 

@@ -3,13 +3,15 @@
 A Chroma ``query`` of one vector costs ~1.4 ms of CPU at 300,000 items, most of it per call
 rather than per vector: eight vectors in one call cost ~0.8 ms each (measured on the scale
 bench's collection). Requests served side by side (the server's worker threads; a hybrid request
-makes two such queries, content's and SASRec's) therefore share calls here: a query that finds
+makes one, content's) therefore share calls here: a query that finds
 no call running makes one at once with what is waiting (at concurrency 1 nothing changes);
 queries arriving meanwhile wait for it and go together in the next call, made by one of them.
 
-Only queries asking for the same number of neighbours share a call, so that each gets exactly
-what it would alone (HNSW searches wider for a bigger ``n``). An error in a call is raised in
-every query it carried.
+Every query asks the store for ``n`` rounded up to a multiple of ``WIDTH`` and keeps its own
+``n``: queries whose ``n`` differ by a few (the history a request excludes varies in length)
+share a call, and each gets the same answer alone as in company (HNSW searches wider for a
+bigger ``n``, so the width must not depend on the company). Vectors of different shapes go in
+different calls; an error in a call is raised in every query it carried.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ import numpy as np
 
 Hits = list[tuple[str, float]]  # (id, distance), nearest first
 Search = Callable[[np.ndarray, int], list[Hits]]  # (vectors as rows, n) -> one list per row
+WIDTH = 32  # n asked of the store: rounded up to a multiple of this
+
+
+def width(n: int) -> int:
+    return -(-n // WIDTH) * WIDTH
 
 
 @dataclass
@@ -64,10 +71,11 @@ class BatchedQueries:
         with self._lock:
             batch, self._waiting = self._waiting, []
         try:
-            by_n: dict[int, list[_Query]] = {}
+            # one call per width and vector shape: a malformed vector fails its own call only
+            groups: dict[tuple[int, tuple[int, ...]], list[_Query]] = {}
             for q in batch:
-                by_n.setdefault(q.n, []).append(q)
-            for n, group in by_n.items():
+                groups.setdefault((width(q.n), q.vector.shape), []).append(q)
+            for (n, _), group in groups.items():
                 try:
                     answers = self._search(np.stack([q.vector for q in group]), n)
                 except BaseException as exc:  # noqa: BLE001 - raised in each query's own thread
@@ -75,7 +83,7 @@ class BatchedQueries:
                         q.error = exc
                     continue
                 for q, hits in zip(group, answers, strict=True):
-                    q.hits = hits
+                    q.hits = hits[: q.n]
         finally:
             with self._lock:
                 if self._waiting:
