@@ -1,6 +1,6 @@
 """Concurrent nearest-neighbour queries share Chroma calls (genrec.index.batched_queries): each
-query gets exactly what it would alone (its n rounded up for the store, then cut), errors reach every query of their call, and nothing is
-left waiting."""
+query gets exactly what it would alone (its n rounded up for the store, then cut), errors reach
+every query of their call, and nothing is left waiting."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genrec.retrieval.hybrid import fuse
+from genrec.retrieval.hybrid import fuse, normalised
 from genrec.training.fusion_search import choose_weights, fused_target_ranks, weight_grid
 
 
@@ -34,7 +34,7 @@ def test_the_ranks_are_fuses_for_every_combination():
     for u, target in enumerate(targets):
         got = fused_target_ranks(weights, [lists[n][u] for n in names], item_ids[target], 20)
         for c, w in enumerate(grid):
-            ids = [i for i, _ in fuse({n: lists[n][u] for n in names}, w, 20)]
+            ids = [i for i, _ in fuse({n: normalised(lists[n][u]) for n in names}, w, 20)]
             want = ids.index(item_ids[target]) + 1 if item_ids[target] in ids else 0
             assert got[c] == want, (u, w)
             hits += want > 0
@@ -49,7 +49,7 @@ def test_the_chosen_weights_are_the_best_fused_ndcg():
     def ndcg10(w: dict[str, float]) -> float:
         total = 0.0
         for u, target in enumerate(targets):
-            ids = [i for i, _ in fuse({n: lists[n][u] for n in lists}, w, 10)]
+            ids = [i for i, _ in fuse({n: normalised(lists[n][u]) for n in lists}, w, 10)]
             if item_ids[target] in ids:
                 total += 1 / np.log2(ids.index(item_ids[target]) + 2)
         return total / len(targets)

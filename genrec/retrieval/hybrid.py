@@ -17,6 +17,7 @@ items nobody has interacted with yet stay reachable.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from genrec.data.item import Item
@@ -33,21 +34,23 @@ Scored = list[tuple[str, float]]  # (item ID, score), best first
 def normalised(scored: Scored) -> dict[str, float]:
     if not scored:
         return {}
-    lo = min(s for _, s in scored)
-    hi = max(s for _, s in scored)
+    values = [s for _, s in scored]
+    lo, hi = min(values), max(values)
     span = hi - lo
-    return {item_id: (s - lo) / span if span > 0 else 1.0 for item_id, s in scored}
+    if span <= 0:
+        return {item_id: 1.0 for item_id, _ in scored}
+    return {item_id: (s - lo) / span for item_id, s in scored}
 
 
-def fuse(lists: dict[str, Scored], weights: dict[str, float], k: int) -> Scored:
-    """The top k of the weighted sum of each list's normalised scores (ties: first seen)."""
+def fuse(norms: dict[str, dict[str, float]], weights: dict[str, float], k: int) -> Scored:
+    """The top k of the weighted sum of each member's normalised scores (:func:`normalised`;
+    ties: first seen)."""
     fused: dict[str, float] = {}
-    for name, scored in lists.items():
+    for name, norm in norms.items():
         w = weights.get(name, 0.0)
-        for item_id, s in normalised(scored).items():
+        for item_id, s in norm.items():
             fused[item_id] = fused.get(item_id, 0.0) + w * s
-    order = sorted(fused, key=lambda i: -fused[i])[:k]
-    return [(i, fused[i]) for i in order]
+    return [(i, fused[i]) for i in heapq.nlargest(k, fused, key=fused.__getitem__)]
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class HybridRetriever:
         self.members = members
         self.index = index  # reads the fused top k's items (None: members' items only)
         self.weights = {name: float(weights.get(name, 0.0)) for name in members}
+        # which members rank by ID, checked once (a runtime Protocol check costs ~10 us)
+        self._ranks = {
+            name: index is not None and isinstance(member, RankingRetriever)
+            for name, member in members.items()
+        }
 
     def weights_for(self, query: RetrievalQuery) -> dict[str, float]:
         weights = dict(self.weights)
@@ -90,15 +98,15 @@ class HybridRetriever:
         for name, member in self.members.items():
             if weights.get(name, 0.0) <= 0:
                 continue
-            if self.index is not None and isinstance(member, RankingRetriever):
-                lists[name] = member.ranked(wide)
+            if self._ranks[name]:
+                lists[name] = member.ranked(wide)  # type: ignore[attr-defined]
             else:
                 got = member.retrieve(wide)
                 items.update((c.item.id, c.item) for c in got)
                 lists[name] = [(c.item.id, c.score) for c in got]
         norms = {name: normalised(scored) for name, scored in lists.items()}
         # An over-fetch covers IDs a member ranked that the catalog no longer holds.
-        fused = fuse(lists, weights, query.k + 8)
+        fused = fuse(norms, weights, query.k + 8)
         unread = [i for i, _ in fused if i not in items]
         if unread and self.index is not None:
             items.update((it.id, it) for it in self.index.get(unread))

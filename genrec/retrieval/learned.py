@@ -172,7 +172,10 @@ class ScoringRetriever(_Learned):
                 keep = only[0][stored]
                 stored, data, by_popularity = stored[keep], data[keep], only[1]
             popular = by_popularity[: n + len(banned)]
-            items = np.concatenate([stored, popular[~np.isin(popular, stored)]])
+            # membership through a mask over the items (np.isin hashes thousands per request)
+            seen = np.zeros(len(self.item_ids), dtype=bool)
+            seen[stored] = True
+            items = np.concatenate([stored, popular[~seen[popular]]])
             values = self._tiebreak[items]
             values[: len(stored)] += data
         else:
@@ -180,7 +183,9 @@ class ScoringRetriever(_Learned):
             values = np.asarray(scores, dtype=np.float64).reshape(-1) + self._tiebreak
             if only is not None:
                 values[~only[0]] = -np.inf
-        values[np.isin(items, banned)] = -np.inf
+        is_banned = np.zeros(len(self.item_ids), dtype=bool)
+        is_banned[banned] = True
+        values[is_banned[items]] = -np.inf
         n = min(n, len(values))
         top = np.argpartition(-values, n - 1)[:n] if n < len(values) else np.arange(len(values))
         top = top[np.lexsort((items[top], -values[top]))]  # ties: by item index

@@ -1,11 +1,12 @@
 """The hybrid's fusion weights, chosen on validation: every weight combination on a grid, scored
 by NDCG@10 of the fused lists, all combinations at once.
 
-The search is exactly :func:`genrec.retrieval.hybrid.fuse` per user and per combination (the same
-min-max normalisation, the same left-to-right sum, ties to the item seen first), but it only needs
-where the target lands: per user, one (combinations x union of the members' lists) array gives the
-target's rank under every combination. Before, the search fused 286 combinations x every
-validation user through Python dicts, which took most of a small catalog's training time.
+The search is exactly :func:`genrec.retrieval.hybrid.fuse` of the :func:`normalised` lists per
+user and per combination (the same min-max normalisation, the same left-to-right sum, ties to
+the item seen first), but it only needs where the target lands: per user, one (combinations x
+union of the members' lists) array gives the target's rank under every combination. Before, the
+search fused 286 combinations x every validation user through Python dicts, which took most of
+a small catalog's training time.
 """
 
 from __future__ import annotations
