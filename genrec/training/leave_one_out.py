@@ -23,12 +23,14 @@ encoders mix items in earlier layers too: they take that batched forward.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.special import erf
 
 from genrec.training.sequential import SASRec
 
@@ -58,55 +60,95 @@ def leave_one_out(model: SASRec, history: Sequence[int]) -> LeftOut:
     return LeftOut([window[j] for j in tried], vectors)
 
 
-def _attend(model: SASRec, windows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+class _Encoder:
+    """The one-layer encoder's weights as float32 arrays, for the few rows a request computes:
+    numpy's small products cost a fraction of torch's per-op overhead here (0.4-0.9 ms a request
+    in torch at 300k), and they keep the GIL, where each torch op releases and retakes it, a
+    wait of its own among concurrent requests."""
+
+    def __init__(self, model: SASRec) -> None:
+        net, block = model.net, model.net.blocks[0]
+        with torch.inference_mode():
+
+            def a(t: torch.Tensor) -> np.ndarray:
+                return t.detach().float().numpy().copy()
+
+            self.table = a(net.item_table())  # row 0: the padding (zeros)
+            self.positions = a(net.positions.weight)
+            self.ln1 = (a(block.ln1.weight), a(block.ln1.bias), block.ln1.eps)
+            self.qkv = (a(block.qkv.weight).T.copy(), a(block.qkv.bias))
+            self.proj = (a(block.proj.weight).T.copy(), a(block.proj.bias))
+            self.ln2 = (a(block.ln2.weight), a(block.ln2.bias), block.ln2.eps)
+            self.ff1 = (a(block.ff[0].weight).T.copy(), a(block.ff[0].bias))
+            self.ff2 = (a(block.ff[3].weight).T.copy(), a(block.ff[3].bias))
+            self.ln = (a(net.ln.weight), a(net.ln.bias), net.ln.eps)
+        self.heads, self.max_len = model.params.heads, net.max_len
+
+    @staticmethod
+    def norm(x: np.ndarray, ln: tuple[np.ndarray, np.ndarray, float]) -> np.ndarray:
+        mean = x.mean(axis=-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + ln[2]) * ln[0] + ln[1]
+
+    def ff(self, h: np.ndarray) -> np.ndarray:
+        u = self.norm(h, self.ln2) @ self.ff1[0] + self.ff1[1]
+        u = 0.5 * u * (1.0 + erf(u / np.sqrt(2.0)))  # exact GELU, as nn.GELU()
+        return u @ self.ff2[0] + self.ff2[1]
+
+
+_encoders: weakref.WeakKeyDictionary[SASRec, _Encoder] = weakref.WeakKeyDictionary()
+_encoders_lock = threading.Lock()
+
+
+def _encoder(model: SASRec) -> _Encoder:
+    """The model's weights as arrays, made once per model (a serving model's never change)."""
+    with _encoders_lock:
+        enc = _encoders.get(model)
+        if enc is None:
+            enc = _encoders[model] = _Encoder(model)
+        return enc
+
+
+def _attend(enc: _Encoder, windows: Sequence[Sequence[int]]) -> tuple[np.ndarray, ...]:
     """For histories right-aligned as SASRec.user_vectors aligns them: the last position's
     residual input (b, d), attention weights (b, h, n), values (b, n, h, dh) and attention
     output (b, h, dh). An empty history is the padding alone, as it is there."""
-    net, block = model.net, model.net.blocks[0]
-    d, heads = model.params.hidden, model.params.heads
+    d, heads = enc.table.shape[1], enc.heads
     n = max(1, max(len(w) for w in windows))
-    seq = torch.zeros(len(windows), n, dtype=torch.long)
+    x = np.zeros((len(windows), n, d), dtype=np.float32)
+    visible = np.zeros((len(windows), n), dtype=bool)
     for row, w in enumerate(windows):
         if len(w):
-            seq[row, n - len(w) :] = torch.as_tensor(np.asarray(w, dtype=np.int64) + 1)
-    x = F.embedding(seq, net.item_table(), padding_idx=0)
-    x = x + net.positions(torch.arange(net.max_len - n, net.max_len))[None]
-    q, k, v = block.qkv(block.ln1(x)).view(len(windows), n, 3, heads, d // heads).unbind(2)
+            x[row, n - len(w) :] = enc.table[np.asarray(w, dtype=np.int64) + 1]
+            visible[row, n - len(w) :] = True
+    x += enc.positions[enc.max_len - n : enc.max_len][None]
+    qkv = enc.norm(x, enc.ln1) @ enc.qkv[0] + enc.qkv[1]
+    q, k, v = (qkv.reshape(len(windows), n, 3, heads, d // heads)[:, :, i] for i in range(3))
     # the last position sees every real item and itself (causal; the net's mask)
-    visible = seq != 0
     visible[:, -1] = True
-    logits = torch.einsum("bhd,bnhd->bhn", q[:, -1], k) / float(d // heads) ** 0.5
-    a = torch.softmax(logits.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
-    return x[:, -1], a, v, torch.einsum("bhn,bnhd->bhd", a, v)
+    logits = np.einsum("bhd,bnhd->bhn", q[:, -1], k) / np.float32(d // heads) ** 0.5
+    logits = np.where(visible[:, None, :], logits, -np.inf)
+    a = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    a /= a.sum(axis=-1, keepdims=True)
+    return x[:, -1], a, v, np.einsum("bhn,bnhd->bhd", a, v)
 
 
 def masked_user_vectors(model: SASRec, window: Sequence[int], tried: Sequence[int]) -> np.ndarray:
     """(1 + len(tried), hidden) float32: the user vector of ``window`` (item indices, oldest
     first, at most max_len), then one per position in ``tried`` (ascending) without that
     item: an earlier item masked out of the last position's attention; the last item taken out
-    of the history (it is also the query and the residual: masking would leave most of it).
-    On one thread, as SASRec.user_vectors runs a request: ops this small only wait for a
-    second one (a 50 x 64 layer norm took 7 ms on 2 threads of a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per calling thread: other threads keep theirs
-    try:
-        return _masked(model, window, tried)
-    finally:
-        torch.set_num_threads(threads)
-
-
-@torch.inference_mode()
-def _masked(model: SASRec, window: Sequence[int], tried: Sequence[int]) -> np.ndarray:
-    block, net = model.net.blocks[0], model.net
+    of the history (it is also the query and the residual: masking would leave most of it)."""
+    enc = _encoder(model)
     last = len(window) - 1
-    x, a, v, o = _attend(model, [window, window[:-1]] if last in tried else [window])
-    earlier = torch.as_tensor([j for j in tried if j != last], dtype=torch.long)
+    x, a, v, o = _attend(enc, [window, window[:-1]] if last in tried else [window])
+    earlier = np.asarray([j for j in tried if j != last], dtype=np.int64)
     aj = a[0][:, earlier].T[..., None]  # (m, h, 1)
     keep = 1.0 - aj
-    masked = (o[0][None] - aj * v[0][earlier]) / keep.clamp_min(1e-6)
-    masked = torch.where(keep > 1e-6, masked, torch.zeros_like(masked))  # all its attention
+    with np.errstate(divide="ignore", invalid="ignore"):
+        masked = (o[0][None] - aj * v[0][earlier]) / np.maximum(keep, 1e-6)
+    masked = np.where(keep > 1e-6, masked, 0.0)  # all its attention
     # rows: the whole history, the earlier items masked, then the last item taken out
-    residual = torch.cat([x[:1].expand(len(earlier) + 1, -1), x[1:]])
-    attended = torch.cat([o[:1], masked, o[1:]]).reshape(len(residual), -1)
-    h = residual + block.proj(attended)
-    return net.ln(h + block.ff(block.ln2(h))).numpy()
+    residual = np.concatenate([np.repeat(x[:1], len(earlier) + 1, axis=0), x[1:]])
+    attended = np.concatenate([o[:1], masked, o[1:]]).reshape(len(residual), -1)
+    h = residual + attended @ enc.proj[0] + enc.proj[1]
+    return enc.norm(h + enc.ff(h), enc.ln).astype(np.float32)
