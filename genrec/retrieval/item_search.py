@@ -41,12 +41,13 @@ class Subset:
 
     rows: np.ndarray
     params: object | None  # faiss SearchParameters with an IDSelectorBitmap; None: score exactly
-    bitmap: np.ndarray | None  # the selector's bits (it reads them, so they are kept here)
+    # what the params point at (the bitmap, its selector): faiss reads them, so they live here
+    refs: tuple[object, ...] = ()
 
 
 class ItemSearch:
     def __init__(self, table: np.ndarray, *, exact_up_to: int = EXACT_UP_TO) -> None:
-        import faiss
+        import faiss  # here: only a process serving SASRec loads it (as it loads torch)
 
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         n, dim = self.table.shape
@@ -74,7 +75,7 @@ class ItemSearch:
 
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         if len(rows) <= GATHER_UP_TO:
-            return Subset(rows, None, None)
+            return Subset(rows, None)
         mask = np.zeros(self.size, dtype=bool)
         mask[rows] = True
         bitmap = np.packbits(mask, bitorder="little")
@@ -84,7 +85,7 @@ class ItemSearch:
         else:
             nprobe = min(self._index.nlist, math.ceil(self.nprobe * self.size / len(rows)))
             params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        return Subset(rows, params, bitmap)
+        return Subset(rows, params, (bitmap, selector))
 
     def top(self, user: np.ndarray, n: int, only: Subset | None = None) -> Top:
         """The ``n`` items with the highest ``user . item``, best first; only ``only``'s items
