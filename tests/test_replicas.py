@@ -17,6 +17,7 @@ from genrec.data.catalog_files import load_dataset
 from genrec.data.interactions import read_log
 from genrec.errors import InvalidRequest
 from genrec.index import CatalogIndex
+from genrec.index.store import ChromaStore
 from genrec.ingest import ingest
 from genrec.recommender import Recommender
 from genrec.retrieval import RetrievalQuery
@@ -195,3 +196,23 @@ def test_pruning_waits_for_its_grace_period(home_settings):
     prune(s.model_copy(update={"prune_grace_s": 0.0}), "prune-only")
     left = {p.name for p in root.iterdir()}
     assert set(versions[-2:]) <= left and versions[0] not in left and tmp.name not in left
+
+
+def test_pruning_drops_only_the_collections_no_kept_bundle_names(home_settings):
+    s = home_settings.model_copy(update={"prune_grace_s": 0.0})
+    shared, own = "prune-named.vectors.shared", "prune-named.sasrec.old"
+    for name in (shared, own):
+        ChromaStore(s, name, model_id="").set_metadata(genrec_complete=True)  # created
+    versions = []
+    for n, names in enumerate([[own, shared], [], [shared]]):
+        version = f"20260101T00000{n}-named"
+        models = {f"m{i}": {"kind": "vector", "vectors": v} for i, v in enumerate(names)}
+        manifest = {"version": version, "models": models, "default": "content"}
+        artifacts.write_bundle(s, "prune-named", manifest, ["1"], {})
+        versions.append(version)
+    prune(s, "prune-named")
+    left = {p.name for p in artifacts.retrievers_dir(s, "prune-named").iterdir()}
+    assert versions[0] not in left and set(versions[1:]) <= left
+    # the old bundle's own collection went with it; the one the serving bundle reads stayed
+    assert not ChromaStore(s, own, model_id="").exists()
+    assert ChromaStore(s, shared, model_id="").exists()
