@@ -20,8 +20,9 @@ from genrec.model_files import model_path
 from genrec.modes.likelihood import score_texts
 from genrec.prompts import PromptRegistry
 from genrec.recommender import Recommender, resolve_fusion_weight
+from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.registry import load_retrievers
-from genrec.schema import RecommendRequest
+from genrec.schema import MAX_HISTORY, RecommendRequest
 from genrec.settings import Settings
 from genrec.tokenizer import ChatTokenizer
 from genrec.training.data import build, sequences_from_log
@@ -114,6 +115,51 @@ def test_examples_come_from_the_training_part_with_the_target_anywhere(examples,
     # No training example targets a user's last (validation) item.
     lasts = {u: s[-1] for u, s in sequences.items()}
     assert all(ex.candidates[ex.target] != lasts[ex.user] for ex in train)
+
+
+def test_validation_reads_a_retriever_that_never_saw_its_target(
+    settings, ml100k_index, sequences, retrievers, examples, base
+):
+    # The held-out retriever learned every user's items except the last (validation's target);
+    # training examples still come from the full one. Its own collection: training moves the
+    # collection's CURRENT bundle, which other tests here read.
+    held_index = clone_collection(ml100k_index, "ml-100k-finetune-held")
+    full = build(sequences_from_log(read_log(None, "ml-100k").interactions), held_index.ids())
+    trimmed = {
+        u: [full.item_ids[i] for i in s[:-1]]
+        for u, s in zip(full.users, full.sequences, strict=True)
+    }
+    train_retrievers(
+        settings, build(trimmed, held_index.ids()), held_index, models=["itemknn"], progress=None
+    )
+    held = load_retrievers(settings.model_copy(update={"retriever": "itemknn"}), held_index)
+    builder = ExampleBuilder(
+        PromptRegistry(settings).get("rank_brief"),
+        ChatTokenizer.load(base),
+        retrievers.get("itemknn"),
+        {it.id: it for it in held_index.get(sorted({i for s in sequences.values() for i in s}))},
+        PLAN,
+        collection=held_index.name,
+        held_out=held.get("itemknn"),
+    )
+    train, val = builder.build(sequences, seed=0)
+    in_sample_train, in_sample_val = examples
+    assert [ex.prompt for ex in train] == [ex.prompt for ex in in_sample_train]
+    assert [ex.user for ex in val] == [ex.user for ex in in_sample_val]
+    for ex in val:
+        history = held_index.get(sequences[ex.user][:-1])
+        older = frozenset(it.id for it in history[:-MAX_HISTORY])
+        query = RetrievalQuery(
+            text="", history=tuple(history[-MAX_HISTORY:]), k=PLAN.candidates + 1, exclude=older
+        )
+        found = held.get("itemknn").retrieve(query)
+        by_id = {c.item.id: c.score for c in found[: PLAN.candidates]}
+        assert set(ex.candidates) == set(by_id)
+        assert ex.retrieval_scores == pytest.approx([by_id[i] for i in ex.candidates])
+    # In sample, the full retriever had learned the target: its scores differ.
+    assert any(
+        a.retrieval_scores != b.retrieval_scores for a, b in zip(val, in_sample_val, strict=True)
+    )
 
 
 def test_the_loss_falls_and_the_manifest_says_what_was_trained(tuned):

@@ -93,8 +93,9 @@ def finetune_command(
     settings = load_settings(config)
     if not source.exists():
         raise ConfigError(f"{source} does not exist", param="source")
+    held_out = None  # validation's retriever when it differs from training's
     if source.suffix in (".yaml", ".yml"):
-        index, retrievers, sequences, info = _from_suite(source, data, settings)
+        index, retrievers, sequences, info, held_out = _from_suite(source, data, settings)
     else:
         index, retrievers, sequences, info = _from_log(source, collection, settings)
     retriever_name = retrievers.default
@@ -128,6 +129,7 @@ def finetune_command(
         collection=index.name,
         objective=objective,
         align=settings.likelihood_align,
+        held_out=held_out.get(retriever_name) if held_out is not None else None,
     )
     _say(f"building examples with {retriever_name}'s top {candidates} ({len(sequences)} users)")
     train, val = builder.build(sequences, seed, progress=lambda d, t: _say(f"examples: {d}/{t}"))
@@ -178,8 +180,11 @@ def finetune_command(
 
 
 def _from_suite(suite_file: Path, data: Path | None, settings: Any) -> tuple:
-    """The suite's collection, retrievers (trained on the split's training part, or the bundle
-    already trained on exactly it) and each user's items before the split's target."""
+    """The suite's collection, retrievers (trained on the split's training part, or a kept
+    bundle trained on exactly it), each user's items before the split's target, the run's info,
+    and for a test split the validation split's retrievers (trained on each user's items before
+    the validation target): validation's candidates and the fusion weight's scores come from
+    them, out of sample as at serving; None for other splits (validation is then in-sample)."""
     from genrec.evaluation.prepare import RunOptions, prepare
     from genrec.evaluation.retrievers import prepare_retrievers, training_sequences
     from genrec.evaluation.runner import open_index
@@ -191,6 +196,14 @@ def _from_suite(suite_file: Path, data: Path | None, settings: Any) -> tuple:
     index = open_index(prepared, settings)
     retrievers = prepare_retrievers(prepared, settings, index)
     sequences = training_sequences(prepared)
+    held_out = None
+    if suite.protocol.split == "test":
+        proto = suite.protocol.model_copy(update={"split": "validation"})
+        before_val = prepare(
+            suite.model_copy(update={"protocol": proto}), settings, RunOptions(Path("."), data=data)
+        )
+        _say("validation's retrievers: trained on each user's items before the validation target")
+        held_out = prepare_retrievers(before_val, settings, index)
     fp = build(sequences, index.ids(), source=prepared.dataset.source).fingerprint()
     info = {
         "data": {
@@ -200,9 +213,14 @@ def _from_suite(suite_file: Path, data: Path | None, settings: Any) -> tuple:
             "split": suite.protocol.split,
             "users": len(sequences),
         },
-        "retriever": {"collection": index.name, "bundle": _bundle(retrievers)},
+        "retriever": {
+            "collection": index.name,
+            "bundle": _bundle(retrievers),
+            "validation_bundle": _bundle(held_out or retrievers),
+            "validation": "held out" if held_out is not None else "in-sample",
+        },
     }
-    return index, retrievers, sequences, info
+    return index, retrievers, sequences, info, held_out
 
 
 def _from_log(log: Path, collection: str | None, settings: Any) -> tuple:
@@ -227,7 +245,11 @@ def _from_log(log: Path, collection: str | None, settings: Any) -> tuple:
             "source": read.source,
             "users": len(sequences),
         },
-        "retriever": {"collection": name, "bundle": _bundle(retrievers)},
+        "retriever": {
+            "collection": name,
+            "bundle": _bundle(retrievers),
+            "validation": "in-sample",  # the bundle learned every user's last item too
+        },
     }
     return index, retrievers, sequences, info
 

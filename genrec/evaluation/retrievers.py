@@ -20,7 +20,7 @@ from genrec.index.catalog_index import Channel
 from genrec.retrieval import RetrievalQuery
 from genrec.retrieval.base import Ranked, Retriever
 from genrec.retrieval.content import ContentRetriever
-from genrec.retrieval.registry import Retrievers, content_only, load_retrievers
+from genrec.retrieval.registry import Retrievers, bundle_retrievers, content_only
 from genrec.schema import MAX_HISTORY
 from genrec.settings import Settings
 
@@ -44,12 +44,16 @@ def prepare_retrievers(prepared: Prepared, settings: Settings, index: CatalogInd
     from genrec.training.train import train_retrievers
 
     data = build(training_sequences(prepared), index.ids(), source=prepared.dataset.source)
+    fingerprint = data.fingerprint()
+    # Any kept bundle trained on exactly this data, not only the serving one: a fine-tune trains
+    # a test split's retrievers and its validation split's on the same collection, one after
+    # the other.
     try:
-        bundle = artifacts.current(settings, index.name)
-    except (OSError, ValueError):
-        bundle = None
-    same = bundle is not None and _trained_on(bundle.manifest, data.fingerprint(), prepared)
-    if not same:
+        found = artifacts.bundles(settings, index.name)
+    except OSError:
+        found = []
+    bundle = next((b for b in found if _trained_on(b.manifest, fingerprint, prepared)), None)
+    if bundle is None:
         progress = None if not prepared.options.progress else _say
         train_retrievers(
             settings,
@@ -60,7 +64,9 @@ def prepare_retrievers(prepared: Prepared, settings: Settings, index: CatalogInd
             max_seconds=spec.max_seconds,
             progress=progress,
         )
-    return load_retrievers(settings.model_copy(update={"retriever": spec.retriever}), index)
+        bundle = artifacts.current(settings, index.name)
+    serving = settings.model_copy(update={"retriever": spec.retriever})
+    return bundle_retrievers(serving, index, bundle)
 
 
 def _trained_on(manifest: dict[str, Any], fingerprint: str, prepared: Prepared) -> bool:

@@ -90,6 +90,29 @@ def current(settings: Settings, collection: str) -> Bundle | None:
     return Bundle(path, manifest)
 
 
+def bundles(settings: Settings, collection: str) -> list[Bundle]:
+    """Every complete bundle of a collection, the serving one first, then newest first (what a
+    caller that needs a bundle trained on given data searches; unreadable ones are left out)."""
+    root = retrievers_dir(settings, collection)
+    if not root.is_dir():
+        return []
+    serving = current_version(settings, collection)
+    paths = sorted(root.iterdir(), key=lambda p: p.name, reverse=True)
+    paths.sort(key=lambda p: p.name != serving)  # stable: the serving one, then newest first
+    found = []
+    for path in paths:
+        manifest_path = path / "manifest.json"
+        if path.name.startswith(".") or not manifest_path.is_file():
+            continue
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if manifest.get("format") == FORMAT:
+            found.append(Bundle(path, manifest))
+    return found
+
+
 def write_bundle(
     settings: Settings,
     collection: str,

@@ -10,9 +10,12 @@ user scores 0, as at serving) in a random order. Why not the retriever's order: 
 was trained on these very sequences (the validation target included, since a suite's
 retrievers learn from everything before the test target), so its order ranks the validation
 target in-sample - NDCG@10 0.34 against 0.09 on the test target - and an LM that just copies
-the first label would look best; shuffled, validation measures what the LM itself adds (the
-fusion weight chosen on it still sees the in-sample retriever scores: see the notes). Every
-prompt is rendered by the same template and chat tokenizer that serve rank mode.
+the first label would look best; shuffled, validation measures what the LM itself adds. The
+fusion weight is chosen on the validation examples' retrieval scores: with ``held_out`` (a
+retriever trained only on items before each validation target; a test-split suite gives one)
+those scores are out of sample, as a served request's are; without it they are in-sample and
+the weight leans to the retriever. Every prompt is rendered by the same template and chat
+tokenizer that serve rank mode.
 
 For the ``likelihood`` objective an example is a likelihood prompt (the need: the history
 prefix) and the target's text as that mode scores it (the template's ``item`` block); training
@@ -102,6 +105,7 @@ class ExampleBuilder:
         collection: str,
         objective: str = "rank",
         align: bool = False,
+        held_out: Retriever | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise InvalidRequest(
@@ -126,6 +130,8 @@ class ExampleBuilder:
         self.template, self.tokenizer, self.retriever = template, tokenizer, retriever
         self.items, self.plan, self.collection = items, plan, collection
         self.objective, self.align = objective, align  # align: as settings.likelihood_align
+        # Validation examples' candidates and scores: a retriever that never saw their target.
+        self.held_out = held_out or retriever
 
     def example(
         self,
@@ -137,7 +143,7 @@ class ExampleBuilder:
     ) -> RankExample | LikelihoodExample | None:
         """One prompt. With ``rng`` (training) the target is put at a random position among
         the retriever's other top candidates (a likelihood training example needs the target
-        alone); without it (validation) the candidates are the retriever's own top N
+        alone); without it (validation) the candidates are the held-out retriever's own top N
         (``shuffle`` puts a rank example's in a random order). None when the retriever finds
         too few candidates."""
         if rng is not None and target not in self.items:
@@ -146,7 +152,7 @@ class ExampleBuilder:
         if self.objective == "likelihood" and rng is not None:
             return self._likelihood(user, hist, [(self.items[target], 0.0)], 0)
         n = self.plan.candidates
-        found = self.retriever.retrieve(_query(hist, n + 1))
+        found = (self.retriever if rng is not None else self.held_out).retrieve(_query(hist, n + 1))
         if rng is not None:
             pool = [c for c in found if c.item.id != target][: n - 1]
             if len(pool) < n - 1:
