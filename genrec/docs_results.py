@@ -106,6 +106,11 @@ def _views(run: dict[str, Any]) -> list[str]:
         out += ["", "Cold items. " + tables.cold_caption(run), ""]
         rows = [r for r in tables.cold_rows(run) if not r[0].startswith("baseline/random")]
         out += _table(tables.cold_header(run), rows)
+        cold_inputs = tables.inputs_rows(run["cold_items"])
+        if cold_inputs:
+            out += ["", "Inputs compared on the cold cases alone:", ""]
+            rows = [r for r in cold_inputs if not r[0].startswith("baseline/random")]
+            out += _table(tables.INPUTS_HEADER, rows)
     if run.get("inputs_paired"):
         out += ["", "Inputs compared, paired by case:", ""]
         rows = [r for r in tables.inputs_rows(run) if not r[0].startswith("baseline/random")]

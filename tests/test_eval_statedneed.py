@@ -119,7 +119,9 @@ def test_the_suite_on_the_real_tags():
         assert c.query and c.history
     assert max(per_user.values()) <= 20
     ids = [c.id for c in suite.cells()]
-    assert ids == [f"default/rank/rank_default@{i}" for i in ("history", "query", "both")]
+    cells = ("default/rank/rank_default", "pmi/likelihood/likelihood_need")
+    cells += ("fused-0.7/likelihood/likelihood_need",)
+    assert ids == [f"{c}@{i}" for c in cells for i in ("history", "query", "both")]
 
 
 def test_bad_suites_and_tags_are_clear_errors(tmp_path):
@@ -181,5 +183,10 @@ async def test_a_small_real_run_over_three_inputs(recommender, embedder, tmp_pat
     assert all(p["users"] == n for p in doc["inputs_paired"])
     cold = doc["cold_items"]
     assert cold["of"] == n and set(cold["rows"]) >= set(cells)
+    # The same comparisons on the cold cases alone: as many pairs, each over those cases only.
+    cold_pairs = {(p["a"], p["b"]): p for p in cold["inputs_paired"]}
+    assert set(cold_pairs) == pairs
+    assert all(p["users"] == cold["users"] for p in cold_pairs.values())
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Cost beside gain" in md and "## Inputs compared" in md and "stated-need" in md
+    assert ("Inputs compared on the cold cases alone" in md) == (cold["users"] > 0)

@@ -113,6 +113,9 @@ def _md_views(doc: Mapping) -> list[str]:
     if doc.get("cold_items"):
         out += ["", "## Cold items", "", tables.cold_caption(doc), ""]
         out.append(_md_table(tables.cold_header(doc), tables.cold_rows(doc)))
+        if doc["cold_items"].get("inputs_paired"):
+            out += ["", "Inputs compared on the cold cases alone:", ""]
+            out.append(_md_table(tables.INPUTS_HEADER, tables.inputs_rows(doc["cold_items"])))
     if doc.get("inputs_paired"):
         out += ["", "## Inputs compared (paired by case)", ""]
         out.append(_md_table(tables.INPUTS_HEADER, tables.inputs_rows(doc)))

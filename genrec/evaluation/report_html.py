@@ -127,6 +127,10 @@ def _views_html(doc: Mapping) -> list[str]:
     if doc.get("cold_items"):
         parts.append(f"<h2>Cold items</h2><p>{html.escape(tables.cold_caption(doc))}</p>")
         parts.append(_html_table(tables.cold_header(doc), _escaped(tables.cold_rows(doc))))
+        if doc["cold_items"].get("inputs_paired"):
+            parts.append("<p>Inputs compared on the cold cases alone:</p>")
+            rows = _escaped(tables.inputs_rows(doc["cold_items"]))
+            parts.append(_html_table(tables.INPUTS_HEADER, rows))
     if doc.get("inputs_paired"):
         parts.append("<h2>Inputs compared (paired by case)</h2>")
         parts.append(_html_table(tables.INPUTS_HEADER, _escaped(tables.inputs_rows(doc))))

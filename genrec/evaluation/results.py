@@ -98,7 +98,13 @@ def results_document(
         counts.update(seq)
     if suite.dataset.format != "queries":  # a query set learns from nothing: no item is warm
         doc["cold_items"] = cold_view(
-            per_row, cell_records, prepared.cases, counts, suite.protocol.cold_items, suite.ks
+            per_row,
+            cell_records,
+            prepared.cases,
+            counts,
+            suite.protocol.cold_items,
+            suite.ks,
+            inputs_of,
         )
     if inputs_of:
         doc["inputs_paired"] = inputs_paired(per_row, inputs_of, suite.ks)

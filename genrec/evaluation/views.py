@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from genrec.evaluation.aggregate import against_candidate_order, masked_ranking
 from genrec.evaluation.metrics import ranking_metrics
@@ -50,8 +50,10 @@ def cold_view(
     counts: Counter[str],
     max_count: int,
     ks: Sequence[int],
+    inputs_of: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict:
-    """The cold-item view of every row (cells and baselines) of one run."""
+    """The cold-item view of every row (cells and baselines) of one run; with ``inputs_of`` (a
+    run over several inputs) also the inputs compared on the cold cases alone."""
     k = headline_k(ks)
     keys = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}"]
     by_key = {c.user_id: c for c in cases}
@@ -66,21 +68,26 @@ def cold_view(
             ok = [r for u, r in records[row_id].items() if u in cold and r.get("ok")]
             row["vs_retrieval"] = against_candidate_order(ok, by_key, ks)
         rows[row_id] = row
-    return {
+    view = {
         "max_training_interactions": max_count,
         "users": len(cold),
         "of": len(cases),
         "rows": rows,
     }
+    if inputs_of and cold:
+        view["inputs_paired"] = inputs_paired(per_row, inputs_of, ks, users=cold)
+    return view
 
 
 def inputs_paired(
     per_row: Mapping[str, Mapping[str, Mapping[str, float]]],
     inputs_of: Mapping[str, tuple[str, str]],
     ks: Sequence[int],
+    users: Collection[str] | None = None,
 ) -> list[dict]:
     """Per cell or retriever order run over several inputs: both - history, both - query and
-    query - history of NDCG@k, paired by case. `inputs_of`: row id -> (base id, input)."""
+    query - history of NDCG@k, paired by case (of ``users`` only, when given). `inputs_of`:
+    row id -> (base id, input)."""
     key = f"ndcg@{headline_k(ks)}"
     grouped: dict[str, dict[str, str]] = {}
     for row_id, (base, inputs) in inputs_of.items():
@@ -91,7 +98,7 @@ def inputs_paired(
             if a not in ids or b not in ids:
                 continue
             va, vb = per_row[ids[a]], per_row[ids[b]]
-            common = [u for u in va if u in vb]
+            common = [u for u in va if u in vb and (users is None or u in users)]
             got = paired_bootstrap([va[u][key] for u in common], [vb[u][key] for u in common])
             out.append({"row": base, "a": ids[a], "b": ids[b], "metric": key, **got})
     return out
