@@ -216,3 +216,23 @@ def test_pruning_drops_only_the_collections_no_kept_bundle_names(home_settings):
     # the old bundle's own collection went with it; the one the serving bundle reads stayed
     assert not ChromaStore(s, own, model_id="").exists()
     assert ChromaStore(s, shared, model_id="").exists()
+
+
+def test_bundles_lists_the_serving_one_first_then_newest(home_settings):
+    # What an evaluation searches for a bundle trained on its data (a fine-tune trains a test
+    # split's and a validation split's on one collection, so the one it needs may not serve).
+    s = home_settings.model_copy(update={"prune_grace_s": 3600.0})
+    root = artifacts.retrievers_dir(s, "listed")
+    versions = []
+    for n in range(3):
+        version = f"20260102T00000{n}-bare"
+        manifest = {"version": version, "models": {}, "default": "content"}
+        artifacts.write_bundle(s, "listed", manifest, ["1"], {})
+        versions.append(version)
+    (root / ".20990101T000000-interrupted.x").mkdir()  # a training still writing: not listed
+    (root / "20990101T000000-no-manifest").mkdir()
+    assert [b.version for b in artifacts.bundles(s, "listed")] == versions[::-1]
+    (root / "CURRENT").write_text(versions[0] + "\n")
+    listed = [b.version for b in artifacts.bundles(s, "listed")]
+    assert listed == [versions[0], versions[2], versions[1]]
+    assert artifacts.bundles(s, "never-trained") == []
