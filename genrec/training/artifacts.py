@@ -80,14 +80,9 @@ def current(settings: Settings, collection: str) -> Bundle | None:
     if not pointer.is_file():
         return None
     version = pointer.read_text(encoding="utf-8").strip()
-    path = root / version
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
+    if not (root / version / "manifest.json").is_file():
         raise ValueError(f"{pointer} names {version}, which has no manifest.json")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path}: format {manifest.get('format')}, expected {FORMAT}")
-    return Bundle(path, manifest)
+    return _read_bundle(root / version)
 
 
 def bundles(settings: Settings, collection: str) -> list[Bundle]:
@@ -101,16 +96,22 @@ def bundles(settings: Settings, collection: str) -> list[Bundle]:
     paths.sort(key=lambda p: p.name != serving)  # stable: the serving one, then newest first
     found = []
     for path in paths:
-        manifest_path = path / "manifest.json"
-        if path.name.startswith(".") or not manifest_path.is_file():
-            continue
+        if path.name.startswith(".") or not (path / "manifest.json").is_file():
+            continue  # a training still writing, or not a bundle
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            found.append(_read_bundle(path))
         except (OSError, ValueError):
             continue
-        if manifest.get("format") == FORMAT:
-            found.append(Bundle(path, manifest))
     return found
+
+
+def _read_bundle(path: Path) -> Bundle:
+    """The bundle at ``path``; ValueError when its manifest is not this format's."""
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path}: format {manifest.get('format')}, expected {FORMAT}")
+    return Bundle(path, manifest)
 
 
 def write_bundle(
