@@ -70,6 +70,10 @@ class TemplateMeta(BaseModel):
     version: str
     default_for: list[Mode] = Field(default_factory=list)
     answer_prefix: str = ""
+    # likelihood mode: what is scored. ``item``: each candidate's text (its ``item`` block)
+    # after the need; ``query``: the user's query after each candidate, whose ``item`` block
+    # is then that candidate's own prompt (query likelihood, genrec.modes.likelihood).
+    scores: Literal["item", "query"] = "item"
 
     @field_validator("version", mode="before")
     @classmethod

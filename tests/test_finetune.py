@@ -377,6 +377,7 @@ def test_the_objective_and_the_template_must_agree(settings, index, retrievers, 
         ("rank_brief", "likelihood", "does not serve likelihood"),
         ("likelihood_need", "rank", "does not serve rank"),
         ("likelihood_need", "ranking", "objective must be"),
+        ("likelihood_query", "likelihood", "scores the query"),
     ):
         with pytest.raises(InvalidRequest) as err:
             ExampleBuilder(

@@ -171,3 +171,41 @@ async def test_likelihood_fuses_with_the_retriever(recommender):
     for item in fused.items:
         assert item.retrieval_score is not None and item.lm_logprob is not None
         assert item.lm_logprob == pytest.approx(lm[item.id], abs=0.05)  # the same LM part
+
+
+QUERY = "space opera, lightsabers, Darth Vader"
+
+
+async def test_query_likelihood_scores_the_query_after_each_candidate(recommender):
+    """likelihood_query: the same query tokens scored after each candidate's own prompt; every
+    score recomputed by hand from one engine call is that item's score."""
+    request = RecommendRequest(
+        query=QUERY, history=STAR_WARS, k=20, mode="likelihood", template="likelihood_query"
+    )
+    result = await recommender.recommend(request)
+    assert result.template == "likelihood_query"
+    ids = [i.id for i in result.items]
+    assert sorted(ids) == sorted(result.candidates)
+    scores = [i.score for i in result.items]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 10
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens == 0
+    plan = recommender.plan(request)
+    history, candidates = recommender.retrieve(plan)
+    rendered = recommender.render(plan, history, candidates)
+    tok, text = recommender.tokenizer, " " + QUERY
+    position = [c.id for c in candidates]
+    for item in result.items:
+        turn = rendered.items[position.index(item.id)]
+        assert item.title in turn  # the candidate's own prompt names it
+        prompt = tok.chat_prompt([{"role": "user", "content": turn}]) + "Tags:"
+        scored = await recommender.engine.complete(EngineRequest.continuation(prompt, text))
+        assert len(scored.token_logprobs) == tok.count(text)
+        assert item.score == pytest.approx(mean_logprob(scored), abs=0.02)
+
+
+async def test_query_likelihood_without_a_query_is_a_400(recommender):
+    request = RecommendRequest(history=STAR_WARS, mode="likelihood", template="likelihood_query")
+    with pytest.raises(InvalidRequest) as err:
+        recommender.plan(request)
+    assert err.value.param == "query" and "states none" in err.value.message
+    assert http_status(err.value) == 400

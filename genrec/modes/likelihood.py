@@ -20,6 +20,16 @@ Calibration (``settings.likelihood_score``; unset, a likelihood-tuned model's ma
 
 Each candidate is scored on its own, so there is no position bias by construction.
 
+Query likelihood (a template with ``scores: query``): the other direction, p(query | item_i).
+Each candidate's ``item`` block is its own prompt (the user turn, in the model's chat template,
+then the template's answer prefix) and the user's query is the text scored after it: how likely
+the LM finds the words the user wrote, said of this item (Sachan et al. 2022's zero-shot
+re-ranking by question likelihood). Every candidate is scored on the same tokens, so the score
+needs no calibration for length or title fluency: its mean log-probability (a prior term would be
+the same for every candidate). It reads the query only: fuse it with the retriever, which reads
+the history. On the stated-need protocol this is the LM cell that rises above the retrieval
+order where the need-first direction falls below it (eval/README.md).
+
 Cost: vLLM's prefix cache reuses whole KV blocks (``PREFIX_BLOCK`` tokens), so after the first
 request every candidate recomputes the prompt's last partial block before its own text. With
 ``settings.likelihood_align`` (off by default: it costs validation NDCG, see the README) the
@@ -40,6 +50,7 @@ from genrec.engines.base import PREFIX_BLOCK, Engine, EngineRequest, EngineResul
 from genrec.errors import InvalidRequest, PromptTooLong
 from genrec.grounding import Grounded, Match
 from genrec.modes.base import Decoded, Job, Picks, Plan, add_usage
+from genrec.prompts import QUERY_CAP, clean_text
 
 if TYPE_CHECKING:
     from genrec.prompts import PromptTemplate, RenderedPrompt
@@ -103,6 +114,8 @@ def check_template(template: PromptTemplate) -> None:
             "the text that block renders for each candidate",
             param="template",
         )
+    if template.meta.scores == "query":
+        return  # the need is the scored text itself
     if not template.variables & NEED_SLOTS:
         raise InvalidRequest(
             f"template {template.name!r} states no need (it reads neither `history` nor "
@@ -120,11 +133,21 @@ class LikelihoodMode:
 
     def check(self, plan: Plan) -> None:
         check_template(plan.template)
+        query = plan.request.query
+        if plan.template.meta.scores == "query" and not (query and query.strip()):
+            raise InvalidRequest(
+                f"template {plan.template.name!r} scores the query after each candidate "
+                "(query likelihood), and this request states none: send a query, or use a "
+                "template that scores the candidates' text (likelihood_need)",
+                param="query",
+            )
 
     def answer_room(self, plan: Plan, candidates: list) -> int:
         return 1  # one token is generated; each candidate's own text is checked in decode
 
     async def decode(self, job: Job) -> Decoded:
+        if job.plan.template.meta.scores == "query":
+            return await self._decode_query(job)
         plan, rendered = job.plan, job.rendered
         align = plan.settings.likelihood_align
         prompt, pad = aligned_prompt(rendered.prompt, rendered.prompt_tokens, job.tokenizer, align)
@@ -143,6 +166,51 @@ class LikelihoodMode:
         decoded.ranked = [(i, scores[i]) for i in order]
         decoded.outputs = [texts[i] for i in order[: plan.k]]
         return decoded
+
+    async def _decode_query(self, job: Job) -> Decoded:
+        """Query likelihood: the query's mean log-probability after each candidate's prompt."""
+        decoded = Decoded(outputs=[], score_is_log=True)
+        if not job.candidates:
+            return decoded
+        prompts, text = self._query_prompts(job)
+        first = await job.engine.complete(EngineRequest.continuation(prompts[0], text))
+        rest = await asyncio.gather(
+            *(job.engine.complete(EngineRequest.continuation(p, text)) for p in prompts[1:])
+        )
+        for result in (first, *rest):
+            add_usage(decoded, result)
+        scores = [mean_logprob(r) for r in (first, *rest)]
+        order = sorted(range(len(prompts)), key=lambda i: -scores[i])  # stable: retriever ties
+        decoded.ranked = [(i, scores[i]) for i in order]
+        decoded.outputs = [job.rendered.items[i] for i in order[: job.plan.k]]
+        return decoded
+
+    def _query_prompts(self, job: Job) -> tuple[list[str], str]:
+        """Each candidate's prompt (its ``item`` block as the user turn, after the template's
+        system turn if any, then the answer prefix) and the query text scored after them,
+        checked to fit the model's context."""
+        rendered, template = job.rendered, job.plan.template
+        system = [m for m in rendered.messages if m["role"] == "system"]
+        prompts = []
+        for item, turn in zip(job.candidates, rendered.items, strict=True):
+            if not turn.strip():
+                raise InvalidRequest(
+                    f"candidate {item.id!r} renders an empty prompt under template "
+                    f"{template.name!r}, so query likelihood has nothing to condition on",
+                    param="candidates",
+                )
+            messages = [*system, {"role": "user", "content": turn}]
+            prompts.append(job.tokenizer.chat_prompt(messages) + template.meta.answer_prefix)
+        query = clean_text(job.plan.request.query, QUERY_CAP)
+        text = ("" if prompts[0][-1:].isspace() else " ") + query
+        need = max(job.tokenizer.count(p) for p in prompts) + job.tokenizer.count(text) + 1
+        if need > job.engine.max_model_len:
+            raise PromptTooLong(
+                f"a candidate's prompt with the query appended has {need} tokens, more than "
+                f"the model's context of {job.engine.max_model_len}; send a shorter query",
+                param="query",
+            )
+        return prompts, text
 
     def _texts(self, job: Job, pad: int) -> list[str]:
         """Each candidate's scored text, checked to be non-empty and to fit the context after

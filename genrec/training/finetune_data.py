@@ -121,6 +121,14 @@ class ExampleBuilder:
             )
         if objective == "likelihood":
             check_template(template)
+            if template.meta.scores == "query":
+                raise InvalidRequest(
+                    f"template {template.name!r} scores the query after each candidate "
+                    "(query likelihood); the likelihood objective trains the candidate's text "
+                    "after the need: fine-tune with a template that scores items "
+                    "(likelihood_need)",
+                    param="template",
+                )
         elif template.meta.labels != "letters":
             raise InvalidRequest(
                 f"template {template.name!r} labels candidates with numbers; fine-tune with a "
