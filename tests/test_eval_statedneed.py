@@ -121,7 +121,27 @@ def test_the_suite_on_the_real_tags():
     ids = [c.id for c in suite.cells()]
     cells = ("default/rank/rank_default", "pmi/likelihood/likelihood_need")
     cells += ("fused-0.7/likelihood/likelihood_need",)
-    assert ids == [f"{c}@{i}" for c in cells for i in ("history", "query", "both")]
+    every_input = [f"{c}@{i}" for c in cells for i in ("history", "query", "both")]
+    # query likelihood scores the query: its block runs on query + history only
+    ql = ["ql/likelihood/likelihood_query@both", "fused-0.7/likelihood/likelihood_query@both"]
+    assert sorted(ids) == sorted(every_input + ql)
+
+
+def test_a_block_runs_some_of_the_protocols_inputs(tmp_path):
+    path = suite_file(tmp_path, tmp_path)
+    text = path.read_text() + "  - templates: [likelihood_query]\n    modes: [likelihood]\n"
+    path.write_text(text + "    inputs: [both]\n")
+    ids = [c.id for c in load_suite(path).cells()]
+    assert "default/likelihood/likelihood_query@both" in ids
+    assert not [i for i in ids if "likelihood_query@" in i and not i.endswith("@both")]
+    assert len([i for i in ids if "rank_default" in i]) == 3  # the others run every input
+    path.write_text(
+        text.replace("[history, query, both]", "[history, both]") + "    inputs: [query]\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"suite.yaml:8: matrix: block 1's inputs \['query'\] are not"
+    ):
+        load_suite(path)
 
 
 def test_bad_suites_and_tags_are_clear_errors(tmp_path):

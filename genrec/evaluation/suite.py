@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genrec.errors import ConfigError
+from genrec.evaluation.yaml_lines import is_union_tag, line_of
 from genrec.settings import Mode, Settings
 
 BASELINES = ("popularity", "retrieval", "random")
@@ -130,6 +131,8 @@ class MatrixSpec(_Strict):
     modes: list[Mode] = Field(min_length=1)
     profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec(name="default")])
     users: int | None = Field(default=None, ge=1)  # a smaller sample for this block (a prefix)
+    # some of the protocol's inputs only (a template that scores the query needs one)
+    inputs: list[Literal["history", "query", "both"]] | None = Field(default=None, min_length=1)
 
     @field_validator("templates")
     @classmethod
@@ -237,6 +240,18 @@ class Suite(_Strict):
                 raise ValueError("a query set's cases are queries: inputs are query and/or both")
         return proto
 
+    @field_validator("matrix")
+    @classmethod
+    def _block_inputs_run(cls, matrix: list[MatrixSpec], info: pydantic.ValidationInfo) -> list:
+        proto = info.data.get("protocol")  # validated before: it comes first
+        for b, block in enumerate(matrix):
+            if proto and (extra := sorted(set(block.inputs or ()) - set(proto.inputs))):
+                raise ValueError(
+                    f"block {b}'s inputs {extra} are not among protocol.inputs "
+                    f"{proto.inputs}; a block runs some of the protocol's inputs"
+                )
+        return matrix
+
     @model_validator(mode="after")
     def _queries_have_no_log(self) -> Suite:
         log_needed = self.retrieval.train or "popularity" in self.baselines
@@ -272,7 +287,7 @@ class Suite(_Strict):
                         )
                 for profile in block.profiles:
                     for mode in modes:
-                        for inputs in self.protocol.inputs:
+                        for inputs in block.inputs or self.protocol.inputs:
                             cell = CellSpec(
                                 profile=profile,
                                 mode=mode,
@@ -359,42 +374,11 @@ def load_suite(path: str | Path) -> Suite:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = [p for p in err["loc"] if not _is_union_tag(p)]
-            line = _line_of(node, loc)
+            loc = [p for p in err["loc"] if not is_union_tag(p)]
+            line = line_of(node, loc)
             dotted = ".".join(str(p) for p in loc) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{path}:{line}: {dotted}: {msg}")
         raise ConfigError("invalid suite\n  " + "\n  ".join(lines), param="suite") from None
     suite.source = path.resolve()
     return suite
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts union member names ("str", "function-after[...]") into locations.
-    return isinstance(part, str) and (part in {"str", "int", "float", "none"} or "[" in part)
-
-
-def _line_of(node: yaml.Node | None, loc: list) -> int:
-    """The 1-based line of the deepest YAML node along `loc` that exists."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for key, value in node.value:
-                if key.value == part:
-                    nxt = value
-                    line = key.start_mark.line + 1
-                    break
-            if nxt is None:
-                break
-            node = nxt
-            if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-                line = node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
