@@ -12,6 +12,7 @@ front-matter block in a Jinja comment and defines a ``system`` and a ``user`` bl
     version: 1
     default_for: [rank]           # optional: the mode(s) it is the default template of
     answer_prefix: ""             # optional: text the assistant turn starts with
+    scores: item                  # likelihood: item, or query (the item block is its prompt)
     ---#}
     {% block system %}...{% endblock %}
     {% block user %}...{% endblock %}
@@ -20,12 +21,11 @@ front-matter block in a Jinja comment and defines a ``system`` and a ``user`` bl
 Templates run in Jinja's immutable sandbox with ``StrictUndefined`` (a misspelt variable fails
 loudly). They receive ``query``, ``history`` (items, oldest first), ``candidates`` (items with a
 ``label``), ``k``, ``n``, ``mode``, ``labels``, ``first_label``, ``last_label``, ``item_kind`` and
-``system`` (the caller's system message, for the template's delimited system slot). Every item
-field and the caller's text are cleaned before a template sees them: control characters and line
-breaks become spaces, chat-template control tokens such as ``<|im_end|>`` are removed, double
-quotes become single quotes, and lengths are capped. Catalog text stays data: it can neither break
-out of its quotes nor widen what the output may be (output constraints are built from the
-candidate list, never from text).
+``system`` (the caller's system message, for the template's delimited system slot). Every item field
+and the caller's text are cleaned before a template sees them: control characters and line breaks
+become spaces, chat-template control tokens such as ``<|im_end|>`` are removed, double quotes become
+single quotes, and lengths are capped. Catalog text stays data: it can neither break out of its
+quotes nor widen what the output may be (output constraints come from the candidates, not text).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import importlib.resources
 import re
 import string
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -70,10 +71,7 @@ class TemplateMeta(BaseModel):
     version: str
     default_for: list[Mode] = Field(default_factory=list)
     answer_prefix: str = ""
-    # likelihood mode: what is scored. ``item``: each candidate's text (its ``item`` block)
-    # after the need; ``query``: the user's query after each candidate, whose ``item`` block
-    # is then that candidate's own prompt (query likelihood, genrec.modes.likelihood).
-    scores: Literal["item", "query"] = "item"
+    scores: Literal["item", "query"] = "item"  # likelihood: what is scored (docstring above)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -175,9 +173,7 @@ def labels_for(style: LabelStyle, n: int) -> list[str]:
 def unique_titles(views: list[ItemView]) -> list[str]:
     """The candidates' shown titles, made unique (the output constraint needs one string per
     candidate): a repeated title gets its year, then a counter."""
-    counts: dict[str, int] = {}
-    for v in views:
-        counts[v.title] = counts.get(v.title, 0) + 1
+    counts = Counter(v.title for v in views)
     out: list[str] = []
     seen: set[str] = set()
     for v in views:
