@@ -123,7 +123,11 @@ def test_the_suite_on_the_real_tags():
     cells += ("fused-0.7/likelihood/likelihood_need",)
     every_input = [f"{c}@{i}" for c in cells for i in ("history", "query", "both")]
     # query likelihood scores the query: its block runs on query + history only
-    ql = ["ql/likelihood/likelihood_query@both", "fused-0.7/likelihood/likelihood_query@both"]
+    ql = [
+        f"{profile}/likelihood/{template}@both"
+        for template, fused in (("likelihood_query", "0.3"), ("likelihood_query_genres", "0.7"))
+        for profile in ("ql", f"fused-{fused}")
+    ]
     assert sorted(ids) == sorted(every_input + ql)
 
 
