@@ -110,6 +110,17 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
     assert doc["prompt_tokens"] == expected.prompt_tokens + pad and doc["prompt_tokens"] % 32 == 1
     texts = [c["scored_text"] for c in doc["candidates"]]
     assert texts == scored_texts(expected) and all(t.strip() for t in texts)
+    # query likelihood: each candidate's own prompt, and the query scored after every one
+    result = CliRunner().invoke(
+        app,
+        ["prompts", "render", "likelihood_query", "--history", "50", "--query", "space war",
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {c["scored_text"] for c in doc["candidates"]} == {" space war"}
+    for c in doc["candidates"]:
+        assert c["title"] in c["prompt"] and c["prompt"].endswith("<|im_start|>assistant\nTags:")
 
 
 @pytest.mark.slow

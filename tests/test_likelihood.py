@@ -209,3 +209,16 @@ async def test_query_likelihood_without_a_query_is_a_400(recommender):
         recommender.plan(request)
     assert err.value.param == "query" and "states none" in err.value.message
     assert http_status(err.value) == 400
+
+
+async def test_query_likelihood_with_an_empty_candidate_prompt_is_a_400(recommender, tmp_path):
+    front = "{#---\nname: lq_blank\ndescription: test\nmodes: [likelihood]\nversion: 1\n"
+    (tmp_path / "lq_blank.j2").write_text(
+        front
+        + "scores: query\n---#}\n{% block user %}x{% endblock %}{% block item %} {% endblock %}"
+    )
+    rec = sharing(recommender, prompts_dir=tmp_path)
+    request = RecommendRequest(query=QUERY, mode="likelihood", template="lq_blank")
+    with pytest.raises(InvalidRequest) as err:
+        await rec.recommend(request)
+    assert err.value.param == "candidates" and "empty prompt" in err.value.message

@@ -328,7 +328,7 @@ def prompts_render_command(
     """Exactly what the LM receives for a request: the final prompt string (chat template
     applied), with real candidates retrieved from the catalog. No engine is started."""
     from genrec.model_files import model_path
-    from genrec.modes.likelihood import aligned_prompt, scored_texts
+    from genrec.modes.likelihood import aligned_prompt, query_prompts, scored_texts
     from genrec.prompts import ChatTokenizer, PromptRegistry
     from genrec.recommender import Recommender
 
@@ -351,8 +351,13 @@ def prompts_render_command(
         plan = rec.plan(request)
         hist, cands = rec.retrieve(plan)
         rendered = rec.render(plan, hist, cands)
-    # likelihood templates: the text scored after the prompt, per candidate
+    # likelihood templates: the text scored after the prompt, per candidate; query likelihood:
+    # the query, after each candidate's own prompt
     scored = scored_texts(rendered) if rendered.items else [None] * len(cands)
+    own: list[str | None] = [None] * len(cands)
+    if tpl.meta.scores == "query":
+        own, query_text = query_prompts(rendered, tpl, tokenizer, request.query or "")
+        scored = [query_text] * len(cands)
     prompt, pad = rendered.prompt, 0
     if rendered.mode == "likelihood":  # the prompt as scored: padded for the prefix cache
         align = settings.likelihood_align
@@ -368,9 +373,10 @@ def prompts_render_command(
                 "padding_tokens": pad,
                 "candidates": [
                     {"label": lab, "id": c.id, "title": t}
+                    | ({"prompt": p} if p is not None else {})
                     | ({"scored_text": s} if s is not None else {})
-                    for lab, c, t, s in zip(
-                        rendered.labels, cands, rendered.titles, scored, strict=True
+                    for lab, c, t, p, s in zip(
+                        rendered.labels, cands, rendered.titles, own, scored, strict=True
                     )
                 ],
             }
@@ -381,8 +387,9 @@ def prompts_render_command(
             sys.stdout.write("\n")
         if rendered.items:
             typer.echo("# scored after the prompt, one engine request per candidate:", err=True)
-            for text in scored:
-                sys.stdout.write(f"{text!r}\n")
+            for own_prompt, text in zip(own, scored, strict=True):
+                head = f"{own_prompt!r} + " if own_prompt is not None else ""
+                sys.stdout.write(f"{head}{text!r}\n")
         padding = f", {pad} of them cache-alignment padding" if pad else ""
         typer.echo(
             f"[{rendered.prompt_tokens + pad} tokens{padding}, template {rendered.template}]",

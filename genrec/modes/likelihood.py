@@ -27,8 +27,8 @@ the LM finds the words the user wrote, said of this item (Sachan et al. 2022's z
 re-ranking by question likelihood). Every candidate is scored on the same tokens, so the score
 needs no calibration for length or title fluency: its mean log-probability (a prior term would be
 the same for every candidate). It reads the query only: fuse it with the retriever, which reads
-the history. On the stated-need protocol this is the LM cell that rises above the retrieval
-order where the need-first direction falls below it (eval/README.md).
+the history. On the stated-need protocol its cells are the only LM cells at or above the
+retrieval order, within noise, where the need-first direction falls below it (eval/README.md).
 
 Cost: vLLM's prefix cache reuses whole KV blocks (``PREFIX_BLOCK`` tokens), so after the first
 request every candidate recomputes the prompt's last partial block before its own text. With
@@ -77,6 +77,22 @@ def scored_texts(rendered: RenderedPrompt) -> list[str]:
     text, starting a new token (after a prompt that ends mid-line, with a space)."""
     lead = "" if rendered.prompt[-1:].isspace() else " "
     return [lead + t for t in rendered.items]
+
+
+def query_prompts(
+    rendered: RenderedPrompt, template: PromptTemplate, tokenizer: ChatTokenizer, query: str
+) -> tuple[list[str], str]:
+    """Query likelihood's engine input: each candidate's prompt (its ``item`` block as the user
+    turn, after the template's system turn if any, then the answer prefix) and the query text
+    scored after every one of them."""
+    system = [m for m in rendered.messages if m["role"] == "system"]
+    prefix = template.meta.answer_prefix
+    prompts = [
+        tokenizer.chat_prompt([*system, {"role": "user", "content": turn}]) + prefix
+        for turn in rendered.items
+    ]
+    lead = "" if prompts and prompts[0][-1:].isspace() else " "
+    return prompts, lead + clean_text(query, QUERY_CAP)
 
 
 def aligned_prompt(
@@ -186,23 +202,17 @@ class LikelihoodMode:
         return decoded
 
     def _query_prompts(self, job: Job) -> tuple[list[str], str]:
-        """Each candidate's prompt (its ``item`` block as the user turn, after the template's
-        system turn if any, then the answer prefix) and the query text scored after them,
-        checked to fit the model's context."""
-        rendered, template = job.rendered, job.plan.template
-        system = [m for m in rendered.messages if m["role"] == "system"]
-        prompts = []
-        for item, turn in zip(job.candidates, rendered.items, strict=True):
+        """:func:`query_prompts`, each checked to be non-empty and to fit the context."""
+        for item, turn in zip(job.candidates, job.rendered.items, strict=True):
             if not turn.strip():
                 raise InvalidRequest(
                     f"candidate {item.id!r} renders an empty prompt under template "
-                    f"{template.name!r}, so query likelihood has nothing to condition on",
+                    f"{job.plan.template.name!r}, so query likelihood has nothing to condition on",
                     param="candidates",
                 )
-            messages = [*system, {"role": "user", "content": turn}]
-            prompts.append(job.tokenizer.chat_prompt(messages) + template.meta.answer_prefix)
-        query = clean_text(job.plan.request.query, QUERY_CAP)
-        text = ("" if prompts[0][-1:].isspace() else " ") + query
+        prompts, text = query_prompts(
+            job.rendered, job.plan.template, job.tokenizer, job.plan.request.query or ""
+        )
         need = max(job.tokenizer.count(p) for p in prompts) + job.tokenizer.count(text) + 1
         if need > job.engine.max_model_len:
             raise PromptTooLong(
