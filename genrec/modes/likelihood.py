@@ -61,13 +61,18 @@ _PRIOR_CACHE_SIZE = 100_000
 
 
 async def score_texts(engine: Engine, prompt: str, texts: Sequence[str]) -> list[EngineResult]:
-    """Each text's token log-probabilities after ``prompt``, in order. The first request runs
-    alone so the prompt's KV blocks are cached before the others arrive together."""
-    if not texts:
+    """Each text's token log-probabilities after ``prompt``, in order."""
+    return await score_pairs(engine, [(prompt, t) for t in texts])
+
+
+async def score_pairs(engine: Engine, pairs: Sequence[tuple[str, str]]) -> list[EngineResult]:
+    """Each (prompt, text)'s token log-probabilities of the text, in order. The first request
+    runs alone so the prompts' shared KV blocks are cached before the others arrive together."""
+    if not pairs:
         return []
-    first = await engine.complete(EngineRequest.continuation(prompt, texts[0]))
+    first = await engine.complete(EngineRequest.continuation(*pairs[0]))
     rest = await asyncio.gather(
-        *(engine.complete(EngineRequest.continuation(prompt, t)) for t in texts[1:])
+        *(engine.complete(EngineRequest.continuation(p, t)) for p, t in pairs[1:])
     )
     return [first, *rest]
 
@@ -189,13 +194,10 @@ class LikelihoodMode:
         if not job.candidates:
             return decoded
         prompts, text = self._query_prompts(job)
-        first = await job.engine.complete(EngineRequest.continuation(prompts[0], text))
-        rest = await asyncio.gather(
-            *(job.engine.complete(EngineRequest.continuation(p, text)) for p in prompts[1:])
-        )
-        for result in (first, *rest):
+        results = await score_pairs(job.engine, [(p, text) for p in prompts])
+        for result in results:
             add_usage(decoded, result)
-        scores = [mean_logprob(r) for r in (first, *rest)]
+        scores = [mean_logprob(r) for r in results]
         order = sorted(range(len(prompts)), key=lambda i: -scores[i])  # stable: retriever ties
         decoded.ranked = [(i, scores[i]) for i in order]
         decoded.outputs = [job.rendered.items[i] for i in order[: job.plan.k]]
