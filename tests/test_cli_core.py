@@ -119,6 +119,7 @@ def test_prompts_render_shows_exactly_what_the_lm_receives(
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert {c["scored_text"] for c in doc["candidates"]} == {" space war"}
+    assert doc["padding_tokens"] == 0  # its prompts are never aligned (GENREC_LIKELIHOOD_ALIGN)
     for c in doc["candidates"]:
         assert c["title"] in c["prompt"] and c["prompt"].endswith("<|im_start|>assistant\nTags:")
 

@@ -353,13 +353,14 @@ def prompts_render_command(
         rendered = rec.render(plan, hist, cands)
     # likelihood templates: the text scored after the prompt, per candidate; query likelihood:
     # the query, after each candidate's own prompt
-    scored = scored_texts(rendered) if rendered.items else [None] * len(cands)
     own: list[str | None] = [None] * len(cands)
     if tpl.meta.scores == "query":
         own, query_text = query_prompts(rendered, tpl, tokenizer, request.query or "")
         scored = [query_text] * len(cands)
+    else:
+        scored = scored_texts(rendered) if rendered.items else [None] * len(cands)
     prompt, pad = rendered.prompt, 0
-    if rendered.mode == "likelihood":  # the prompt as scored: padded for the prefix cache
+    if rendered.mode == "likelihood" and tpl.meta.scores != "query":  # padded as scored
         align = settings.likelihood_align
         prompt, pad = aligned_prompt(prompt, rendered.prompt_tokens, tokenizer, align)
     if as_json:
