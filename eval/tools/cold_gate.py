@@ -1,13 +1,16 @@
 """A popularity-gated text channel for cold items on the published protocol (minutes, no LM).
 
     python eval/tools/cold_gate.py --data ../shared/data/ml-latest-small --out FILE.json
+    GENREC_LM_VECTORS_LAYER=15 python eval/tools/cold_gate.py --encoder lm --data ... --out ...
 
 LLM-ESR's argument is that text helps the long tail, where interaction IDs have little to learn
 from. This measures the simplest form of it: the ID-only hybrid (itemknn + ease, weights from a
 grid on validation) plus w x the semantic-neighbour score x g(n), where n is the candidate's
 training interactions and g(n) = 1 / (1 + n / c), so the text counts most for the rarest items
-(c = inf: ungated). Text vectors: the packaged MiniLM over each item's embedding text (title and
-genres). Each member's top 100 is min-max normalised, as genrec.retrieval.hybrid fuses.
+(c = inf: ungated). Text vectors: ``--encoder``'s (genrec.index.item_vectors: the packaged
+MiniLM by default; ``lm`` is the served model's hidden states at GENREC_LM_VECTORS_LAYER) over
+each item's embedding text (title and genres). Each member's top 100 is min-max normalised, as
+genrec.retrieval.hybrid fuses.
 Validation (each user's second-last item, models fitted on the items before it) chooses the
 weights, the channel's recency and (c, w) by NDCG@10 over all users; test (the last item, models
 refitted on everything before it) reports that one choice against the ID-only hybrid, per user,
@@ -23,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.embeddings import Embedder
 from genrec.evaluation.datasets import load_eval_dataset
 from genrec.evaluation.metrics import ranking_metrics
 from genrec.evaluation.paired import paired_bootstrap
+from genrec.index.item_vectors import make_encoder
+from genrec.settings import Settings
 from genrec.training.collaborative import EASE, ItemKNN
 from genrec.training.data import build
 from genrec.training.semantic import SemanticNeighbours, SemanticParams
@@ -78,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True, help="ml-latest-small folder")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--encoder", default="minilm", help="minilm | e5 | lm (item_vectors)")
     args = ap.parse_args()
     ds = load_eval_dataset("movielens", path=args.data, min_interactions=5, split="test")
     data = build(ds.training_sequences(), list(ds.items), source=str(args.data))
@@ -86,7 +91,8 @@ def main() -> None:
     train, _, val_targets = data.holdout()
     by_user = {c.user_id: at[c.target] for c in ds.cases}
     test_targets = np.array([by_user[u] for u in data.users])
-    vectors = Embedder().encode([ds.items[i].embedding_text() for i in ids])
+    encoder = make_encoder(Settings(), args.encoder)
+    vectors = encoder.encode([ds.items[i].embedding_text() for i in ids])
     vectors = np.asarray(vectors, dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -122,12 +128,14 @@ def main() -> None:
     rows = {
         "hybrid_id": per_user(test_id, test_targets, ids),
         "gated": per_user(test_id + w * test[f"semantic-{r}"] * gate[None, :], test_targets, ids),
+        "channel_alone": per_user(test[f"semantic-{r}"], test_targets, ids),
     }
     views = {
         "all": np.arange(len(test_targets)),
         "cold": np.flatnonzero(test_counts[test_targets] <= COLD),
     }
     doc = {
+        "encoder": encoder.model_id,
         "validation": {
             "id_weight_itemknn": a,
             "id_line_ndcg@10": {str(k): round(v, 5) for k, v in id_line.items()},
