@@ -205,6 +205,11 @@ async def test_a_small_real_run_over_three_inputs(recommender, embedder, tmp_pat
     assert ("baseline/retrieval@both", "baseline/retrieval@history") in pairs
     assert ("default/rank/rank_default@both", "default/rank/rank_default@query") in pairs
     assert all(p["users"] == n for p in doc["inputs_paired"])
+    # A user's cases are resampled together: the bootstrap draws users, not cases.
+    people = {c.person for c in prepared.cases}
+    assert len(people) < n
+    assert all(p["resampled"] == len(people) for p in doc["inputs_paired"])
+    assert all(c["vs_retrieval"]["resampled"] == len(people) for c in cells.values())
     cold = doc["cold_items"]
     assert cold["of"] == n and set(cold["rows"]) >= set(cells)
     # The same comparisons on the cold cases alone: as many pairs, each over those cases only.

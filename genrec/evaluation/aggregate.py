@@ -108,13 +108,14 @@ def against_candidate_order(
     ok: Sequence[Mapping], cases: Mapping[str, EvalCase], ks: Sequence[int]
 ) -> dict:
     """NDCG@10 (or the largest K) of the returned list minus that of the candidates in the
-    retriever's order, per user, with a paired bootstrap 95 % interval: what the LM added to
-    the order it was handed (successful requests only: a failed one has no candidates)."""
+    retriever's order, per case, with a paired bootstrap 95 % interval over users: what the LM
+    added to the order it was handed (successful requests only: a failed one has no
+    candidates)."""
     from genrec.evaluation.paired import paired_bootstrap
 
     k = 10 if 10 in ks else max(ks)
     key = f"ndcg@{k}"
-    mine, theirs = [], []
+    mine, theirs, people = [], [], []
     for r in ok:
         case = cases[r["user_id"]]
         history = set(case.history)
@@ -122,7 +123,8 @@ def against_candidate_order(
         mine.append(ranking_metrics(items, case.wanted, [k])[key])
         order = masked_ranking(r["candidates"], history)
         theirs.append(ranking_metrics(order, case.wanted, [k])[key])
-    return {"metric": key, **paired_bootstrap(mine, theirs)}
+        people.append(case.person)
+    return {"metric": key, **paired_bootstrap(mine, theirs, groups=people)}
 
 
 def top_pick_bias(ok: Sequence[Mapping], cases: Mapping[str, EvalCase]) -> dict:

@@ -107,7 +107,8 @@ def results_document(
             inputs_of,
         )
     if inputs_of:
-        doc["inputs_paired"] = inputs_paired(per_row, inputs_of, suite.ks)
+        people = {c.user_id: c.person for c in prepared.cases}
+        doc["inputs_paired"] = inputs_paired(per_row, inputs_of, suite.ks, people)
     doc["thresholds"] = check_thresholds(doc, suite)
     doc["passed"] = all(t["passed"] for t in doc["thresholds"])
     if prepared.previous is not None:

@@ -38,8 +38,8 @@ def case_metrics(
     return out
 
 
-def _mean_ci(values: Sequence[float]) -> dict:
-    got = paired_bootstrap(values, [0.0] * len(values))
+def _mean_ci(values: Sequence[float], groups: Sequence[str]) -> dict:
+    got = paired_bootstrap(values, [0.0] * len(values), groups=groups)
     return {"mean": got["diff"], "ci95_low": got["ci95_low"], "ci95_high": got["ci95_high"]}
 
 
@@ -60,10 +60,11 @@ def cold_view(
     cold = {c.user_id for c in cases if counts[c.target] <= max_count}
     rows = {}
     for row_id, values in per_row.items():
-        mine = [values[u] for u in values if u in cold]
+        mine = [u for u in values if u in cold]
+        people = [by_key[u].person for u in mine]
         row: dict = {"users": len(mine)}
         for key in keys:
-            row[key] = _mean_ci([m[key] for m in mine]) if mine else None
+            row[key] = _mean_ci([values[u][key] for u in mine], people) if mine else None
         if row_id in records:
             ok = [r for u, r in records[row_id].items() if u in cold and r.get("ok")]
             row["vs_retrieval"] = against_candidate_order(ok, by_key, ks)
@@ -75,7 +76,8 @@ def cold_view(
         "rows": rows,
     }
     if inputs_of and cold:
-        view["inputs_paired"] = inputs_paired(per_row, inputs_of, ks, users=cold)
+        people = {u: c.person for u, c in by_key.items()}
+        view["inputs_paired"] = inputs_paired(per_row, inputs_of, ks, people, users=cold)
     return view
 
 
@@ -83,11 +85,13 @@ def inputs_paired(
     per_row: Mapping[str, Mapping[str, Mapping[str, float]]],
     inputs_of: Mapping[str, tuple[str, str]],
     ks: Sequence[int],
+    people: Mapping[str, str],
     users: Collection[str] | None = None,
 ) -> list[dict]:
     """Per cell or retriever order run over several inputs: both - history, both - query and
-    query - history of NDCG@k, paired by case (of ``users`` only, when given). `inputs_of`:
-    row id -> (base id, input)."""
+    query - history of NDCG@k, paired by case (of ``users`` only, when given), the bootstrap
+    resampling the people behind the cases (``people``: case key -> user). `inputs_of`: row id
+    -> (base id, input)."""
     key = f"ndcg@{headline_k(ks)}"
     grouped: dict[str, dict[str, str]] = {}
     for row_id, (base, inputs) in inputs_of.items():
@@ -99,6 +103,10 @@ def inputs_paired(
                 continue
             va, vb = per_row[ids[a]], per_row[ids[b]]
             common = [u for u in va if u in vb and (users is None or u in users)]
-            got = paired_bootstrap([va[u][key] for u in common], [vb[u][key] for u in common])
+            got = paired_bootstrap(
+                [va[u][key] for u in common],
+                [vb[u][key] for u in common],
+                groups=[people[u] for u in common],
+            )
             out.append({"row": base, "a": ids[a], "b": ids[b], "metric": key, **got})
     return out
