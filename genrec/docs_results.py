@@ -112,7 +112,7 @@ def _views(run: dict[str, Any]) -> list[str]:
             rows = [r for r in cold_inputs if not r[0].startswith("baseline/random")]
             out += _table(tables.INPUTS_HEADER, rows)
     if run.get("inputs_paired"):
-        out += ["", "Inputs compared, paired by case:", ""]
+        out += ["", "Inputs compared, paired by case (intervals resample users):", ""]
         rows = [r for r in tables.inputs_rows(run) if not r[0].startswith("baseline/random")]
         out += _table(tables.INPUTS_HEADER, rows)
     return out

@@ -108,7 +108,8 @@ def _md_views(doc: Mapping) -> list[str]:
         out += [
             "",
             "Gain: NDCG of the cell minus that of the candidates it was handed, in the "
-            "retriever's order, paired by case (bootstrap 95 % interval).",
+            "retriever's order, paired by case (bootstrap 95 % interval, resampling users: a "
+            "user's cases are drawn together).",
         ]
     if doc.get("cold_items"):
         out += ["", "## Cold items", "", tables.cold_caption(doc), ""]

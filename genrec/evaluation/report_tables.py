@@ -263,13 +263,21 @@ def cold_caption(doc: Mapping) -> str:
     )
 
 
-INPUTS_HEADER = ("row", "a", "b", "metric", "a − b [95 % CI]", "n")
+INPUTS_HEADER = ("row", "a", "b", "metric", "a − b [95 % CI]", "cases (users)")
 
 
 def inputs_rows(doc: Mapping) -> list[list[str]]:
-    """The stated-need comparisons between inputs, paired by case."""
+    """The stated-need comparisons between inputs, paired by case; the interval resamples the
+    users behind the cases (older results.json files did not say how many: the cases)."""
     return [
-        [p["row"], p["a"], p["b"], p["metric"], ci(p), str(p["users"])]
+        [
+            p["row"],
+            p["a"],
+            p["b"],
+            p["metric"],
+            ci(p),
+            f"{p['users']} ({p.get('resampled', p['users'])})",
+        ]
         for p in doc.get("inputs_paired", [])
     ]
 
