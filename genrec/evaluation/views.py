@@ -76,8 +76,8 @@ def cold_view(
         "rows": rows,
     }
     if inputs_of and cold:
-        people = {u: c.person for u, c in by_key.items()}
-        view["inputs_paired"] = inputs_paired(per_row, inputs_of, ks, people, users=cold)
+        person_of = {u: c.person for u, c in by_key.items()}
+        view["inputs_paired"] = inputs_paired(per_row, inputs_of, ks, person_of, users=cold)
     return view
 
 
