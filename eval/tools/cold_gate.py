@@ -30,6 +30,7 @@ from genrec.evaluation.datasets import load_eval_dataset
 from genrec.evaluation.metrics import ranking_metrics
 from genrec.evaluation.paired import paired_bootstrap
 from genrec.index.item_vectors import make_encoder
+from genrec.retrieval.hybrid import normalised
 from genrec.settings import Settings
 from genrec.training.collaborative import EASE, ItemKNN
 from genrec.training.data import build
@@ -43,14 +44,14 @@ RECENCY = [0.5, 0.7, 0.9]
 
 
 def top_normalised(scores: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """Dense row: the top POOL items (history masked) min-max normalised, 0 elsewhere."""
+    """Dense row: the top POOL items (history masked) normalised as the hybrid normalises a
+    member's list (genrec.retrieval.hybrid.normalised), 0 elsewhere."""
     s = scores.astype(np.float64)
     s[history] = -np.inf
     top = np.argpartition(-s, POOL)[:POOL]
-    v = s[top]
-    lo, hi = v.min(), v.max()
     out = np.zeros(len(s))
-    out[top] = (v - lo) / (hi - lo) if hi > lo else 1.0
+    for i, v in normalised([(int(i), float(s[i])) for i in top]).items():
+        out[i] = v
     return out
 
 
